@@ -1,0 +1,1 @@
+"""Face and plate detectors behind one interface."""
