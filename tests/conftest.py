@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,39 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "faces" / "labels.json").is_file():
         pytest.skip(SKIP_NO_SHARED)
     return SHARED_DATA
+
+
+# FiftyOne reads its configuration at import: point it at a throwaway database and at a plugins
+# folder that holds only this checkout, before any test imports fiftyone.
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="fo-anonymizer-tests-"))
+os.environ["FIFTYONE_DATABASE_DIR"] = str(_SESSION_TMP / "db")
+_PLUGINS_DIR = _SESSION_TMP / "plugins"
+_PLUGINS_DIR.mkdir()
+(_PLUGINS_DIR / "fiftyone-anonymizer").symlink_to(REPO_ROOT, target_is_directory=True)
+os.environ["FIFTYONE_PLUGINS_DIR"] = str(_PLUGINS_DIR)
+PLUGIN_NAME = "@fiftyone-anonymizer/anonymize"
+
+
+@pytest.fixture(scope="session")
+def plugins_dir() -> Path:
+    return _PLUGINS_DIR
+
+
+@pytest.fixture
+def make_dataset(request):
+    """Create uniquely named FiftyOne datasets and delete them after the test."""
+    import fiftyone as fo
+
+    created = []
+
+    def make(samples=None, name=None):
+        ds = fo.Dataset(name or f"t-{request.node.name[:40]}-{len(created)}-{os.getpid()}", overwrite=True)
+        if samples:
+            ds.add_samples(samples)
+        created.append(ds)
+        return ds
+
+    yield make
+    for ds in created:
+        if fo.dataset_exists(ds.name):
+            fo.delete_dataset(ds.name)

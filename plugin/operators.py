@@ -1,0 +1,393 @@
+"""FiftyOne operators: thin forms over :mod:`pipeline` and :mod:`audit`.
+
+Each operator reads its parameters, calls the library, and reports. Each also has a documented
+``__call__`` so the same work runs from Python through FiftyOne's operator machinery
+(``foo.get_operator(uri)(view, ...)``), immediately or delegated.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from . import pipeline
+
+PLUGIN_NAME = "@fiftyone-anonymizer/anonymize"
+_BLUR_MODES = ("blur", "pixelate", "fill")
+_SHAPES = ("auto", "ellipse", "rectangle")
+_EXPORT_TYPES = ("FiftyOneDataset", "COCODetectionDataset", "YOLOv5Dataset",
+                 "VOCDetectionDataset", "ImageDirectory")
+
+
+def _detections_fields(ctx) -> list[str]:
+    import fiftyone as fo
+
+    if ctx.dataset is None:
+        return []
+    schema = ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections)
+    return sorted(schema)
+
+
+def _progress(ctx):
+    def report(fraction: float, label: str) -> None:
+        ctx.set_progress(progress=fraction, label=label)
+
+    return report
+
+
+def _report_outputs(outputs: types.Object) -> None:
+    outputs.int("samples", label="Samples in target")
+    outputs.int("processed", label="Samples processed")
+    outputs.int("skipped", label="Samples skipped")
+    outputs.int("failed", label="Samples failed")
+    outputs.obj("boxes_per_class", label="Boxes per class", view=types.JSONView())
+    outputs.list("failures", types.Object(), label="Failures (file and reason)",
+                 view=types.JSONView())
+
+
+def _execute(uri: str, sample_collection, params: dict[str, Any], delegate: bool):
+    ctx = {"view": sample_collection.view(), "params": params}
+    return foo.execute_operator(uri, ctx, request_delegation=delegate)
+
+
+def _reload(ctx) -> None:
+    if not ctx.delegated:
+        ctx.trigger("reload_dataset")
+
+
+class DetectFacesAndPlates(foo.Operator):
+    """Find faces and licence plates and store them as ``fo.Detections``."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="detect_faces_and_plates",
+            label="Anonymizer: detect faces and plates",
+            description="Find faces and licence plates and store them as detections",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        from .detectors import DEFAULT_THRESHOLDS
+
+        inputs = types.Object()
+        inputs.view_target(ctx)
+        inputs.str("label_field", label="Label field", default=pipeline.DEFAULT_LABEL_FIELD,
+                   required=True, description="Field in which to store the detections")
+        inputs.enum("faces", ["centerface", "mtcnn", "none"], default="centerface",
+                    label="Face model", view=types.DropdownView())
+        inputs.enum("plates", ["yolov8-plates", "none"], default="yolov8-plates",
+                    label="Plate model", view=types.DropdownView())
+        inputs.float("face_threshold", default=DEFAULT_THRESHOLDS["face"], min=0.001, max=1.0,
+                     label="Face threshold", description="Keep faces scoring at least this")
+        inputs.float("plate_threshold", default=DEFAULT_THRESHOLDS["plate"], min=0.001, max=1.0,
+                     label="Plate threshold", description="Keep plates scoring at least this")
+        inputs.bool("overwrite", default=False, label="Overwrite",
+                    description="Run again on samples that already have the field")
+        if ctx.params.get("faces") == "none" and ctx.params.get("plates") == "none":
+            prop = inputs.view("nothing", types.Warning(label="Choose at least one model"))
+            prop.invalid = True
+        return types.Property(inputs, view=types.View(label="Detect faces and plates"))
+
+    def execute(self, ctx):
+        p = ctx.params
+        report = pipeline.detect_faces_and_plates(
+            ctx.target_view(),
+            label_field=p.get("label_field", pipeline.DEFAULT_LABEL_FIELD),
+            faces=None if p.get("faces") == "none" else p.get("faces", "centerface"),
+            plates=None if p.get("plates") == "none" else p.get("plates", "yolov8-plates"),
+            thresholds=_thresholds(p),
+            overwrite=bool(p.get("overwrite", False)),
+            progress=_progress(ctx),
+        )
+        _reload(ctx)
+        return report.to_dict()
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("label_field", label="Label field")
+        _report_outputs(outputs)
+        return types.Property(outputs, view=types.View(label="Detection finished"))
+
+    def __call__(self, sample_collection, label_field: str = pipeline.DEFAULT_LABEL_FIELD,
+                 faces: str = "centerface", plates: str = "yolov8-plates",
+                 face_threshold: float | None = None, plate_threshold: float | None = None,
+                 overwrite: bool = False, delegate: bool = False):
+        """Detect faces and plates in ``sample_collection`` through the operator.
+
+        Args:
+            sample_collection: a dataset or view
+            label_field: where to store the ``fo.Detections``
+            faces: ``"centerface"``, ``"mtcnn"`` or ``"none"``
+            plates: ``"yolov8-plates"`` or ``"none"``
+            face_threshold, plate_threshold: minimum scores (None: the defaults)
+            overwrite: redo samples that already have ``label_field``
+            delegate: queue it for a delegated worker instead of running now
+        """
+        params = {"label_field": label_field, "faces": faces, "plates": plates,
+                  "overwrite": overwrite}
+        if face_threshold is not None:
+            params["face_threshold"] = face_threshold
+        if plate_threshold is not None:
+            params["plate_threshold"] = plate_threshold
+        return _execute(self.uri, sample_collection, params, delegate)
+
+
+def _thresholds(params: dict) -> dict[str, float]:
+    from .detectors import DEFAULT_THRESHOLDS
+
+    return {
+        "face": float(params.get("face_threshold", DEFAULT_THRESHOLDS["face"])),
+        "plate": float(params.get("plate_threshold", DEFAULT_THRESHOLDS["plate"])),
+    }
+
+
+def blur_settings_from_params(params: dict):
+    """Blur settings from operator parameters; the seed's ``"21,2,9"`` wins when given."""
+    from .blur import BlurSettings
+
+    common = {
+        "mode": params.get("mode", "blur"),
+        "shape": params.get("shape", "auto"),
+        "feather": int(params.get("feather", BlurSettings().feather)),
+    }
+    if params.get("box_scale") is not None:
+        common["box_scale"] = float(params["box_scale"])
+    seed = (params.get("seed_kernel") or "").strip()
+    if seed:
+        common.pop("feather")
+        return BlurSettings.from_seed_kernel(seed, **common)
+    if params.get("strength") is not None:
+        common["strength"] = float(params["strength"])
+    return BlurSettings(**common)
+
+
+class AnonymizeImages(foo.Operator):
+    """Write anonymized copies of the images into a new field."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="anonymize_images",
+            label="Anonymizer: anonymize images",
+            description="Blur, pixelate or fill the boxes of detection fields into new copies",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        from .blur import BlurSettings
+
+        defaults = BlurSettings()
+        inputs = types.Object()
+        inputs.view_target(ctx)
+        fields = _detections_fields(ctx)
+        if not fields:
+            prop = inputs.view("no_fields", types.Error(
+                label="No detection fields",
+                description="Run 'detect faces and plates' first, or add a Detections field"))
+            prop.invalid = True
+            return types.Property(inputs)
+        default_fields = [pipeline.DEFAULT_LABEL_FIELD] if pipeline.DEFAULT_LABEL_FIELD in fields else fields[:1]
+        inputs.list("label_fields", types.String(), default=default_fields, required=True,
+                    label="Detection fields to obscure",
+                    view=types.AutocompleteView(choices=[types.Choice(f, label=f) for f in fields]))
+        inputs.list("classes", types.String(), default=["face", "plate"], label="Classes",
+                    description="Labels to obscure; empty means every label")
+        inputs.float("min_confidence", default=None, label="Minimum confidence",
+                     description="Ignore boxes scoring below this (boxes without a score always count)")
+        default_dir = os.path.join(os.path.dirname(_first_root(ctx)), "anonymized") if ctx.dataset else ""
+        out = inputs.str("output_dir", default=default_dir, required=True, label="Output folder",
+                         description="Copies mirror the source tree here")
+        output_dir = ctx.params.get("output_dir") or default_dir
+        if output_dir and ctx.dataset is not None:
+            reason = pipeline.check_output_dir(output_dir, ctx.dataset.values("filepath"))
+            if reason:
+                out.invalid = True
+                out.error_message = reason
+        inputs.str("output_field", default=pipeline.DEFAULT_OUTPUT_FIELD, required=True,
+                   label="Output field")
+        inputs.enum("mode", list(_BLUR_MODES), default=defaults.mode, label="Mode",
+                    view=types.RadioGroup())
+        inputs.enum("shape", list(_SHAPES), default=defaults.shape, label="Shape",
+                    description="auto: ellipses for faces, rectangles for plates",
+                    view=types.DropdownView())
+        inputs.float("box_scale", default=defaults.box_scale, min=0.5, max=4.0, label="Box scale",
+                     description="Grow each box around its centre")
+        inputs.float("strength", default=defaults.strength, label="Strength",
+                     description="Blur sigma as a fraction of each box's size")
+        inputs.int("feather", default=defaults.feather, label="Feather (px)",
+                   description="Smoothing kernel for soft edges; 0 for hard edges")
+        inputs.str("seed_kernel", default="", label="Seed kernel (optional)",
+                   description="The original tool's obfuscation kernel, e.g. 21,2,9; overrides strength")
+        inputs.int("jpeg_quality", default=pipeline.DEFAULT_JPEG_QUALITY, min=1, max=100,
+                   label="JPEG quality")
+        inputs.bool("overwrite", default=False, label="Overwrite",
+                    description="Redo copies that are already up to date")
+        return types.Property(inputs, view=types.View(label="Anonymize images"))
+
+    def execute(self, ctx):
+        p = ctx.params
+        report = pipeline.anonymize_images(
+            ctx.target_view(),
+            output_dir=p["output_dir"],
+            label_fields=p.get("label_fields") or [pipeline.DEFAULT_LABEL_FIELD],
+            classes=p.get("classes") or None,
+            min_confidence=p.get("min_confidence"),
+            settings=blur_settings_from_params(p),
+            output_field=p.get("output_field", pipeline.DEFAULT_OUTPUT_FIELD),
+            overwrite=bool(p.get("overwrite", False)),
+            jpeg_quality=int(p.get("jpeg_quality", pipeline.DEFAULT_JPEG_QUALITY)),
+            progress=_progress(ctx),
+        )
+        _reload(ctx)
+        return report.to_dict()
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("output_field", label="Output field")
+        outputs.str("output_dir", label="Output folder")
+        _report_outputs(outputs)
+        return types.Property(outputs, view=types.View(label="Anonymization finished"))
+
+    def __call__(self, sample_collection, output_dir: str,
+                 label_fields: list[str] | None = None, classes: list[str] | None = None,
+                 min_confidence: float | None = None,
+                 output_field: str = pipeline.DEFAULT_OUTPUT_FIELD, mode: str = "blur",
+                 shape: str = "auto", box_scale: float | None = None,
+                 strength: float | None = None, feather: int | None = None,
+                 seed_kernel: str = "", jpeg_quality: int = pipeline.DEFAULT_JPEG_QUALITY,
+                 overwrite: bool = False, delegate: bool = False):
+        """Write anonymized copies of ``sample_collection`` through the operator.
+
+        Args:
+            sample_collection: a dataset or view
+            output_dir: folder for the copies (mirrors the source tree)
+            label_fields: ``fo.Detections`` fields whose boxes are obscured
+            classes: labels to obscure (None: all)
+            min_confidence: ignore boxes scoring below this
+            output_field: field that receives each copy's path
+            mode, shape, box_scale, strength, feather, seed_kernel: blur options
+            jpeg_quality: quality of JPEG copies
+            overwrite: redo copies that are up to date
+            delegate: queue it for a delegated worker instead of running now
+        """
+        params: dict[str, Any] = {
+            "output_dir": str(output_dir),
+            "label_fields": label_fields or [pipeline.DEFAULT_LABEL_FIELD],
+            "classes": classes or [], "min_confidence": min_confidence,
+            "output_field": output_field, "mode": mode, "shape": shape,
+            "seed_kernel": seed_kernel, "jpeg_quality": jpeg_quality, "overwrite": overwrite,
+        }
+        for key, value in (("box_scale", box_scale), ("strength", strength), ("feather", feather)):
+            if value is not None:
+                params[key] = value
+        return _execute(self.uri, sample_collection, params, delegate)
+
+
+def _first_root(ctx) -> str:
+    first = ctx.dataset.first() if len(ctx.dataset) else None
+    return os.path.dirname(first.filepath) if first is not None else os.getcwd()
+
+
+class ShareAnonymized(foo.Operator):
+    """Clone the anonymized samples into a shareable dataset, or export them."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="share_anonymized",
+            label="Anonymizer: share anonymized dataset",
+            description="New dataset (or export) whose media are the anonymized copies",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        import fiftyone as fo
+
+        inputs = types.Object()
+        inputs.view_target(ctx)
+        output_field = ctx.params.get("output_field", pipeline.DEFAULT_OUTPUT_FIELD)
+        inputs.str("output_field", default=pipeline.DEFAULT_OUTPUT_FIELD, label="Anonymized field")
+        if ctx.dataset is not None and not ctx.dataset.has_field(output_field):
+            prop = inputs.view("no_copies", types.Error(
+                label=f"No field '{output_field}'", description="Run 'anonymize images' first"))
+            prop.invalid = True
+            return types.Property(inputs)
+        default_name = f"{ctx.dataset.name}-anonymized" if ctx.dataset else "anonymized"
+        name = inputs.str("name", default=default_name, required=True, label="New dataset name")
+        inputs.bool("overwrite", default=False, label="Replace a dataset of that name")
+        chosen = ctx.params.get("name") or default_name
+        if fo.dataset_exists(chosen) and not ctx.params.get("overwrite", False):
+            name.invalid = True
+            name.error_message = f"A dataset named '{chosen}' exists; choose another name or replace it"
+        label_fields = _label_fields(ctx)
+        inputs.list("label_fields", types.String(), default=label_fields, label="Label fields to keep",
+                    view=types.AutocompleteView(choices=[types.Choice(f, label=f) for f in label_fields]))
+        inputs.str("export_dir", default=None, label="Also export to folder (optional)")
+        inputs.enum("dataset_type", list(_EXPORT_TYPES), default="FiftyOneDataset",
+                    label="Export format", view=types.DropdownView())
+        return types.Property(inputs, view=types.View(label="Share anonymized dataset"))
+
+    def execute(self, ctx):
+        p = ctx.params
+        shared, report = pipeline.share_anonymized(
+            ctx.target_view(),
+            name=p.get("name"),
+            label_fields=p.get("label_fields"),
+            export_dir=p.get("export_dir") or None,
+            dataset_type=p.get("dataset_type", "FiftyOneDataset"),
+            output_field=p.get("output_field", pipeline.DEFAULT_OUTPUT_FIELD),
+            overwrite=bool(p.get("overwrite", False)),
+        )
+        return report.to_dict()
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("dataset", label="New dataset")
+        outputs.int("processed", label="Samples shared")
+        outputs.int("skipped", label="Samples left out (no anonymized copy)")
+        outputs.list("label_fields", types.String(), label="Label fields kept")
+        outputs.str("export_dir", label="Exported to")
+        return types.Property(outputs, view=types.View(label="Shared"))
+
+    def __call__(self, sample_collection, name: str | None = None,
+                 label_fields: list[str] | None = None, export_dir: str | None = None,
+                 dataset_type: str = "FiftyOneDataset",
+                 output_field: str = pipeline.DEFAULT_OUTPUT_FIELD, overwrite: bool = False,
+                 delegate: bool = False):
+        """Clone the anonymized samples of ``sample_collection`` into dataset ``name``.
+
+        Args:
+            sample_collection: a dataset or view
+            name: the new dataset's name (default: ``<dataset>-anonymized``)
+            label_fields: label fields to keep (None: all)
+            export_dir: optionally also export there, in ``dataset_type`` format
+            output_field: the field holding the anonymized copies' paths
+            overwrite: replace an existing dataset of that name
+            delegate: queue it for a delegated worker instead of running now
+        """
+        params = {"name": name, "label_fields": label_fields, "export_dir": export_dir,
+                  "dataset_type": dataset_type, "output_field": output_field,
+                  "overwrite": overwrite}
+        return _execute(self.uri, sample_collection, params, delegate)
+
+
+def _label_fields(ctx) -> list[str]:
+    import fiftyone.core.labels as fol
+
+    if ctx.dataset is None:
+        return []
+    schema = ctx.dataset.get_field_schema(embedded_doc_type=fol.Label)
+    return sorted(schema)
+
+
+OPERATORS = [DetectFacesAndPlates, AnonymizeImages, ShareAnonymized]
