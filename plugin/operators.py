@@ -78,7 +78,7 @@ class DetectFacesAndPlates(foo.Operator):
         inputs = types.Object()
         inputs.view_target(ctx)
         inputs.str("label_field", label="Label field", default=pipeline.DEFAULT_LABEL_FIELD,
-                   required=True, description="Field in which to store the detections")
+                   description="Field in which to store the detections")
         inputs.enum("faces", ["centerface", "mtcnn", "none"], default="centerface",
                     label="Face model", view=types.DropdownView())
         inputs.enum("plates", ["yolov8-plates", "none"], default="yolov8-plates",
@@ -195,7 +195,7 @@ class AnonymizeImages(foo.Operator):
             prop.invalid = True
             return types.Property(inputs)
         default_fields = [pipeline.DEFAULT_LABEL_FIELD] if pipeline.DEFAULT_LABEL_FIELD in fields else fields[:1]
-        inputs.list("label_fields", types.String(), default=default_fields, required=True,
+        inputs.list("label_fields", types.String(), default=default_fields,
                     label="Detection fields to obscure",
                     view=types.AutocompleteView(choices=[types.Choice(f, label=f) for f in fields]))
         inputs.list("classes", types.String(), default=["face", "plate"], label="Classes",
@@ -211,8 +211,7 @@ class AnonymizeImages(foo.Operator):
             if reason:
                 out.invalid = True
                 out.error_message = reason
-        inputs.str("output_field", default=pipeline.DEFAULT_OUTPUT_FIELD, required=True,
-                   label="Output field")
+        inputs.str("output_field", default=pipeline.DEFAULT_OUTPUT_FIELD, label="Output field")
         inputs.enum("mode", list(_BLUR_MODES), default=defaults.mode, label="Mode",
                     view=types.RadioGroup())
         inputs.enum("shape", list(_SHAPES), default=defaults.shape, label="Shape",
@@ -323,7 +322,7 @@ class ShareAnonymized(foo.Operator):
             prop.invalid = True
             return types.Property(inputs)
         default_name = f"{ctx.dataset.name}-anonymized" if ctx.dataset else "anonymized"
-        name = inputs.str("name", default=default_name, required=True, label="New dataset name")
+        name = inputs.str("name", default=default_name, label="New dataset name")
         inputs.bool("overwrite", default=False, label="Replace a dataset of that name")
         chosen = ctx.params.get("name") or default_name
         if fo.dataset_exists(chosen) and not ctx.params.get("overwrite", False):
