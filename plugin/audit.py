@@ -1,0 +1,452 @@
+"""Audit an anonymization before the data leaves: what may the first pass have missed?
+
+The anonymized copies are searched again with the detectors at a low threshold and with every
+scale, and each detection is compared with the region that was actually obscured, rebuilt from
+the boxes, classes, confidence floor and blur settings that ``anonymize_images`` recorded in its
+output field's ``info``.
+
+Residual rule: a detection on the copy is a *residual* (a face or plate the first pass missed)
+when less than ``RESIDUAL_MIN_COVERED`` (70 %) of its box lies inside
+``blur.obscured_region(...)``. It is the coverage rule of :mod:`metrics` applied to the audit's
+own boxes: a residual is a box that coverage would call uncovered if it were a true one. A
+detector that still fires on a blurred face draws its box over the blurred blob, which the
+grown (``box_scale``) region covers, so it is not a residual.
+
+Samples with a residual, an uncovered true box, or a copy that no longer matches its boxes are
+tagged for review; an audit run removes the tag from audited samples that have none of these.
+With a ground-truth field, FiftyOne's ``evaluate_detections`` (IoU 0.3, classwise) is run so the
+App's evaluation views work, and per-sample counts of uncovered true boxes are stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import metrics
+from .boxes import Detection
+from .images import load_image
+from .pipeline import (
+    DEFAULT_ERROR_FIELD,
+    DEFAULT_OUTPUT_FIELD,
+    Progress,
+    _batched,
+    _fingerprint,
+    _notify,
+    _reason,
+    from_fo_detections,
+    prefetch,
+)
+
+DEFAULT_RESIDUAL_FIELD = "anonymizer_residual"
+DEFAULT_UNCOVERED_FIELD = "anonymizer_uncovered"
+DEFAULT_TAG = "needs_review"
+DEFAULT_EVAL_KEY = "anonymizer_eval"
+#: A detection on a copy is a residual when less than this share of its box is obscured.
+RESIDUAL_MIN_COVERED = metrics.MIN_COVERED
+#: Evaluation IoU: hand boxes and model boxes frame faces differently (see metrics).
+EVAL_IOU = metrics.IOU_THRESHOLD
+#: Audit thresholds: far below the detection defaults; a reviewer dismisses a false alarm in a
+#: second, while a missed face in a shared dataset cannot be taken back.
+AUDIT_THRESHOLDS = {"face": 0.2, "plate": 0.1}
+WORST_SAMPLES = 10
+
+
+@dataclass
+class AuditReport:
+    """What the audit found, for the operator's output, the command line and Python callers."""
+
+    samples: int = 0
+    audited: int = 0
+    not_anonymized: int = 0  # samples of the view without a usable copy (never shared)
+    failed: dict[str, str] = field(default_factory=dict)  # filepath -> reason
+    stale: list[str] = field(default_factory=list)  # ids whose copy predates their current boxes
+    flagged: int = 0  # samples tagged for review
+    residuals_per_class: Counter = field(default_factory=Counter)
+    residual_samples: int = 0
+    gt_field: str | None = None
+    pred_field: str | None = None
+    eval_key: str | None = None
+    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
+    worst: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job": "audit",
+            "samples": self.samples,
+            "audited": self.audited,
+            "not_anonymized": self.not_anonymized,
+            "failed": len(self.failed),
+            "failures": [{"filepath": k, "reason": v} for k, v in self.failed.items()],
+            "stale": len(self.stale),
+            "flagged": self.flagged,
+            "residual_samples": self.residual_samples,
+            "residuals_per_class": dict(self.residuals_per_class),
+            "residuals": sum(self.residuals_per_class.values()),
+            "gt_field": self.gt_field,
+            "pred_field": self.pred_field,
+            "eval_key": self.eval_key,
+            "per_class": self.per_class,
+            "worst": self.worst,
+            "settings": self.settings,
+        }
+
+    def summary(self) -> str:
+        found = ", ".join(f"{n} {k}" for k, n in sorted(self.residuals_per_class.items()))
+        text = (f"audit: {self.audited} audited, {self.flagged} flagged for review; "
+                f"residuals: {found or 'none'}")
+        for label, row in sorted(self.per_class.items()):
+            text += (f"; {label}: recall {row['recall']:.3f}, coverage {row['coverage']:.3f}, "
+                     f"{row['uncovered']} uncovered")
+        return text
+
+
+# --------------------------------------------------------------------------------------------
+# What anonymize did, from its provenance
+
+
+@dataclass(frozen=True)
+class AnonymizeRecord:
+    """The recipe ``anonymize_images`` recorded: enough to rebuild every obscured region."""
+
+    label_fields: tuple[str, ...]
+    classes: tuple[str, ...] | None
+    min_confidence: float | dict[str, float] | None
+    settings: Any  # blur.BlurSettings
+    settings_dict: dict[str, Any]
+    jpeg_quality: int
+
+    def boxes(self, labels_per_field: Sequence[Any]) -> list[Detection]:
+        """The boxes anonymize obscured, in its order (so the fingerprint can be recomputed)."""
+        return [d for labels in labels_per_field
+                for d in from_fo_detections(labels, self.classes, self.min_confidence)]
+
+
+def read_record(sample_collection, output_field: str = DEFAULT_OUTPUT_FIELD) -> AnonymizeRecord:
+    """Read the recipe from ``output_field``'s info; a clear error when there is none."""
+    from .blur import BlurSettings
+
+    fld = sample_collection.get_field(output_field)
+    info = (fld.info or {}) if fld is not None else {}
+    if "settings" not in info or "label_fields" not in info:
+        raise ValueError(f"field '{output_field}' records no anonymization: run anonymize_images first")
+    known = BlurSettings.__dataclass_fields__
+    values = {k: v for k, v in info["settings"].items() if k in known}
+    if "fill_color" in values:
+        values["fill_color"] = tuple(values["fill_color"])
+    settings = BlurSettings(**values)
+    classes = info.get("classes")
+    return AnonymizeRecord(
+        label_fields=tuple(info["label_fields"]),
+        classes=tuple(classes) if classes else None,
+        min_confidence=info.get("min_confidence"),
+        settings=settings,
+        settings_dict=info["settings"],
+        jpeg_quality=int(info.get("jpeg_quality", 95)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The residual rule, per image
+
+
+def residuals(found: Sequence[Detection], obscured: np.ndarray,
+              min_covered: float = RESIDUAL_MIN_COVERED) -> list[tuple[Detection, float]]:
+    """``(detection, covered share)`` of each detection less than ``min_covered`` obscured."""
+    if not found:
+        return []
+    shares = metrics.covered_fractions(list(found), obscured)
+    return [(d, float(s)) for d, s in zip(found, shares) if s < min_covered]
+
+
+def uncovered_truths(truths: Sequence[Detection], obscured: np.ndarray,
+                     min_covered: float = metrics.MIN_COVERED) -> np.ndarray:
+    """Bool per truth: less than ``min_covered`` of it was obscured (a leak)."""
+    if not truths:
+        return np.zeros(0, dtype=bool)
+    return metrics.covered_fractions(list(truths), obscured) < min_covered
+
+
+def _residual_labels(found: Sequence[tuple[Detection, float]]):
+    import fiftyone as fo
+
+    return fo.Detections(detections=[
+        fo.Detection(label=d.label, confidence=float(d.score), bounding_box=list(d.box),
+                     covered=round(share, 4))
+        for d, share in found
+    ])
+
+
+# --------------------------------------------------------------------------------------------
+# The audit
+
+
+@dataclass
+class _SampleResult:
+    sid: str
+    filepath: str
+    residuals: list[tuple[Detection, float]]
+    truths: dict[str, int]  # per class
+    uncovered: dict[str, int]  # per class
+    stale: bool
+
+
+def _audit_sample(sid: str, filepath: str, image: np.ndarray, found: Sequence[Detection],
+                  used: Sequence[Detection], truths: Sequence[Detection], record: AnonymizeRecord,
+                  stale: bool, min_covered: float = RESIDUAL_MIN_COVERED) -> _SampleResult:
+    """Apply the residual and coverage rules to one copy."""
+    from .blur import obscured_region
+
+    height, width = image.shape[:2]
+    mask = np.asarray(obscured_region(height, width, list(used), record.settings), dtype=bool)
+    if record.classes:
+        found = [d for d in found if d.label in record.classes]
+    leaks = uncovered_truths(truths, mask)
+    return _SampleResult(
+        sid, filepath, residuals(found, mask, min_covered),
+        truths=Counter(d.label for d in truths),
+        uncovered=Counter(d.label for d, leak in zip(truths, leaks) if leak),
+        stale=stale,
+    )
+
+
+def _default_pred_field(record: AnonymizeRecord, gt_field: str | None) -> str:
+    """The label field to evaluate: the first one anonymize used that is not the ground truth."""
+    for name in record.label_fields:
+        if name != gt_field:
+            return name
+    return record.label_fields[0]
+
+
+def _confidence_filter(record: AnonymizeRecord):
+    """A ``filter_labels`` expression keeping the boxes anonymize kept (None: keep all)."""
+    from fiftyone import ViewField as F
+
+    conds = []
+    if record.classes:
+        conds.append(F("label").is_in(list(record.classes)))
+    floor = record.min_confidence
+    no_score = F("confidence") == None  # noqa: E711 (a MongoDB expression)
+    if isinstance(floor, dict) and floor:
+        per_class = [(F("label") == k) & (F("confidence") < float(v)) for k, v in floor.items()]
+        below = per_class[0]
+        for cond in per_class[1:]:
+            below = below | cond
+        conds.append(no_score | ~below)
+    elif isinstance(floor, (int, float)):
+        conds.append(no_score | (F("confidence") >= float(floor)))
+    if not conds:
+        return None
+    expr = conds[0]
+    for cond in conds[1:]:
+        expr = expr & cond
+    return expr
+
+
+def _evaluate(view, gt_field: str, pred_field: str, eval_key: str,
+              record: AnonymizeRecord) -> dict[str, dict[str, int]]:
+    """FiftyOne's own evaluation of the obscured boxes; true positives and truths per class."""
+    dataset = view._dataset
+    if eval_key in dataset.list_evaluations():
+        dataset.delete_evaluation(eval_key)
+    expr = _confidence_filter(record)
+    target = view.filter_labels(pred_field, expr, only_matches=False) if expr is not None else view
+    target.evaluate_detections(
+        pred_field, gt_field=gt_field, eval_key=eval_key, iou=EVAL_IOU, classwise=True,
+        classes=list(record.classes) if record.classes else None, progress=False)
+    labels, outcomes = view.values([f"{gt_field}.detections.label",
+                                    f"{gt_field}.detections.{eval_key}"])
+    counts: dict[str, dict[str, int]] = {}
+    for sample_labels, sample_outcomes in zip(labels, outcomes):
+        for label, outcome in zip(sample_labels or [], sample_outcomes or []):
+            if record.classes and label not in record.classes:
+                continue
+            row = counts.setdefault(label, {"truths": 0, "tp": 0})
+            row["truths"] += 1
+            row["tp"] += outcome == "tp"
+    return counts
+
+
+def _ensure_fields(dataset, residual_field: str, uncovered_field: str | None) -> None:
+    import fiftyone as fo
+
+    if not dataset.has_field(residual_field):
+        dataset.add_sample_field(residual_field, fo.EmbeddedDocumentField,
+                                 embedded_doc_type=fo.Detections)
+    if uncovered_field and not dataset.has_field(uncovered_field):
+        dataset.add_sample_field(uncovered_field, fo.IntField)
+
+
+def _worst(results: Sequence[_SampleResult], limit: int) -> list[dict[str, Any]]:
+    """The samples a reviewer should open first: most uncovered true boxes, then residuals."""
+    rows = [{"id": r.sid, "filepath": r.filepath, "residuals": len(r.residuals),
+             "uncovered": sum(r.uncovered.values()), "stale": r.stale} for r in results]
+    rows = [r for r in rows if r["residuals"] or r["uncovered"] or r["stale"]]
+    rows.sort(key=lambda r: (-r["uncovered"], -r["residuals"], r["filepath"]))
+    return rows[:limit]
+
+
+def audit_anonymization(
+    sample_collection,
+    output_field: str = DEFAULT_OUTPUT_FIELD,
+    gt_field: str | None = None,
+    pred_field: str | None = None,
+    eval_key: str = DEFAULT_EVAL_KEY,
+    residual_field: str = DEFAULT_RESIDUAL_FIELD,
+    uncovered_field: str = DEFAULT_UNCOVERED_FIELD,
+    tag: str = DEFAULT_TAG,
+    faces: str | None = "centerface",
+    plates: str | None = "yolov8-plates",
+    thresholds: dict[str, float] | None = None,
+    multiscale: bool = True,
+    min_covered: float = RESIDUAL_MIN_COVERED,
+    batch_size: int = 4,
+    error_field: str = DEFAULT_ERROR_FIELD,
+    detector=None,
+    worst: int = WORST_SAMPLES,
+    progress: Progress | None = None,
+) -> AuditReport:
+    """Search the anonymized copies of ``sample_collection`` for faces and plates left visible.
+
+    Every detection on a copy (``thresholds``, default :data:`AUDIT_THRESHOLDS`, all scales)
+    less than ``min_covered`` inside the obscured region is stored in ``residual_field`` (with
+    its ``covered`` share). Samples with a residual, with an uncovered true box or with a stale
+    copy are tagged ``tag``; audited samples without are untagged. With ``gt_field``, FiftyOne's
+    ``evaluate_detections`` is run on ``pred_field`` (default: the first label field anonymize
+    used) under ``eval_key``, and per-sample counts of uncovered true boxes go to
+    ``uncovered_field``. Samples without a copy are counted and left alone.
+    """
+    from fiftyone import ViewField as F
+
+    from . import detectors as det_mod
+
+    record = read_record(sample_collection, output_field)
+    if gt_field is not None and not sample_collection.has_field(gt_field):
+        raise ValueError(f"ground-truth field '{gt_field}' is not on the dataset")
+    missing = [f for f in record.label_fields if not sample_collection.has_field(f)]
+    if missing:
+        raise ValueError(f"label field(s) used by anonymize are gone: {missing}")
+    thresholds = {**AUDIT_THRESHOLDS, **(thresholds or {})}
+    if detector is None:
+        detector = det_mod.build_detector(faces=faces, plates=plates, thresholds=thresholds,
+                                          multiscale=multiscale)
+    dataset = sample_collection._dataset
+    fp_field = f"{output_field}_fingerprint"
+    fields = ["id", "filepath", output_field, *record.label_fields]
+    has_fp, has_err = sample_collection.has_field(fp_field), sample_collection.has_field(error_field)
+    ids, paths, copies, *labels = sample_collection.values(fields)
+    stored_fps = sample_collection.values(fp_field) if has_fp else [None] * len(ids)
+    errors = sample_collection.values(error_field) if has_err else [None] * len(ids)
+    truths = sample_collection.values(gt_field) if gt_field else [None] * len(ids)
+
+    report = AuditReport(samples=len(ids), gt_field=gt_field)
+    todo = []
+    for i, (sid, path, copy) in enumerate(zip(ids, paths, copies)):
+        if not copy or errors[i] or not os.path.isfile(copy):
+            report.not_anonymized += 1
+            continue
+        used = record.boxes([per_field[i] for per_field in labels])
+        stale = stored_fps[i] != _fingerprint(used, record.settings_dict, record.jpeg_quality)
+        gt = from_fo_detections(truths[i], record.classes) if gt_field else []
+        todo.append((sid, path, copy, used, gt, stale))
+
+    _ensure_fields(dataset, residual_field, uncovered_field if gt_field else None)
+    results: list[_SampleResult] = []
+    done = 0
+    for batch in _batched(prefetch(todo, lambda item: load_image(item[2]).rgb), max(1, batch_size)):
+        good = []
+        for item, image in batch:
+            if isinstance(image, BaseException):
+                report.failed[item[2]] = _reason(image)
+            else:
+                good.append((item, image))
+        if good:
+            try:
+                found = detector.detect([image for _, image in good])
+            except Exception as exc:  # one bad batch should not end the audit
+                found = None
+                for item, _ in good:
+                    report.failed[item[2]] = _reason(exc)
+            for k, ((sid, path, _copy, used, gt, stale), image) in enumerate(
+                    good if found is not None else []):
+                results.append(_audit_sample(sid, path, image, found[k], used, gt, record, stale,
+                                             min_covered))
+        done += len(batch)
+        _notify(progress, done, len(todo), "audited")
+
+    residual_values = {r.sid: _residual_labels(r.residuals) for r in results}
+    if residual_values:
+        sample_collection.set_values(residual_field, residual_values, key_field="id")
+    if gt_field and results:
+        sample_collection.set_values(
+            uncovered_field, {r.sid: sum(r.uncovered.values()) for r in results}, key_field="id")
+    flagged = [r.sid for r in results if r.residuals or r.stale or any(r.uncovered.values())]
+    clear = [r.sid for r in results if r.sid not in set(flagged)]
+    if flagged:
+        sample_collection.select(flagged).tag_samples(tag)
+    if clear:
+        sample_collection.select(clear).untag_samples(tag)
+
+    report.audited = len(results)
+    report.flagged = len(flagged)
+    report.stale = [r.sid for r in results if r.stale]
+    report.residual_samples = sum(1 for r in results if r.residuals)
+    report.residuals_per_class = Counter(d.label for r in results for d, _ in r.residuals)
+    report.worst = _worst(results, worst)
+
+    if gt_field and results:
+        pred_field = pred_field or _default_pred_field(record, gt_field)
+        audited_view = sample_collection.exists(output_field)
+        if has_err:
+            audited_view = audited_view.match(F(error_field) == None)  # noqa: E711
+        counts = _evaluate(audited_view, gt_field, pred_field, eval_key, record)
+        truth_totals: Counter = Counter()
+        uncovered_totals: Counter = Counter()
+        for r in results:
+            truth_totals.update(r.truths)
+            uncovered_totals.update(r.uncovered)
+        for label in sorted(set(truth_totals) | set(counts)):
+            n = truth_totals.get(label, 0)
+            row = counts.get(label, {"truths": 0, "tp": 0})
+            report.per_class[label] = {
+                "truths": n,
+                "recall": row["tp"] / row["truths"] if row["truths"] else 1.0,
+                "coverage": (n - uncovered_totals.get(label, 0)) / n if n else 1.0,
+                "uncovered": uncovered_totals.get(label, 0),
+                "residuals": report.residuals_per_class.get(label, 0),
+            }
+        report.pred_field, report.eval_key = pred_field, eval_key
+
+    report.settings = {
+        "output_field": output_field, "residual_field": residual_field, "tag": tag,
+        "uncovered_field": uncovered_field if gt_field else None,
+        "thresholds": thresholds, "multiscale": multiscale, "min_covered": min_covered,
+        "eval_iou": EVAL_IOU, "detector": _describe(det_mod, detector),
+    }
+    _record_residual_provenance(dataset, residual_field, report.settings)
+    return report
+
+
+def _describe(det_mod, detector) -> dict[str, Any]:
+    try:
+        return det_mod.describe(detector)
+    except Exception:  # a stand-in detector (tests, custom models) need not be describable
+        return {"detector": type(detector).__name__}
+
+
+def _record_residual_provenance(dataset, residual_field: str, settings: dict[str, Any]) -> None:
+    fld = dataset.get_field(residual_field)
+    if fld is None:
+        return
+    fld.description = ("Faces and plates found on the anonymized copy outside the obscured "
+                       "regions (fiftyone-anonymizer audit)")
+    fld.info = json.loads(json.dumps({"produced_by": "fiftyone-anonymizer audit_anonymization",
+                                      **settings}, default=str))
+    fld.save()
