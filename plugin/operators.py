@@ -389,4 +389,119 @@ def _label_fields(ctx) -> list[str]:
     return sorted(schema)
 
 
-OPERATORS = [DetectFacesAndPlates, AnonymizeImages, ShareAnonymized]
+class AuditAnonymization(foo.Operator):
+    """Search the anonymized copies for faces and plates the first pass missed."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="audit_anonymization",
+            label="Anonymizer: audit anonymization",
+            description="Find faces and plates left visible in the anonymized copies, tag them "
+                        "for review, and evaluate against ground truth",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        from . import audit
+
+        inputs = types.Object()
+        inputs.view_target(ctx)
+        output_field = ctx.params.get("output_field", pipeline.DEFAULT_OUTPUT_FIELD)
+        inputs.str("output_field", default=pipeline.DEFAULT_OUTPUT_FIELD, required=True,
+                   label="Anonymized field")
+        if ctx.dataset is not None and not ctx.dataset.has_field(output_field):
+            prop = inputs.view("no_copies", types.Error(
+                label=f"No field '{output_field}'", description="Run 'anonymize images' first"))
+            prop.invalid = True
+            return types.Property(inputs)
+        inputs.float("face_threshold", default=audit.AUDIT_THRESHOLDS["face"], min=0.001,
+                     max=1.0, label="Face threshold",
+                     description="Low on purpose: a false alarm costs a glance, a miss a leak")
+        inputs.float("plate_threshold", default=audit.AUDIT_THRESHOLDS["plate"], min=0.001,
+                     max=1.0, label="Plate threshold")
+        inputs.bool("multiscale", default=True, label="All scales",
+                    description="Slower, finds the smallest and largest faces")
+        inputs.str("residual_field", default=audit.DEFAULT_RESIDUAL_FIELD, required=True,
+                   label="Residual field", description="Detections outside the obscured regions")
+        inputs.str("tag", default=audit.DEFAULT_TAG, required=True, label="Review tag")
+        residual_field = ctx.params.get("residual_field", audit.DEFAULT_RESIDUAL_FIELD)
+        fields = [f for f in _detections_fields(ctx) if f != residual_field]
+        if fields:
+            inputs.enum("gt_field", fields, default=None, label="Ground truth (optional)",
+                        description="Evaluate recall and coverage against these boxes",
+                        view=types.DropdownView())
+        if ctx.params.get("gt_field"):
+            inputs.str("eval_key", default=audit.DEFAULT_EVAL_KEY, required=True,
+                       label="Evaluation key")
+        return types.Property(inputs, view=types.View(label="Audit anonymization"))
+
+    def execute(self, ctx):
+        from . import audit
+
+        p = ctx.params
+        report = audit.audit_anonymization(
+            ctx.target_view(),
+            output_field=p.get("output_field", pipeline.DEFAULT_OUTPUT_FIELD),
+            gt_field=p.get("gt_field") or None,
+            eval_key=p.get("eval_key") or audit.DEFAULT_EVAL_KEY,
+            residual_field=p.get("residual_field", audit.DEFAULT_RESIDUAL_FIELD),
+            tag=p.get("tag", audit.DEFAULT_TAG),
+            thresholds={k: float(p[f"{k}_threshold"]) for k in ("face", "plate")
+                        if p.get(f"{k}_threshold") is not None},
+            multiscale=bool(p.get("multiscale", True)),
+            progress=_progress(ctx),
+        )
+        _reload(ctx)
+        out = report.to_dict()
+        out["summary"] = report.summary()
+        return out
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("summary", label="Summary")
+        outputs.int("audited", label="Samples audited")
+        outputs.int("flagged", label="Samples tagged for review")
+        outputs.int("not_anonymized", label="Samples without a copy (not audited)")
+        outputs.int("stale", label="Copies older than their boxes")
+        outputs.obj("residuals_per_class", label="Residual detections per class",
+                    view=types.JSONView())
+        outputs.obj("per_class", label="Against ground truth (recall, coverage)",
+                    view=types.JSONView())
+        outputs.list("worst", types.Object(), label="Samples to review first",
+                     view=types.JSONView())
+        outputs.list("failures", types.Object(), label="Failures (file and reason)",
+                     view=types.JSONView())
+        return types.Property(outputs, view=types.View(label="Audit finished"))
+
+    def __call__(self, sample_collection, output_field: str = pipeline.DEFAULT_OUTPUT_FIELD,
+                 gt_field: str | None = None, eval_key: str | None = None,
+                 residual_field: str | None = None, tag: str | None = None,
+                 face_threshold: float | None = None, plate_threshold: float | None = None,
+                 multiscale: bool = True, delegate: bool = False):
+        """Audit the anonymized copies of ``sample_collection`` through the operator.
+
+        Args:
+            sample_collection: a dataset or view
+            output_field: the field holding the anonymized copies' paths
+            gt_field: optional ground-truth ``fo.Detections`` field to evaluate against
+            eval_key: evaluation key (default ``anonymizer_eval``)
+            residual_field: where residual detections go (default ``anonymizer_residual``)
+            tag: tag for samples to review (default ``needs_review``)
+            face_threshold, plate_threshold: audit detector thresholds (None: the low defaults)
+            multiscale: search every scale
+            delegate: queue it for a delegated worker instead of running now
+        """
+        params: dict[str, Any] = {"output_field": output_field, "gt_field": gt_field,
+                                  "multiscale": multiscale}
+        for key, value in (("eval_key", eval_key), ("residual_field", residual_field),
+                           ("tag", tag), ("face_threshold", face_threshold),
+                           ("plate_threshold", plate_threshold)):
+            if value is not None:
+                params[key] = value
+        return _execute(self.uri, sample_collection, params, delegate)
+
+
+OPERATORS = [DetectFacesAndPlates, AnonymizeImages, ShareAnonymized, AuditAnonymization]
