@@ -1,0 +1,144 @@
+"""A real browser drives the FiftyOne App: find the operator, run "Anonymize images", see the copy.
+
+Headless Debian Chromium through Playwright (never a downloaded browser). Screenshots are kept in
+``out/test-artifacts/browser/`` (or ``$TEST_ARTIFACTS_DIR``) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+]
+
+
+def _artifacts() -> Path:
+    path = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO_ROOT / "out" / "test-artifacts")) / "browser"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status < 500:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"the App did not answer at {url}")
+
+
+@pytest.fixture
+def browser():
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make setup installs it when run as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
+    import fiftyone as fo
+    from skimage import data
+
+    src = tmp_path / "src"
+    src.mkdir()
+    paths = []
+    for name, pixels in (("astronaut.jpg", data.astronaut()), ("coffee.jpg", data.coffee())):
+        Image.fromarray(pixels).save(src / name, quality=92)
+        paths.append(src / name)
+    boxes = fo.Detections(detections=[fo.Detection(label="face", bounding_box=[0.3, 0.05, 0.28, 0.36], confidence=0.9)])
+    ds = make_dataset([fo.Sample(filepath=str(p), anonymizer_detections=boxes) for p in paths])
+    ds.persistent = True  # the App's server is another process
+    out_dir = tmp_path / "anonymized"
+
+    port = _free_port()
+    session = fo.launch_app(ds, remote=True, port=port, auto=False)
+    shots = _artifacts()
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/")
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/datasets/{ds.name}", wait_until="domcontentloaded")
+        page.wait_for_selector("text=" + ds.name, timeout=90_000)
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(shots / "01-grid.png"))
+
+        # The backquote opens the operator browser; typing filters it.
+        page.keyboard.press("Backquote")
+        page.wait_for_timeout(1000)
+        page.keyboard.type("anonymize images")
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(shots / "02-operator-browser.png"))
+        entry = page.get_by_text("Anonymizer: anonymize images").first
+        entry.wait_for(timeout=30_000)
+        for name in ("detect faces and plates", "share anonymized dataset"):
+            page.keyboard.press("Control+a")
+            page.keyboard.type(name.split()[0])
+            page.get_by_text(f"Anonymizer: {name}").first.wait_for(timeout=10_000)
+        page.keyboard.press("Control+a")
+        page.keyboard.type("anonymize images")
+        page.get_by_text("Anonymizer: anonymize images").first.click()
+
+        # The form: point the output folder at our temp dir, then execute.
+        page.wait_for_selector("text=Output folder", timeout=30_000)
+        field = page.locator("input[id*='output_dir'], input[name*='output_dir']").first
+        if field.count() == 0:
+            field = page.get_by_label("Output folder")
+        field.fill(str(out_dir))
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(shots / "03-form.png"))
+        page.get_by_role("button", name="Execute").click()
+        page.wait_for_selector("text=Anonymization finished", timeout=180_000)
+        page.screenshot(path=str(shots / "04-finished.png"))
+
+        ds.reload()
+        copies = ds.values("anonymized_filepath")
+        assert all(c and Path(c).is_file() and Path(c).is_relative_to(out_dir) for c in copies)
+        assert "anonymized_filepath" in ds.app_config.media_fields
+
+        # The media switch: show the grid from the new field and check the images the App serves
+        # are the copies (the App requests media by path).
+        served: list[str] = []
+        page.on("request", lambda r: served.append(r.url))
+        page.keyboard.press("Escape")
+        session.dataset = ds  # reload the App with the new field
+        session.config.grid_media_field = "anonymized_filepath"
+        session.refresh()
+        page.wait_for_timeout(6000)
+        page.screenshot(path=str(shots / "05-grid-anonymized.png"))
+        assert any("anonymized" in u for u in served), served[-20:]
+
+        astronaut = next(c for c in copies if "astronaut" in c)
+        before = np.asarray(Image.open(paths[0])).astype(int)
+        after = np.asarray(Image.open(astronaut)).astype(int)
+        assert np.abs(after[60:180, 180:280] - before[60:180, 180:280]).mean() > 8  # the face is blurred
+    finally:
+        session.close()
