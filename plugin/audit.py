@@ -34,6 +34,7 @@ from .boxes import Detection
 from .images import load_image
 from .pipeline import (
     DEFAULT_ERROR_FIELD,
+    DEFAULT_LABEL_FIELD,
     DEFAULT_OUTPUT_FIELD,
     Progress,
     _batched,
@@ -103,7 +104,8 @@ class AuditReport:
         text = (f"audit: {self.audited} audited, {self.flagged} flagged for review; "
                 f"residuals: {found or 'none'}")
         for label, row in sorted(self.per_class.items()):
-            text += (f"; {label}: recall {row['recall']:.3f}, coverage {row['coverage']:.3f}, "
+            recall = "n/a" if row["recall"] is None else f"{row['recall']:.3f}"
+            text += (f"; {label}: recall {recall}, coverage {row['coverage']:.3f}, "
                      f"{row['uncovered']} uncovered")
         return text
 
@@ -217,12 +219,13 @@ def _audit_sample(sid: str, filepath: str, image: np.ndarray, found: Sequence[De
     )
 
 
-def _default_pred_field(record: AnonymizeRecord, gt_field: str | None) -> str:
-    """The label field to evaluate: the first one anonymize used that is not the ground truth."""
+def _default_pred_field(record: AnonymizeRecord, gt_field: str | None, dataset) -> str | None:
+    """The label field to evaluate: the first one anonymize used that is not the ground truth;
+    else (anonymized with the ground truth itself) our detections, if the dataset has them."""
     for name in record.label_fields:
         if name != gt_field:
             return name
-    return record.label_fields[0]
+    return DEFAULT_LABEL_FIELD if dataset.has_field(DEFAULT_LABEL_FIELD) else None
 
 
 def _confidence_filter(record: AnonymizeRecord):
@@ -402,11 +405,14 @@ def audit_anonymization(
     report.worst = _worst(results, worst)
 
     if gt_field and results:
-        pred_field = pred_field or _default_pred_field(record, gt_field)
-        audited_view = sample_collection.exists(output_field)
-        if has_err:
-            audited_view = audited_view.match(F(error_field) == None)  # noqa: E711
-        counts = _evaluate(audited_view, gt_field, pred_field, eval_key, record)
+        pred_field = pred_field or _default_pred_field(record, gt_field, dataset)
+        counts: dict[str, dict[str, int]] = {}
+        if pred_field is not None:
+            audited_view = sample_collection.exists(output_field)
+            if has_err:
+                audited_view = audited_view.match(F(error_field) == None)  # noqa: E711
+            counts = _evaluate(audited_view, gt_field, pred_field, eval_key, record)
+            report.pred_field, report.eval_key = pred_field, eval_key
         truth_totals: Counter = Counter()
         uncovered_totals: Counter = Counter()
         for r in results:
@@ -415,14 +421,16 @@ def audit_anonymization(
         for label in sorted(set(truth_totals) | set(counts)):
             n = truth_totals.get(label, 0)
             row = counts.get(label, {"truths": 0, "tp": 0})
+            recall = None
+            if report.eval_key is not None:
+                recall = row["tp"] / row["truths"] if row["truths"] else 1.0
             report.per_class[label] = {
                 "truths": n,
-                "recall": row["tp"] / row["truths"] if row["truths"] else 1.0,
+                "recall": recall,
                 "coverage": (n - uncovered_totals.get(label, 0)) / n if n else 1.0,
                 "uncovered": uncovered_totals.get(label, 0),
                 "residuals": report.residuals_per_class.get(label, 0),
             }
-        report.pred_field, report.eval_key = pred_field, eval_key
 
     report.settings = {
         "output_field": output_field, "residual_field": residual_field, "tag": tag,
