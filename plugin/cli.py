@@ -281,8 +281,6 @@ def run(args: argparse.Namespace) -> int:
     except (engine.PlanError, ValueError) as exc:
         print(f"error: {exc}", file=err)
         return 2
-    for folder in plan.excluded_dirs:
-        print(f"note: not reading {folder} (the output folder, inside the input)", file=err)
     if not plan.jobs:
         print(f"no images with extension(s) {', '.join(extensions)} under {plan.input_dir}", file=err)
         return 0

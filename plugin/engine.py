@@ -54,12 +54,11 @@ class FileJob:
 
 @dataclass
 class FolderPlan:
-    """The jobs for one input folder, plus what the walk left out and why."""
+    """The jobs for one input folder."""
 
     input_dir: Path
     output_dir: Path
     jobs: list[FileJob] = field(default_factory=list)
-    excluded_dirs: list[Path] = field(default_factory=list)
 
 
 class PlanError(ValueError):
@@ -75,13 +74,9 @@ def parse_extensions(spec: str | Iterable[str]) -> tuple[str, ...]:
     return exts
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def find_images(input_dir: Path, extensions: Sequence[str], exclude: Sequence[Path] = ()) -> list[Path]:
-    """Files under ``input_dir`` (recursively, symlinked folders included once) whose extension
-    matches case-insensitively, sorted; folders in ``exclude`` (resolved) are not entered.
+def find_images(input_dir: Path, extensions: Sequence[str]) -> list[Path]:
+    """Files under ``input_dir`` (recursively, symlinked folders entered once) whose extension
+    matches case-insensitively, sorted (hidden files too: the original processed them).
 
     The original matched case-sensitively and missed ``.JPG`` from cameras: a privacy leak.
     """
@@ -90,13 +85,13 @@ def find_images(input_dir: Path, extensions: Sequence[str], exclude: Sequence[Pa
     seen_dirs: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(input_dir, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen_dirs or any(_is_within(Path(real), ex) for ex in exclude):
+        if real in seen_dirs:
             dirnames[:] = []
             continue
         seen_dirs.add(real)
         dirnames.sort()
         for name in filenames:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in wanted:
+            if os.path.splitext(name)[1].lower() in wanted:
                 found.append(Path(dirpath) / name)
     return sorted(found)
 
@@ -115,31 +110,35 @@ def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 extensions: Sequence[str] = DEFAULT_EXTENSIONS,
                 write_detections: bool = True) -> FolderPlan:
     """Mirror every matching image of ``input_dir`` under ``output_dir`` (same relative path,
-    same name). Raises :class:`PlanError` when any copy or detections file would replace a
-    file that is being read. An output folder inside the input is skipped by the walk, so a
-    second run does not anonymize the first run's copies."""
+    same name).
+
+    Every matching file under ``input_dir`` is an input, also inside an output folder that
+    lies within it: skipping that folder could silently leave originals there unprocessed
+    or overwrite them. Raises :class:`PlanError` when any copy or detections file would land
+    on an input file (so re-running into an output folder inside the input is refused until
+    the earlier copies are moved away).
+    """
     src = Path(input_dir).expanduser().absolute()
     out = Path(output_dir).expanduser().absolute()
     if not src.is_dir():
         raise PlanError(f"input folder not found: {src}")
     if out.exists() and not out.is_dir():
         raise PlanError(f"--image-output is a file, not a folder: {out}")
-    out_real = Path(os.path.realpath(out))
-    if out_real == Path(os.path.realpath(src)):
+    if os.path.realpath(out) == os.path.realpath(src):
         raise PlanError(f"the output folder {out} is the input folder: copies would replace the originals")
-    excluded = [out_real] if _is_within(out_real, Path(os.path.realpath(src))) else []
-    sources = find_images(src, extensions, exclude=excluded)
+    sources = find_images(src, extensions)
     targets = [out / s.relative_to(src) for s in sources]
     json_paths = detections_paths(targets) if write_detections else [None] * len(targets)
-    originals = {os.path.realpath(s) for s in sources}
-    for s, t, j in zip(sources, targets, json_paths):
+    originals = {os.path.realpath(s): s for s in sources}
+    for t, j in zip(targets, json_paths):
         for written in (t, j):
-            if written is not None and os.path.realpath(written) in originals:
-                raise PlanError(f"writing {written} would replace the input file {s} "
-                                f"(choose an --image-output outside the input's files)")
-    plan = FolderPlan(src, out, excluded_dirs=[out] if excluded else [])
-    plan.jobs = [FileJob(s, t, j) for s, t, j in zip(sources, targets, json_paths)]
-    return plan
+            hit = originals.get(os.path.realpath(written)) if written is not None else None
+            if hit is not None:
+                raise PlanError(
+                    f"writing {written} would replace the input file {hit} (every image under "
+                    f"--input is an input; if it is an earlier copy, move the old output away "
+                    f"or choose an --image-output outside the input)")
+    return FolderPlan(src, out, [FileJob(s, t, j) for s, t, j in zip(sources, targets, json_paths)])
 
 
 # --------------------------------------------------------------------------------------------
