@@ -409,9 +409,8 @@ class AuditAnonymization(foo.Operator):
 
         inputs = types.Object()
         inputs.view_target(ctx)
-        output_field = ctx.params.get("output_field", pipeline.DEFAULT_OUTPUT_FIELD)
-        inputs.str("output_field", default=pipeline.DEFAULT_OUTPUT_FIELD, required=True,
-                   label="Anonymized field")
+        output_field = ctx.params.get("output_field") or pipeline.DEFAULT_OUTPUT_FIELD
+        inputs.str("output_field", default=pipeline.DEFAULT_OUTPUT_FIELD, label="Anonymized field")
         if ctx.dataset is not None and not ctx.dataset.has_field(output_field):
             prop = inputs.view("no_copies", types.Error(
                 label=f"No field '{output_field}'", description="Run 'anonymize images' first"))
@@ -424,18 +423,17 @@ class AuditAnonymization(foo.Operator):
                      max=1.0, label="Plate threshold")
         inputs.bool("multiscale", default=True, label="All scales",
                     description="Slower, finds the smallest and largest faces")
-        inputs.str("residual_field", default=audit.DEFAULT_RESIDUAL_FIELD, required=True,
-                   label="Residual field", description="Detections outside the obscured regions")
-        inputs.str("tag", default=audit.DEFAULT_TAG, required=True, label="Review tag")
-        residual_field = ctx.params.get("residual_field", audit.DEFAULT_RESIDUAL_FIELD)
+        inputs.str("residual_field", default=audit.DEFAULT_RESIDUAL_FIELD, label="Residual field",
+                   description="Detections outside the obscured regions")
+        inputs.str("tag", default=audit.DEFAULT_TAG, label="Review tag")
+        residual_field = ctx.params.get("residual_field") or audit.DEFAULT_RESIDUAL_FIELD
         fields = [f for f in _detections_fields(ctx) if f != residual_field]
         if fields:
             inputs.enum("gt_field", fields, default=None, label="Ground truth (optional)",
                         description="Evaluate recall and coverage against these boxes",
                         view=types.DropdownView())
         if ctx.params.get("gt_field"):
-            inputs.str("eval_key", default=audit.DEFAULT_EVAL_KEY, required=True,
-                       label="Evaluation key")
+            inputs.str("eval_key", default=audit.DEFAULT_EVAL_KEY, label="Evaluation key")
         return types.Property(inputs, view=types.View(label="Audit anonymization"))
 
     def execute(self, ctx):
@@ -444,11 +442,11 @@ class AuditAnonymization(foo.Operator):
         p = ctx.params
         report = audit.audit_anonymization(
             ctx.target_view(),
-            output_field=p.get("output_field", pipeline.DEFAULT_OUTPUT_FIELD),
+            output_field=p.get("output_field") or pipeline.DEFAULT_OUTPUT_FIELD,
             gt_field=p.get("gt_field") or None,
             eval_key=p.get("eval_key") or audit.DEFAULT_EVAL_KEY,
-            residual_field=p.get("residual_field", audit.DEFAULT_RESIDUAL_FIELD),
-            tag=p.get("tag", audit.DEFAULT_TAG),
+            residual_field=p.get("residual_field") or audit.DEFAULT_RESIDUAL_FIELD,
+            tag=p.get("tag") or audit.DEFAULT_TAG,
             thresholds={k: float(p[f"{k}_threshold"]) for k in ("face", "plate")
                         if p.get(f"{k}_threshold") is not None},
             multiscale=bool(p.get("multiscale", True)),
