@@ -1,0 +1,431 @@
+"""The blur module against an independent float64 NumPy reference of the same maths.
+
+The reference works on the whole image with 2-D kernels and ``numpy.pad``; the module works on
+regions with separable float32 passes. Inside the smoothed mask they may differ by one level
+(float32 vs float64 at the rounding point); outside it they must be byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+
+from fiftyone_anonymizer.blur import (
+    BlurSettings,
+    _funcs,
+    anonymize_batch,
+    anonymize_image,
+    box_sigma,
+    obscured_region,
+    seed_kernel_std_px,
+)
+from fiftyone_anonymizer.boxes import FACE, PLATE, Detection, scale_box
+
+DEFAULT = BlurSettings()
+
+# ------------------------------------------------------------------------------------------
+# Reference (deliberately plain: whole image, 2-D kernels, float64)
+# ------------------------------------------------------------------------------------------
+
+
+def ref_kernel_2d(settings: BlurSettings, sigma: float) -> np.ndarray:
+    if settings.seed_sigma is not None:
+        k, s = settings.kernel_size, settings.seed_sigma
+        d = (2 * s + 1.0) / k
+        x = np.linspace(-s - d / 2, s + d / 2, k + 1)
+        cdf = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
+        raw = np.sqrt(np.outer(np.diff(cdf), np.diff(cdf)))
+        return raw / raw.sum()
+    size = settings.kernel_size or 2 * math.ceil(3 * sigma) + 1
+    r = size // 2
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
+    raw = np.exp(-(xx**2 + yy**2) / (2 * sigma**2))
+    return raw / raw.sum()
+
+
+def ref_correlate(image: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
+    """VALID correlation of the padded HxWxC float64 image with a 2-D kernel."""
+    k = kernel.shape[0]
+    r = k // 2
+    padded = np.pad(image, ((r, r), (r, r), (0, 0)), mode=mode)
+    h, w = image.shape[:2]
+    out = np.zeros(image.shape, dtype=np.float64)
+    for i in range(k):
+        windows = sliding_window_view(padded[i : i + h], k, axis=1)[:, :w]  # H, W, C, k
+        out += windows @ kernel[i]
+    return out
+
+
+def ref_geometry(h: int, w: int, dets, settings: BlurSettings):
+    """Per box: (bool HxW mask, sigma in px, kernel identity)."""
+    boxes = []
+    for d in dets:
+        if d.box[2] <= 0 or d.box[3] <= 0:
+            continue
+        x, y, bw, bh = scale_box(d.box, settings.box_scale)
+        x0 = min(max(math.floor(x * w + 0.5), 0), w - 1)
+        y0 = min(max(math.floor(y * h + 0.5), 0), h - 1)
+        x1 = min(max(math.floor((x + bw) * w + 0.5), x0 + 1), w)
+        y1 = min(max(math.floor((y + bh) * h + 0.5), y0 + 1), h)
+        mask = np.zeros((h, w), dtype=bool)
+        ellipse = settings.shape == "ellipse" or (settings.shape == "auto" and d.label == FACE)
+        if ellipse:
+            yy, xx = np.mgrid[0:h, 0:w]
+            a, b = x1 - x0, y1 - y0  # full axes; centres and pixel centres doubled -> integers
+            mask = (2 * xx + 1 - x0 - x1) ** 2 * b * b + (2 * yy + 1 - y0 - y1) ** 2 * a * a <= (
+                a * a * b * b
+            )
+        else:
+            mask[y0:y1, x0:x1] = True
+        sigma = box_sigma(
+            settings, d.box[2] * w * settings.box_scale, d.box[3] * h * settings.box_scale
+        )
+        boxes.append((mask, sigma, (y0, x0)))
+    return boxes
+
+
+def ref_smooth(mask: np.ndarray, feather: int) -> np.ndarray:
+    """Seed's tent smoothing (edge-replicated at the image border), in exact integers / f^4."""
+    f = max(1, (feather + 1) // 2)
+    tent = np.array([f - abs(i - (f - 1)) for i in range(2 * f - 1)], dtype=np.int64)
+    k2 = np.outer(tent, tent)
+    r = f - 1
+    padded = np.pad(mask.astype(np.int64), r, mode="edge")
+    h, w = mask.shape
+    out = np.zeros((h, w), dtype=np.int64)
+    for i in range(2 * f - 1):
+        for j in range(2 * f - 1):
+            out += k2[i, j] * padded[i : i + h, j : j + w]
+    return out / float(f**4)
+
+
+def ref_pixelate(image: np.ndarray, corner: tuple[int, int], block: int) -> np.ndarray:
+    """Mosaic of cells aligned to the box's top-left corner, each its mean over the image."""
+    y0, x0 = corner
+    h, w = image.shape[:2]
+    out = np.zeros(image.shape, dtype=np.float64)
+    for cy in range(y0 - 64 * block, h, block):
+        for cx in range(x0 - 64 * block, w, block):
+            a, b, c, d = max(cy, 0), min(cy + block, h), max(cx, 0), min(cx + block, w)
+            if a < b and c < d:
+                out[a:b, c:d] = image[a:b, c:d].reshape(-1, image.shape[2]).mean(axis=0)
+    return out
+
+
+def ref_anonymize(image: np.ndarray, dets, settings: BlurSettings = DEFAULT):
+    """Return (output uint8, alpha float64 HxW)."""
+    squeeze = image.ndim == 2
+    img = image[:, :, None] if squeeze else image
+    ncol = min(3, img.shape[2])
+    colour = img[:, :, :ncol].astype(np.float64)
+    h, w = img.shape[:2]
+    boxes = ref_geometry(h, w, dets, settings)
+    out = img.copy()
+    if not boxes:
+        return out.reshape(image.shape), np.zeros((h, w))
+    union = np.zeros((h, w), dtype=bool)
+    for m, _, _ in boxes:
+        union |= m
+    alpha = ref_smooth(union, settings.feather)
+    layers = []  # (weight, layer)
+    if settings.mode == "blur":
+        for sigma in sorted({s for _, s, _ in boxes}):
+            mask = np.zeros((h, w), dtype=bool)
+            for m, s, _ in boxes:
+                mask |= m if s == sigma else False
+            layers.append(
+                (
+                    ref_smooth(mask, settings.feather),
+                    ref_correlate(colour, ref_kernel_2d(settings, sigma), "reflect"),
+                )
+            )
+    elif settings.mode == "fill":
+        r, g, b = settings.fill_color
+        value = [0.299 * r + 0.587 * g + 0.114 * b] if ncol == 1 else [r, g, b]
+        layers.append((alpha, np.broadcast_to(np.array(value, dtype=np.float64), colour.shape)))
+    else:
+        for m, sigma, corner in boxes:
+            block = max(2, round(2 * sigma))
+            layers.append((ref_smooth(m, settings.feather), ref_pixelate(colour, corner, block)))
+    total = sum(wt for wt, _ in layers)
+    obscured = (
+        sum(wt[:, :, None] * lay for wt, lay in layers) / np.maximum(total, 1e-300)[:, :, None]
+    )
+    mixed = colour * (1 - alpha[:, :, None]) + obscured * alpha[:, :, None]
+    out[:, :, :ncol] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    return out.reshape(image.shape), alpha
+
+
+def check(image, dets, settings=DEFAULT):
+    before = image.copy()
+    got = anonymize_image(image, dets, settings)
+    want, alpha = ref_anonymize(image, dets, settings)
+    assert np.array_equal(image, before), "input modified in place"
+    assert got.shape == image.shape and got.dtype == np.uint8
+    diff = np.abs(got.astype(int) - want.astype(int))
+    diff = diff if diff.ndim == 3 else diff[:, :, None]
+    inside = alpha > 0
+    assert diff[inside].max(initial=0) <= 1, f"max diff inside {diff[inside].max()}"
+    signed = got.astype(int) - want.astype(int)
+    if inside.sum() > 200:  # rounded, not truncated: the 1-level misses are rare and unbiased
+        assert abs(signed[inside].mean()) < 0.05 and (diff[inside] > 0).mean() < 0.05
+    assert np.array_equal(got[~inside], image[~inside]), "pixels outside the mask changed"
+    assert inside.any() == bool(ref_geometry(*image.shape[:2], dets, settings))
+    if (alpha >= 0.5).sum() > 4:
+        assert not np.array_equal(got, image), "nothing was obscured"
+    if image.ndim == 3 and image.shape[2] == 4:
+        assert np.array_equal(got[:, :, 3], image[:, :, 3]), "alpha channel changed"
+    return got
+
+
+def textured(h: int, w: int, c: int | None = 3, seed: int = 0) -> np.ndarray:
+    """Noise plus gradients: every level matters, and blur visibly changes it."""
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if c is None else (h, w, c)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = (xx * 255 // max(w - 1, 1) + yy * 128 // max(h - 1, 1)) % 256
+    base = base if c is None else base[:, :, None]
+    return ((base + rng.integers(0, 256, shape)) % 256).astype(np.uint8)
+
+
+def det(label, x, y, w, h, width, height):
+    return Detection(label, 0.9, (x / width, y / height, w / width, h / height))
+
+
+SEED = BlurSettings.from_seed_kernel("21,2,9")
+
+# ------------------------------------------------------------------------------------------
+# Synthetic images
+# ------------------------------------------------------------------------------------------
+
+W, H = 120, 90
+CASES = {
+    "borders": [
+        det(FACE, 0, 0, 30, 25, W, H),
+        det(PLATE, W - 20, 0, 20, 15, W, H),
+        det(PLATE, 0, H - 12, 40, 12, W, H),
+        det(FACE, W - 25, H - 30, 25, 30, W, H),
+    ],
+    "overlap": [
+        det(FACE, 30, 20, 40, 40, W, H),
+        det(PLATE, 50, 40, 50, 25, W, H),
+        det(FACE, 35, 25, 10, 10, W, H),
+    ],
+    "one_pixel": [
+        det(PLATE, 10, 10, 1, 1, W, H),
+        det(FACE, 60, 45, 1, 1, W, H),
+        det(PLATE, W - 1, H - 1, 1, 1, W, H),
+    ],
+    "whole_image": [Detection(PLATE, 0.9, (0.0, 0.0, 1.0, 1.0))],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(
+    "settings",
+    [
+        BlurSettings(),
+        SEED,
+        BlurSettings(kernel_size=15, sigma=3.0, shape="ellipse", box_scale=1.0, feather=5),
+        BlurSettings(kernel_size=9, feather=0, shape="rectangle"),
+    ],
+    ids=["default", "seed", "fixed_ellipse", "hard_edge"],
+)
+def test_matches_reference(case, settings):
+    check(textured(H, W, seed=len(case)), CASES[case], settings)
+
+
+@pytest.mark.parametrize("channels", [None, 1, 4], ids=["gray", "hw1", "rgba"])
+def test_grayscale_and_rgba(channels):
+    check(textured(H, W, channels, seed=3), CASES["overlap"] + CASES["borders"][:2], SEED)
+
+
+@pytest.mark.parametrize("mode", ["pixelate", "fill"])
+def test_pixelate_and_fill(mode):
+    settings = BlurSettings(mode=mode, fill_color=(200, 30, 90))
+    check(textured(H, W, seed=4), CASES["overlap"] + CASES["borders"], settings)
+    check(textured(H, W, None, seed=5), CASES["borders"], settings)
+
+
+def test_flat_image_stays_flat():
+    # Blurring a constant gives the constant back: truncation would turn 200 into 199.
+    image = np.full((60, 80, 3), 200, np.uint8)
+    for settings in (DEFAULT, SEED, BlurSettings(mode="pixelate")):
+        assert np.array_equal(anonymize_image(image, CASES["overlap"], settings), image)
+
+
+def test_fill_is_solid_inside():
+    image = textured(60, 80)
+    out = anonymize_image(
+        image, [det(PLATE, 20, 20, 30, 20, 80, 60)], BlurSettings(mode="fill", box_scale=1.0)
+    )
+    assert (out[25:35, 25:45] == 0).all()
+
+
+def test_kernel_wider_than_image():
+    # Reflect padding wider than the image repeats the reflection, as numpy.pad does.
+    image = textured(12, 9, seed=6)
+    check(
+        image,
+        [Detection(PLATE, 0.9, (0.2, 0.2, 0.5, 0.5))],
+        BlurSettings(kernel_size=41, sigma=8.0),
+    )
+    check(textured(1, 7, seed=7), [Detection(PLATE, 0.9, (0.0, 0.0, 1.0, 1.0))], SEED)
+
+
+def test_whole_image_fallback_many_boxes():
+    w, h = 200, 150
+    dets = [
+        det(FACE if (i + j) % 2 else PLATE, 10 + 45 * i, 8 + 35 * j, 30, 25, w, h)
+        for i in range(4)
+        for j in range(4)
+    ]
+    check(textured(h, w, seed=8), dets, BlurSettings())
+    check(textured(h, w, seed=8), dets, SEED)
+
+
+def test_empty_boxes_unchanged():
+    image = textured(40, 50)
+    for dets in ([], [Detection(FACE, 0.9, (0.1, 0.1, 0.0, 0.2))]):
+        out = anonymize_image(image, dets)
+        assert out is not image and np.array_equal(out, image)
+    assert not obscured_region(40, 50, []).any()
+
+
+def test_mixed_size_batch_and_no_retracing():
+    images = [
+        textured(90, 120, seed=1),
+        textured(57, 33, seed=2),
+        textured(90, 120, 4, seed=3),
+        textured(64, 64, None, seed=4),
+    ]
+    dets = [
+        CASES["overlap"],
+        [Detection(FACE, 0.9, (0.2, 0.1, 0.5, 0.6))],
+        CASES["borders"],
+        CASES["one_pixel"],
+    ]
+    outs = anonymize_batch(images, dets, SEED)
+    assert len(outs) == len(images)
+    for image, ds, out in zip(images, dets, outs, strict=True):
+        assert out.shape == image.shape
+        assert np.array_equal(out, check(image, ds, SEED))
+    fn = _funcs()["blur"]
+    traces = fn.experimental_get_tracing_count()
+    anonymize_batch(images[::-1] + [textured(77, 111, seed=9)], dets[::-1] + [CASES["overlap"]])
+    assert fn.experimental_get_tracing_count() == traces == 1
+    with pytest.raises(ValueError):
+        anonymize_batch(images, dets[:1])
+
+
+def test_obscured_region_matches_reference():
+    for settings in (BlurSettings(), SEED, BlurSettings(feather=0)):
+        dets = CASES["borders"] + CASES["overlap"] + CASES["one_pixel"]
+        _, alpha = ref_anonymize(textured(H, W), dets, settings)
+        assert np.array_equal(obscured_region(H, W, dets, settings), alpha >= 0.5)
+
+
+def test_border_box_stays_obscured_to_the_edge():
+    # The seed's zero padding left a border-touching face half visible; ours does not.
+    region = obscured_region(
+        50, 50, [Detection(PLATE, 0.9, (0.0, 0.2, 0.4, 0.4))], BlurSettings(box_scale=1.0)
+    )
+    assert region[12:28, 0].all()
+
+
+def test_adaptive_strength_scales_with_box():
+    s = BlurSettings()
+    assert box_sigma(s, 400, 400) > 5 * box_sigma(s, 40, 40)
+    assert box_sigma(SEED, 400, 400) == box_sigma(SEED, 40, 40)
+
+
+# ------------------------------------------------------------------------------------------
+# Settings
+# ------------------------------------------------------------------------------------------
+
+
+def test_seed_kernel_spec():
+    s = BlurSettings.from_seed_kernel("21,2,9")
+    assert (s.kernel_size, s.seed_sigma, s.feather, s.mode) == (21, 2.0, 9, "blur")
+    assert BlurSettings.from_seed_kernel([65, 3, 9], shape="rectangle").shape == "rectangle"
+    assert seed_kernel_std_px(21, 2) == pytest.approx(5.2, abs=0.05)
+    assert seed_kernel_std_px(65, 3) == pytest.approx(13.7, abs=0.05)
+    assert json.loads(json.dumps(s.to_dict()))["seed_sigma"] == 2.0
+    for bad in ("21,2", "20,2,9", "21,2,8", "21,0,9"):
+        with pytest.raises(ValueError):
+            BlurSettings.from_seed_kernel(bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mode": "smear"},
+        {"shape": "star"},
+        {"kernel_size": 4},
+        {"feather": 4},
+        {"box_scale": 0},
+        {"fill_color": (0, 0, 300)},
+    ],
+)
+def test_settings_validation(kwargs):
+    with pytest.raises(ValueError):
+        BlurSettings(**kwargs)
+
+
+def test_rejects_bad_images():
+    with pytest.raises(TypeError):
+        anonymize_image(np.zeros((4, 4, 3), np.float32), [])
+    with pytest.raises(ValueError):
+        anonymize_image(np.zeros((4, 4, 2), np.uint8), [])
+
+
+# ------------------------------------------------------------------------------------------
+# Real photos
+# ------------------------------------------------------------------------------------------
+
+
+def _load(shared: Path, kind: str, count: int, min_boxes: int = 1):
+    entries = json.loads((shared / kind / "labels.json").read_text())
+    chosen = [e for e in entries if len(e["boxes"]) >= min_boxes][:count]
+    for e in chosen:
+        image = np.asarray(Image.open(shared / kind / e["file"]).convert("RGB"))
+        h, w = image.shape[:2]
+        dets = [det(b["label"], b["x"], b["y"], b["w"], b["h"], w, h) for b in e["boxes"]]
+        yield image, dets, e
+
+
+def test_real_faces(shared_data):
+    n = 0
+    for image, dets, _ in _load(shared_data, "faces", 4, min_boxes=3):
+        check(image, dets, BlurSettings())
+        check(image, dets, SEED)
+        n += 1
+    assert n == 4
+
+
+def test_real_plates_cropped(shared_data):
+    # Crop around the plate (keeps the whole-image 2-D reference fast); boxes stay real.
+    for image, _, entry in _load(shared_data, "plates", 3):
+        b = entry["boxes"][0]
+        x0, y0 = max(0, int(b["x"]) - 80), max(0, int(b["y"]) - 60)
+        crop = np.ascontiguousarray(image[y0 : y0 + 240, x0 : x0 + 420])
+        h, w = crop.shape[:2]
+        dets = [
+            det(
+                PLATE,
+                b["x"] - x0,
+                b["y"] - y0,
+                min(b["w"], w - (b["x"] - x0)),
+                min(b["h"], h - (b["y"] - y0)),
+                w,
+                h,
+            )
+        ]
+        check(crop, dets, SEED)
+        check(crop, dets, BlurSettings(mode="pixelate"))
