@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -124,17 +125,22 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
         assert all(c and Path(c).is_file() and Path(c).is_relative_to(out_dir) for c in copies)
         assert "anonymized_filepath" in ds.app_config.media_fields
 
-        # The media switch: show the grid from the new field and check the images the App serves
-        # are the copies (the App requests media by path).
+        # The media switch: pick the new field under "Display options"; the grid must then ask
+        # the server for the copies (the App requests media by path).
         served: list[str] = []
-        page.on("request", lambda r: served.append(r.url))
+        page.on("request", lambda r: served.append(urllib.parse.unquote(r.url)))
         page.keyboard.press("Escape")
-        session.dataset = ds  # reload the App with the new field
-        session.config.grid_media_field = "anonymized_filepath"
-        session.refresh()
-        page.wait_for_timeout(6000)
-        page.screenshot(path=str(shots / "05-grid-anonymized.png"))
-        assert any("anonymized" in u for u in served), served[-20:]
+        page.reload(wait_until="domcontentloaded")
+        page.wait_for_selector("[title='Display options']", timeout=60_000)
+        page.wait_for_timeout(2000)
+        if page.get_by_text("Dismiss").count():
+            page.get_by_text("Dismiss").first.click()
+        page.locator("[title='Display options']").first.click()
+        popup = page.get_by_text("Media field", exact=True).locator("..")
+        popup.get_by_text("anonymized_filepath", exact=True).click()
+        page.wait_for_timeout(4000)
+        page.screenshot(path=str(shots / "05-media-field-anonymized.png"))
+        assert any(f"filepath={c}" in u for u in served for c in copies), served[-20:]
 
         astronaut = next(c for c in copies if "astronaut" in c)
         before = np.asarray(Image.open(paths[0])).astype(int)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PLUGIN_NAME
 from PIL import Image
+
+from conftest import PLUGIN_NAME
 
 FACE_BOX = (0.30, 0.05, 0.28, 0.36)  # the astronaut's head, relative [x, y, w, h]
 
@@ -111,6 +112,7 @@ def test_anonymize_operator_writes_mirrored_metadata_free_copies(make_dataset, p
 
 def test_output_folder_over_the_sources_is_refused(make_dataset, photo_tree):
     import fiftyone as fo
+
     from fiftyone_anonymizer import pipeline
 
     paths = sorted(photo_tree.rglob("*.jpg"))
@@ -125,6 +127,7 @@ def test_output_folder_over_the_sources_is_refused(make_dataset, photo_tree):
 
 def test_confidence_and_class_filters_choose_the_boxes(make_dataset, tmp_path):
     import fiftyone as fo
+
     from fiftyone_anonymizer import pipeline
 
     src = tmp_path / "src"
@@ -179,6 +182,7 @@ def _bad_input_tree(root: Path) -> dict[str, Path]:
 
 def test_bad_inputs_fail_clearly_and_the_job_goes_on(make_dataset, tmp_path):
     import fiftyone as fo
+
     from fiftyone_anonymizer import pipeline
 
     files = _bad_input_tree(tmp_path / "src")
@@ -249,6 +253,7 @@ def test_detect_and_anonymize_bad_inputs_with_the_real_models(make_dataset, tmp_
 
 def test_share_clones_only_anonymized_samples_with_copies_as_media(make_dataset, photo_tree, tmp_path):
     import fiftyone as fo
+
     from fiftyone_anonymizer import pipeline
 
     paths = sorted(photo_tree.rglob("*.jpg"))

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from conftest import PLUGIN_NAME, REPO_ROOT
 
 EXPECTED = {"detect_faces_and_plates", "anonymize_images", "share_anonymized", "audit_anonymization"}
