@@ -96,7 +96,7 @@ class AuditReport:
             "eval_key": self.eval_key,
             "per_class": self.per_class,
             "worst": self.worst,
-            "settings": self.settings,
+            "settings": json.loads(json.dumps(self.settings, default=str)),
         }
 
     def summary(self) -> str:
