@@ -12,8 +12,10 @@ The command line (``cli.py``) is a thin layer over :func:`plan_folder` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -263,6 +265,32 @@ def _detect(detector: Any, loads: Sequence[Future]) -> list[list[Detection] | Ba
     return out
 
 
+_WARM_LOCK = threading.Lock()
+_WARMED: set[Any] = set()
+
+
+def warm_up_blur(settings: Any = None) -> None:
+    """Run the blur once, alone, before the worker threads use it.
+
+    The blur module imports TensorFlow and traces its functions on first use: seconds that
+    are better spent while the models load (the command line starts this in a thread), and
+    a first use from several threads at once is not safe. Later calls return at once.
+    """
+    from . import blur
+
+    settings = settings if settings is not None else blur.BlurSettings()
+    with _WARM_LOCK:
+        if settings in _WARMED:
+            return
+        image = np.zeros((64, 64, 3), dtype=np.uint8)
+        dets = [Detection("face", 1.0, (0.2, 0.2, 0.4, 0.4)),
+                Detection("plate", 1.0, (0.1, 0.7, 0.5, 0.2))]
+        # A failure here is not reported: the real call raises it again, naming its file.
+        with contextlib.suppress(Exception):
+            blur.anonymize_batch([image], [dets], settings)
+        _WARMED.add(settings)
+
+
 def _finish(job: FileJob, load: Future, detect: Future, index: int, settings: Any,
             anonymize: Callable, jpeg_quality: int) -> FileResult:
     """Blur, encode and write one image and its detections file."""
@@ -277,6 +305,7 @@ def _finish(job: FileJob, load: Future, detect: Future, index: int, settings: An
         return result
     result.detections = dets
     try:
+        warm_up_blur(settings)
         pixels = anonymize([loaded.pixels], [dets], settings)[0]
         data = encode_image(np.asarray(pixels), copy_format(loaded), jpeg_quality)
     except Exception as exc:
