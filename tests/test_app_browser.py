@@ -84,11 +84,11 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
     port = _free_port()
     session = fo.launch_app(ds, remote=True, port=port, auto=False)
     shots = _artifacts()
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
         _wait_http(f"http://127.0.0.1:{port}/")
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"http://127.0.0.1:{port}/datasets/{ds.name}", wait_until="domcontentloaded")
-        page.wait_for_selector("text=" + ds.name, timeout=90_000)
+        page.wait_for_selector("[data-cy='fo-grid']", timeout=90_000)
         page.wait_for_timeout(3000)
         page.screenshot(path=str(shots / "01-grid.png"))
 
@@ -110,10 +110,8 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
 
         # The form: point the output folder at our temp dir, then execute.
         page.wait_for_selector("text=Output folder", timeout=30_000)
-        field = page.locator("input[id*='output_dir'], input[name*='output_dir']").first
-        if field.count() == 0:
-            field = page.get_by_label("Output folder")
-        field.fill(str(out_dir))
+        field = page.get_by_text("Output folder", exact=True).locator("xpath=following::input[1]")
+        field.fill(str(out_dir / "copies"))
         page.wait_for_timeout(1500)
         page.screenshot(path=str(shots / "03-form.png"))
         page.get_by_role("button", name="Execute").click()
@@ -122,7 +120,7 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
 
         ds.reload()
         copies = ds.values("anonymized_filepath")
-        assert all(c and Path(c).is_file() and Path(c).is_relative_to(out_dir) for c in copies)
+        assert all(c and Path(c).is_file() and Path(c).is_relative_to(out_dir / "copies") for c in copies)
         assert "anonymized_filepath" in ds.app_config.media_fields
 
         # The media switch: pick the new field under "Display options"; the grid must then ask
@@ -131,11 +129,11 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
         page.on("request", lambda r: served.append(urllib.parse.unquote(r.url)))
         page.keyboard.press("Escape")
         page.reload(wait_until="domcontentloaded")
-        page.wait_for_selector("[title='Display options']", timeout=60_000)
+        page.wait_for_selector("[data-cy='action-display-options']", timeout=60_000)
         page.wait_for_timeout(2000)
         if page.get_by_text("Dismiss").count():
             page.get_by_text("Dismiss").first.click()
-        page.locator("[title='Display options']").first.click()
+        page.locator("[data-cy='action-display-options']").first.click()
         popup = page.get_by_text("Media field", exact=True).locator("..")
         popup.get_by_text("anonymized_filepath", exact=True).click()
         page.wait_for_timeout(4000)
@@ -146,5 +144,8 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
         before = np.asarray(Image.open(paths[0])).astype(int)
         after = np.asarray(Image.open(astronaut)).astype(int)
         assert np.abs(after[60:180, 180:280] - before[60:180, 180:280]).mean() > 8  # the face is blurred
+    except Exception:
+        page.screenshot(path=str(shots / "failure.png"))
+        raise
     finally:
         session.close()
