@@ -1,1 +1,209 @@
-"""Face and plate detectors behind one interface."""
+"""Face and plate detectors behind one interface: RGB uint8 images in, relative boxes out.
+
+``build_detector`` assembles the backends (CenterFace or MTCNN for faces, the YOLOv8 plate model
+for plates), applies per-class thresholds and merges their boxes per image with per-class
+duplicate suppression (``boxes.merge_detections``). The defaults below were chosen from
+``scripts/evaluate.py`` on ../shared/data; the model cards in ``models/*.md`` give the numbers.
+
+Importing this module is cheap: onnxruntime and TensorFlow load when a backend is built.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..boxes import FACE, PLATE, Detection, merge_detections
+
+__all__ = [
+    "DEFAULT_THRESHOLDS", "FACE_BACKENDS", "PLATE_BACKENDS", "Detector", "MergedDetector",
+    "build_detector", "build_backend", "backend_settings", "describe",
+]
+
+#: Per-class score thresholds of the default backends (CenterFace, YOLOv8 plates), chosen on
+#: the recall/precision curves of scripts/evaluate.py with a margin toward recall (a missed
+#: face is a leak, an extra blurred patch is not). See models/centerface.md, yolov8-plates.md.
+DEFAULT_THRESHOLDS: dict[str, float] = {FACE: 0.2, PLATE: 0.1}
+
+#: MTCNN's confidence has its own scale; used when faces="mtcnn" and no face threshold is given.
+MTCNN_THRESHOLD = 0.7
+
+FACE_BACKENDS = ("centerface", "mtcnn")
+PLATE_BACKENDS = ("yolov8-plates",)
+
+#: Whether the extra passes (CenterFace mirrored view, plate tiles on large photos) run by default.
+DEFAULT_MULTISCALE = True
+
+# Backend settings: single pass, and what ``multiscale=True`` adds.
+_SETTINGS: dict[str, dict[bool, dict[str, Any]]] = {
+    "centerface": {
+        # Long side brought into [min_side, max_side]: crowd photos of ~400 px are upscaled
+        # 2x so 8-16 px faces reach the stride-4 heatmap; 4K frames are downscaled.
+        # expand: hand boxes are ~6 % wider than CenterFace's and reach ~10 % lower (chin).
+        False: {"scales": (1.0,), "min_side": 800, "max_side": 1920, "flip": False,
+                "expand": (1.1, 1.1)},
+        True: {"scales": (1.0,), "min_side": 800, "max_side": 1920, "flip": True,
+               "expand": (1.1, 1.1)},
+    },
+    "yolov8-plates": {
+        False: {"tiles": False},
+        True: {"tiles": True, "tile_min_side": 1600},
+    },
+    "mtcnn": {
+        False: {"min_face_size": 12, "min_side": 640},
+        True: {"min_face_size": 12, "min_side": 1024},
+    },
+}
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Anything that turns a batch of RGB uint8 HxWx3 images into detections per image."""
+
+    name: str
+    labels: tuple[str, ...]
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]: ...
+
+
+def backend_settings(name: str, multiscale: bool) -> dict[str, Any]:
+    """The keyword arguments ``build_backend`` gives backend ``name`` (a copy)."""
+    return dict(_SETTINGS[name][bool(multiscale)])
+
+
+def build_backend(name: str, threshold: float, multiscale: bool = DEFAULT_MULTISCALE,
+                  device: str = "auto", **overrides: Any) -> Detector:
+    """One backend by name with the default settings (``overrides`` replace any of them)."""
+    kwargs = {**backend_settings(name, multiscale), **overrides}
+    if name == "centerface":
+        from .centerface import CenterFaceDetector
+
+        return CenterFaceDetector(threshold=threshold, device=device, **kwargs)
+    if name == "yolov8-plates":
+        from .yolo_plates import YoloPlateDetector
+
+        return YoloPlateDetector(threshold=threshold, device=device, **kwargs)
+    if name == "mtcnn":
+        from .mtcnn_faces import MTCNNDetector
+
+        return MTCNNDetector(threshold=threshold, device=device, **kwargs)
+    raise ValueError(f"unknown backend {name!r}; faces: {FACE_BACKENDS}, plates: {PLATE_BACKENDS}")
+
+
+class MergedDetector:
+    """Runs each backend on the batch and merges their boxes per image.
+
+    Duplicates are suppressed per class (IoU > ``merge_iou``), so a face found by two sources
+    is blurred once; boxes of different classes never suppress each other.
+    """
+
+    def __init__(self, backends: Sequence[Detector], thresholds: dict[str, float],
+                 multiscale: bool, device: str, merge_iou: float = 0.5) -> None:
+        self.backends = list(backends)
+        self.thresholds = dict(thresholds)
+        self.multiscale = bool(multiscale)
+        self.device = device
+        self.merge_iou = float(merge_iou)
+        self.name = "+".join(b.name for b in self.backends) or "none"
+        self.labels = tuple(sorted({lab for b in self.backends for lab in b.labels}))
+
+    def detect(self, images: Sequence[np.ndarray],
+               extra: Sequence[Sequence[Detection]] | None = None) -> list[list[Detection]]:
+        """Detections per image; ``extra`` (one list per image, e.g. existing labels) is merged in."""
+        images = list(images)
+        if extra is not None and len(extra) != len(images):
+            raise ValueError(f"extra has {len(extra)} entries for {len(images)} images")
+        per_backend = [b.detect(images) for b in self.backends] if images else []
+        out = []
+        for i in range(len(images)):
+            sources = [found[i] for found in per_backend]
+            if extra is not None:
+                sources.append(list(extra[i]))
+            merged = merge_detections(sources, self.merge_iou)
+            out.append(sorted(merged, key=lambda d: (d.label, -d.score)))
+        return out
+
+
+def build_detector(
+    faces: str | None = "centerface",
+    plates: str | None = "yolov8-plates",
+    thresholds: dict[str, float] | None = None,
+    multiscale: bool | None = None,
+    device: str = "auto",
+) -> Detector:
+    """The merged detector. ``thresholds`` override ``DEFAULT_THRESHOLDS`` per class;
+    ``multiscale=None`` means the default (on: it pays for itself, see models/*.md);
+    ``device`` is "auto" (CUDA when onnxruntime-gpu is installed), "cpu" or "cuda"."""
+    if faces is not None and faces not in FACE_BACKENDS:
+        raise ValueError(f"faces must be one of {FACE_BACKENDS} or None, not {faces!r}")
+    if plates is not None and plates not in PLATE_BACKENDS:
+        raise ValueError(f"plates must be one of {PLATE_BACKENDS} or None, not {plates!r}")
+    unknown = set(thresholds or {}) - {FACE, PLATE}
+    if unknown:
+        raise ValueError(f"thresholds for unknown labels {sorted(unknown)}; use 'face' / 'plate'")
+    ms = DEFAULT_MULTISCALE if multiscale is None else bool(multiscale)
+    chosen = dict(DEFAULT_THRESHOLDS)
+    if faces == "mtcnn":
+        chosen[FACE] = MTCNN_THRESHOLD
+    chosen.update({k: float(v) for k, v in (thresholds or {}).items()})
+    for label, value in chosen.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"threshold for {label} must be in [0, 1], got {value}")
+    backends = []
+    if faces is not None:
+        backends.append(build_backend(faces, chosen[FACE], ms, device))
+    if plates is not None:
+        backends.append(build_backend(plates, chosen[PLATE], ms, device))
+    used = {lab for b in backends for lab in b.labels}
+    return MergedDetector(backends, {k: v for k, v in chosen.items() if k in used}, ms, device)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def describe(detector: Any) -> dict:
+    """JSON-safe provenance of a detector: backends and their settings, model files with sha256
+    and licences, package versions, thresholds, multiscale."""
+    from ..weights import load_manifest
+
+    backends = getattr(detector, "backends", [detector])
+    specs = load_manifest()
+    entries = []
+    for b in backends:
+        entry: dict[str, Any] = {"name": b.name, "labels": list(b.labels),
+                                 "threshold": getattr(b, "threshold", None)}
+        for attr in ("scales", "min_side", "max_side", "flip", "expand", "tiles", "tile_min_side",
+                     "precision", "provider", "channels", "min_face_size", "device"):
+            if hasattr(b, attr):
+                entry[attr] = getattr(b, attr)
+        spec = specs.get(b.name)
+        if spec is not None:
+            entry["model"] = {"file": str(getattr(b, "model_path", spec.filename)),
+                              "sha256": spec.sha256, "licence": spec.licence,
+                              "source": f"{spec.package}=={spec.version}:{spec.path_in_wheel}"}
+        elif b.name == "mtcnn":
+            entry["model"] = {"file": "weights inside the mtcnn package", "licence": "MIT",
+                              "source": f"mtcnn=={_version('mtcnn')}"}
+        entries.append(entry)
+    packages = {p: _version(p) for p in ("onnxruntime", "onnxruntime-gpu", "onnx", "numpy",
+                                         "pillow", "mtcnn", "tensorflow")}
+    return _jsonable({
+        "detector": getattr(detector, "name", type(detector).__name__),
+        "backends": entries,
+        "thresholds": getattr(detector, "thresholds", {}),
+        "multiscale": getattr(detector, "multiscale", None),
+        "merge_iou": getattr(detector, "merge_iou", None),
+        "packages": {k: v for k, v in packages.items() if v is not None},
+    })

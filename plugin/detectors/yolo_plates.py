@@ -1,0 +1,123 @@
+"""Licence plates with a YOLOv8s-seg model (ONNX, AGPL-3.0, float16 weights; masks ignored).
+
+Pre-processing follows Ultralytics: letterbox to 640x640 (aspect kept, centred, grey 114 padding),
+RGB scaled to 0-1. The float16 file is converted to float32 once at load time on the CPU, where
+float16 convolutions are slow; on CUDA the original float16 graph is used as shipped.
+Optional tiles (overlapping crops, each letterboxed to 640) catch plates that the single
+downscaled view of a large photo makes too small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..boxes import PLATE, Detection, nms
+from .base import check_image, expand_xyxy, resize, to_detections
+from .onnx_runtime import float16_to_float32, make_session, providers_for, session_provider
+
+SIZE = 640
+PAD_VALUE = 114
+
+
+def letterbox(image: np.ndarray, size: int = SIZE) -> tuple[np.ndarray, float, float, float]:
+    """Resize keeping the aspect so the long side is ``size``, pad centred with grey.
+
+    Returns the ``size x size`` image, the factor and the left/top padding, so that a point
+    ``p`` of the input maps to ``p * factor + pad``.
+    """
+    height, width = image.shape[:2]
+    factor = size / max(height, width)
+    new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
+    out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    left, top = (size - new_w) // 2, (size - new_h) // 2
+    out[top : top + new_h, left : left + new_w] = resize(image, new_w, new_h)
+    return out, factor, float(left), float(top)
+
+
+def tile_windows(height: int, width: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """Square windows ``(x0, y0, x1, y1)`` of side ``tile`` covering the image with overlap."""
+    def starts(length: int) -> list[int]:
+        if length <= tile:
+            return [0]
+        step = max(1, int(tile * (1 - overlap)))
+        n = -(-(length - tile) // step) + 1
+        return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+    return [(x, y, min(x + tile, width), min(y + tile, height))
+            for y in starts(height) for x in starts(width)]
+
+
+class YoloPlateDetector:
+    """Plates with the YOLOv8 plate model; ``threshold`` on the class score (0-1)."""
+
+    name = "yolov8-plates"
+    labels = (PLATE,)
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        threshold: float = 0.25,
+        nms_iou: float = 0.5,
+        tiles: bool = False,
+        tile_min_side: int = 1280,
+        tile_overlap: float = 0.25,
+        expand: tuple[float, float] = (1.0, 1.0),
+        precision: str = "auto",
+        device: str = "auto",
+    ) -> None:
+        if model_path is None:
+            from ..weights import model_path as fetch
+
+            model_path = fetch("yolov8-plates")
+        self.model_path = Path(model_path)
+        self.threshold = float(threshold)
+        self.nms_iou = float(nms_iou)
+        self.tiles, self.tile_min_side, self.tile_overlap = bool(tiles), int(tile_min_side), float(tile_overlap)
+        self.expand = (float(expand[0]), float(expand[1]))
+        on_cpu = providers_for(device) == ["CPUExecutionProvider"]
+        if precision == "auto":
+            precision = "float32" if on_cpu else "float16"
+        if precision not in ("float32", "float16"):
+            raise ValueError("precision must be 'auto', 'float32' or 'float16'")
+        self.precision = precision
+        model = float16_to_float32(self.model_path) if precision == "float32" else self.model_path
+        self.session = make_session(model, device)
+        self.provider = session_provider(self.session)
+        self.input_name = self.session.get_inputs()[0].name
+        self.dtype = np.float16 if precision == "float16" else np.float32
+
+    def _run(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One letterboxed view: pixel ``xyxy`` boxes of ``image`` and scores, before NMS."""
+        boxed, factor, left, top = letterbox(image)
+        blob = (boxed.transpose(2, 0, 1)[None].astype(np.float32) / 255.0).astype(self.dtype)
+        out = self.session.run(["output0"], {self.input_name: blob})[0][0].astype(np.float32)
+        scores = out[4]
+        keep = scores >= self.threshold
+        cx, cy, w, h = out[0, keep], out[1, keep], out[2, keep], out[3, keep]
+        xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float64)
+        xyxy = (xyxy - np.array([left, top, left, top])) / factor
+        return xyxy, scores[keep].astype(np.float64)
+
+    def detect_one(self, image: np.ndarray) -> list[Detection]:
+        height, width = image.shape[:2]
+        boxes, scores = [], []
+        xyxy, sc = self._run(image)
+        boxes.append(xyxy)
+        scores.append(sc)
+        if self.tiles and max(height, width) >= self.tile_min_side:
+            tile = max(SIZE, min(height, width) * 2 // 3)
+            for x0, y0, x1, y1 in tile_windows(height, width, tile, self.tile_overlap):
+                t_xyxy, t_sc = self._run(image[y0:y1, x0:x1])
+                boxes.append(t_xyxy + np.array([x0, y0, x0, y0]))
+                scores.append(t_sc)
+        xyxy, sc = np.concatenate(boxes), np.concatenate(scores)
+        if sc.size:
+            keep = nms(xyxy, sc, self.nms_iou)
+            xyxy, sc = expand_xyxy(xyxy[keep], *self.expand), sc[keep]
+        return to_detections(PLATE, xyxy, sc, width, height)
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        return [self.detect_one(check_image(im, i)) for i, im in enumerate(images)]
