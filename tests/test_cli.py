@@ -170,9 +170,10 @@ def test_dataset_has_detections_copies_and_errors(full_run):
 
     assert fo.dataset_exists(full_run.dataset), full_run.proc.output
     ds = fo.load_dataset(full_run.dataset)
-    assert ds.persistent and len(ds) == 6
+    assert ds.persistent
+    assert len(ds) == 6, ds.values("filepath")
     assert ds.has_field("anonymizer_detections") and ds.has_field("anonymized_filepath")
-    assert "anonymized_filepath" in ds.app_config.media_fields
+    assert "anonymized_filepath" in ds.app_config.media_fields, ds.app_config.media_fields
     top = ds.one(fo.ViewField("filepath") == str(full_run.tree / "top.jpg"))
     assert top.anonymized_filepath == str(full_run.out / "top.jpg")
     assert any(d.label == "face" for d in top.anonymizer_detections.detections)
