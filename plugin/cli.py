@@ -253,6 +253,12 @@ def _summary(results: Sequence[engine.FileResult], seconds: float, plan: engine.
     return "\n".join(lines)
 
 
+def _uses_gpu(detector: Any) -> bool:
+    """Whether any backend's onnxruntime session runs on CUDA."""
+    backends = getattr(detector, "backends", [detector])
+    return any("CUDA" in str(getattr(b, "provider", "")) for b in backends)
+
+
 def _configure_threads(args: argparse.Namespace, options: engine.EngineOptions) -> None:
     """Thread counts for onnxruntime (detectors) and TensorFlow (blur), set before either
     starts: an explicit ``--threads`` wins over the environment, which wins over our tuned
@@ -290,10 +296,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"no images with extension(s) {', '.join(extensions)} under {plan.input_dir}", file=err)
         return 0
 
-    options = engine.default_options(
-        "cpu" if args.device == "auto" else args.device,
-        batch_size=args.batch_size, io_workers=args.workers, detect_workers=args.workers,
-        jpeg_quality=args.jpeg_quality)
+    overrides = {"batch_size": args.batch_size, "io_workers": args.workers,
+                 "detect_workers": args.workers, "jpeg_quality": args.jpeg_quality}
+    options = engine.default_options("cpu" if args.device == "auto" else args.device, **overrides)
     _configure_threads(args, options)
     # The blur's TensorFlow loads while the detectors do (it takes seconds of its own).
     threading.Thread(target=engine.warm_up_blur, args=(settings,), daemon=True).start()
@@ -309,6 +314,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # weights missing, unknown model name, no GPU
         print(f"error: cannot load the detectors: {exc}", file=err)
         return 2
+    if args.device == "auto" and _uses_gpu(detector):  # "auto" found a GPU: batch for it
+        options = engine.default_options("cuda", **overrides)
 
     from tqdm import tqdm
 
