@@ -100,13 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "may not be the input folder")
     orig.add_argument("--image-extensions", default="jpg,png", metavar="EXTS",
                       help="comma-separated extensions to process, case-insensitive")
-    orig.add_argument("--face-threshold", type=_threshold, default=face_default, metavar="F",
-                      help="keep a face when its score is >= F (0.001-1). Default: the face "
-                           "detector's calibrated threshold (detectors.DEFAULT_THRESHOLDS; the "
-                           "original's 0.3 was tuned for its own model)")
-    orig.add_argument("--plate-threshold", type=_threshold, default=plate_default, metavar="F",
-                      help="keep a plate when its score is >= F (0.001-1). Default: the plate "
-                           "detector's calibrated threshold (detectors.DEFAULT_THRESHOLDS)")
+    orig.add_argument("--face-threshold", type=_threshold, default=None, metavar="F",
+                      help=f"keep a face when its score is >= F (0.001-1); default: the face "
+                           f"detector's calibrated threshold from detectors.DEFAULT_THRESHOLDS "
+                           f"({face_default} for centerface), not the original's 0.3, which was "
+                           f"tuned for its own model")
+    orig.add_argument("--plate-threshold", type=_threshold, default=None, metavar="F",
+                      help=f"keep a plate when its score is >= F (0.001-1); default: "
+                           f"detectors.DEFAULT_THRESHOLDS ({plate_default})")
     orig.add_argument("--write-detections", action=argparse.BooleanOptionalAction, default=True,
                       help="write <name>.json beside each copy: a list of {y_min, x_min, y_max, "
                            "x_max, score, kind} in absolute pixels of the (EXIF-rotated) image; "
