@@ -51,7 +51,7 @@ _SETTINGS: dict[str, dict[bool, dict[str, Any]]] = {
     },
     "yolov8-plates": {
         False: {"tiles": False},
-        True: {"tiles": True, "tile_min_side": 1600},
+        True: {"tiles": True, "tile_min_side": 1000},
     },
     "mtcnn": {
         False: {"min_face_size": 12, "min_side": 640},

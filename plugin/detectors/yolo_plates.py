@@ -3,8 +3,8 @@
 Pre-processing follows Ultralytics: letterbox to 640x640 (aspect kept, centred, grey 114 padding),
 RGB scaled to 0-1. The float16 file is converted to float32 once at load time on the CPU, where
 float16 convolutions are slow; on CUDA the original float16 graph is used as shipped.
-Optional tiles (overlapping crops, each letterboxed to 640) catch plates that the single
-downscaled view of a large photo makes too small.
+Optional tiles (overlapping square crops of the short side, each letterboxed to 640) catch
+plates that the single downscaled view of a wide photo makes too small.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class YoloPlateDetector:
         threshold: float = 0.25,
         nms_iou: float = 0.5,
         tiles: bool = False,
-        tile_min_side: int = 1280,
-        tile_overlap: float = 0.25,
+        tile_min_side: int = 1000,
+        tile_overlap: float = 0.15,
         expand: tuple[float, float] = (1.0, 1.0),
         precision: str = "auto",
         device: str = "auto",
@@ -108,7 +108,9 @@ class YoloPlateDetector:
         boxes.append(xyxy)
         scores.append(sc)
         if self.tiles and max(height, width) >= self.tile_min_side:
-            tile = max(SIZE, min(height, width) * 2 // 3)
+            # Square tiles of the short side: a 16:9 frame becomes 2 overlapping squares, each
+            # seen at ~1.8x the full view's resolution, for 2 extra passes (not 6-8 native ones).
+            tile = max(SIZE, min(height, width))
             for x0, y0, x1, y1 in tile_windows(height, width, tile, self.tile_overlap):
                 t_xyxy, t_sc = self._run(image[y0:y1, x0:x1])
                 boxes.append(t_xyxy + np.array([x0, y0, x0, y0]))

@@ -1,0 +1,204 @@
+"""Detectors on real pixels: the astronaut's face, box mapping across sizes, negatives, real photos."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fiftyone_anonymizer import metrics
+from fiftyone_anonymizer.boxes import FACE, PLATE, Detection, iou_matrix, xywh_to_xyxy
+
+HAND_FACE = (0.35, 0.12, 0.18, 0.23)  # the astronaut's face, forehead to chin, relative xywh
+
+
+def iou(a, b) -> float:
+    return float(iou_matrix(xywh_to_xyxy(np.array([a])), xywh_to_xyxy(np.array([b])))[0, 0])
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def faces():
+    from fiftyone_anonymizer.detectors import build_detector
+
+    return build_detector(plates=None)
+
+
+@pytest.fixture(scope="module")
+def plates():
+    from fiftyone_anonymizer.detectors import build_detector
+
+    return build_detector(faces=None)
+
+
+def resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def test_import_is_cheap():
+    code = ("import sys, fiftyone_anonymizer.detectors as d; "
+            "print(sorted(m for m in ('onnxruntime', 'onnx', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_finds_the_astronauts_face(faces, astronaut):
+    found = faces.detect([astronaut])[0]
+    assert all(d.label == FACE and 0.0 <= d.score <= 1.0 for d in found)
+    best = max(found, key=lambda d: iou(d.box, HAND_FACE))
+    assert iou(best.box, HAND_FACE) >= 0.5
+    assert best.score >= 0.5
+    # Nothing else in the picture is a face (flag, suit, rocket) at the default threshold.
+    assert len(found) <= 2
+
+
+@pytest.mark.parametrize("size", [200, 1000, 2600])
+def test_same_relative_box_at_any_size(faces, astronaut, size):
+    # A tiny input (upscaled for inference), a mid-size one and one larger than max_side
+    # (downscaled) must all map back to the same relative face box.
+    ref = max(faces.detect([astronaut])[0], key=lambda d: d.score).box
+    got = max(faces.detect([resized(astronaut, size, size)])[0], key=lambda d: d.score).box
+    assert np.allclose(got, ref, atol=0.03), (got, ref)
+
+
+def test_negatives_give_nothing(faces, plates):
+    rng = np.random.default_rng(0)
+    gray = np.full((480, 640, 3), 128, dtype=np.uint8)
+    ramp = np.broadcast_to(np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None], (480, 640, 3)).copy()
+    noise = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert faces.detect([gray, ramp]) == [[], []]
+    assert plates.detect([gray, ramp]) == [[], []]
+    assert len(faces.detect([noise])[0]) <= 1
+
+
+def test_bad_input_is_refused_with_its_position(faces, astronaut):
+    with pytest.raises(ValueError, match="image 1 of the batch"):
+        faces.detect([astronaut, astronaut[..., 0]])
+    assert faces.detect([]) == []
+
+
+def test_letterbox_maps_points_back():
+    from fiftyone_anonymizer.detectors.yolo_plates import letterbox
+
+    image = np.zeros((300, 1200, 3), dtype=np.uint8)
+    image[100:200, 600:900] = 255
+    boxed, factor, left, top = letterbox(image)
+    assert boxed.shape == (640, 640, 3) and factor == pytest.approx(640 / 1200)
+    ys, xs = np.nonzero(boxed[..., 0] > 200)
+    # The white block lands where x * factor + left says, within a pixel of resampling.
+    assert xs.min() == pytest.approx(600 * factor + left, abs=1.5)
+    assert ys.max() == pytest.approx(200 * factor + top, abs=1.5)
+    assert (boxed[0, 0] == 114).all()  # grey padding
+
+
+def test_synthetic_plate_is_mapped_back_identically_when_padded(plates):
+    # A European-style plate (white, black border and characters) on a car-coloured background.
+    from PIL import ImageDraw, ImageFont
+
+    canvas = Image.new("RGB", (640, 480), (90, 95, 105))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((170, 300, 470, 370), fill=(245, 245, 245), outline=(0, 0, 0), width=4)
+    draw.rectangle((174, 304, 200, 366), fill=(0, 60, 170))
+    font = ImageFont.load_default(size=52)
+    draw.text((210, 306), "AB 123 CD", fill=(0, 0, 0), font=font)
+    image = np.asarray(canvas)
+    found = plates.detect([image])[0]
+    if not found:
+        pytest.skip("the plate model does not fire on this synthetic plate")
+    best = max(found, key=lambda d: d.score)
+    assert best.label == PLATE
+    truth = Detection.from_pixels(PLATE, 1, (170, 300, 470, 370), 640, 480).box
+    assert iou(best.box, truth) >= 0.5
+    # Same pixels with a wide border: the plate must come back at the same pixel position.
+    padded = np.pad(image, ((0, 200), (300, 0), (0, 0)), constant_values=90)
+    moved = max(plates.detect([padded])[0], key=lambda d: d.score)
+    x0, y0, x1, y1 = moved.to_pixels(padded.shape[1], padded.shape[0])
+    bx0, by0, bx1, by1 = best.to_pixels(640, 480)
+    assert np.allclose([x0 - 300, y0, x1 - 300, y1], [bx0, by0, bx1, by1], atol=10)
+
+
+def test_merge_suppresses_duplicates_per_class_and_takes_extra_sources(faces, astronaut):
+    own = faces.detect([astronaut])[0]
+    dup = [Detection(FACE, 0.99, own[0].box), Detection(PLATE, 0.5, own[0].box)]
+    merged = faces.detect([astronaut], extra=[dup])[0]
+    assert sum(d.label == FACE for d in merged) == len(own)  # the duplicate face went
+    assert any(d.label == FACE and d.score == 0.99 for d in merged)  # the best of the two stays
+    assert sum(d.label == PLATE for d in merged) == 1  # other classes never suppress
+
+
+def test_describe_is_json_safe_provenance(faces):
+    from fiftyone_anonymizer.detectors import DEFAULT_THRESHOLDS, describe
+
+    info = json.loads(json.dumps(describe(faces)))
+    (cf,) = info["backends"]
+    assert cf["name"] == "centerface" and cf["model"]["licence"] == "MIT"
+    assert len(cf["model"]["sha256"]) == 64
+    assert info["thresholds"] == {FACE: DEFAULT_THRESHOLDS[FACE]}
+    assert info["packages"]["onnxruntime"]
+
+
+def test_build_detector_rejects_unknown_names():
+    from fiftyone_anonymizer.detectors import build_detector
+
+    with pytest.raises(ValueError, match="faces must be"):
+        build_detector(faces="retinaface")
+    with pytest.raises(ValueError, match="unknown labels"):
+        build_detector(faces=None, plates=None, thresholds={"person": 0.5})
+
+
+def test_mtcnn_backend_finds_the_face(astronaut):
+    pytest.importorskip("mtcnn")
+    from fiftyone_anonymizer.detectors import build_detector
+
+    det = build_detector(faces="mtcnn", plates=None, multiscale=False)
+    found = det.detect([astronaut])[0]
+    assert found and max(iou(d.box, HAND_FACE) for d in found) >= 0.4
+
+
+def _labelled(shared_data, kind: str, n: int):
+    entries = json.loads((shared_data / kind / "labels.json").read_text())
+    entries = [e for e in entries if e["boxes"]][:: max(1, len(entries) // n)][:n]
+    for e in entries:
+        image = np.asarray(Image.open(shared_data / kind / e["file"]).convert("RGB"))
+        h, w = image.shape[:2]
+        truths = [Detection.from_pixels(b["label"], 1, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w, h)
+                  for b in e["boxes"]]
+        yield image, truths
+
+
+def test_recall_on_real_face_photos(shared_data, faces):
+    tallies = [metrics.score_image(t, faces.detect([im])[0], *im.shape[:2])
+               for im, t in _labelled(shared_data, "faces", 10)]
+    total = metrics.combine(tallies)["face"]
+    assert total.truths >= 20
+    assert total.recall >= 0.85, total.as_dict()
+    assert total.precision >= 0.5, total.as_dict()
+
+
+def test_recall_on_real_plate_photos(shared_data, plates):
+    tallies = [metrics.score_image(t, plates.detect([im])[0], *im.shape[:2])
+               for im, t in _labelled(shared_data, "plates", 10)]
+    total = metrics.combine(tallies)["plate"]
+    assert total.recall >= 0.9, total.as_dict()
+    assert total.coverage >= 0.9, total.as_dict()
+
+
+def test_float32_conversion_keeps_the_plate_model_s_answers(shared_data):
+    from fiftyone_anonymizer.detectors.yolo_plates import YoloPlateDetector
+
+    image, truths = next(_labelled(shared_data, "plates", 10))
+    half = YoloPlateDetector(precision="float16", device="cpu").detect([image])[0]
+    full = YoloPlateDetector(precision="float32", device="cpu").detect([image])[0]
+    assert len(half) == len(full) >= 1
+    for a, b in zip(sorted(half, key=lambda d: d.score), sorted(full, key=lambda d: d.score), strict=True):
+        assert abs(a.score - b.score) < 0.02 and iou(a.box, b.box) > 0.95
