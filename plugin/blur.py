@@ -14,6 +14,17 @@ Definitions the tests check against a plain NumPy reference:
   box touching the border stays fully obscured up to the border instead of fading to 50 %.
 * Blur: the image is reflect-padded (``numpy.pad(mode="reflect")``, also for pads wider than
   the image) and convolved per channel with a separable kernel.
+* Wide Gaussians (derived kernels, i.e. no ``kernel_size``, with sigma > ``MULTIRES_SIGMA`` =
+  8 px) are computed at a reduced resolution, so their cost no longer grows with the kernel:
+  with ``d = floor(sigma / 4)``, the reflect-padded image is averaged over d x d cells aligned
+  to the image origin (cell ``(i, j)`` = pixels ``[i d, (i + 1) d) x [j d, (j + 1) d)``), the
+  cell means are convolved with a sampled Gaussian of ``sqrt((sigma / d)^2 - 1/4)`` cells
+  (window ``2 ceil(3 s) + 1``), and each pixel ``p`` takes the bilinear interpolation of the
+  blurred cells at cell coordinate ``(p + 0.5) / d - 0.5`` per axis (half-pixel centres). The
+  ``d^2 / 4`` subtracted is the variance the cell means and the interpolation add, so the
+  impulse response has sigma^2 on average. At sigma > 8 px nothing finer than a few pixels
+  survives the blur, so this is visually the same as the full-resolution Gaussian (not
+  bit-identical to it); the reference tests implement this definition independently.
 * Several kernels in one image (adaptive strength): each kernel ``g`` has its own smoothed mask
   ``M_g``; the blurred value is ``sum_g M_g * B_g / sum_g M_g`` and the alpha is the smoothed
   union mask, so a single kernel reduces exactly to the seed's composite.
@@ -111,6 +122,11 @@ class BlurSettings:
 
 MIN_ADAPTIVE_SIGMA = 2.0  # px; tiny boxes still get a visible blur
 
+# Gaussians wider than this (px, derived kernels only) are computed at a reduced resolution:
+# factor d = floor(sigma / MULTIRES_STEP), so the small image keeps a std-dev of about 4 cells.
+MULTIRES_SIGMA = 8.0
+MULTIRES_STEP = 4.0
+
 
 def seed_kernel_1d(size: int, seed_sigma: float) -> np.ndarray:
     """The seed's kernel, 1-D factor: sqrt of normal-CDF differences, normalised (float64)."""
@@ -165,20 +181,40 @@ def box_sigma(settings: BlurSettings, box_w: float, box_h: float) -> float:
     return _quantize_sigma(max(MIN_ADAPTIVE_SIGMA, raw))
 
 
+def multires_factor(sigma: float) -> int:
+    """Resolution factor d for a derived Gaussian of std-dev ``sigma`` px (1 = full resolution)."""
+    return int(sigma // MULTIRES_STEP) if sigma > MULTIRES_SIGMA else 1
+
+
+def small_sigma(sigma: float, d: int) -> float:
+    """Std-dev in cells of the Gaussian applied at factor ``d``: the cell means add
+    ``(d^2 - 1) / 12`` px^2 of variance and the bilinear upsampling about ``d^2 / 6`` (averaged
+    over the pixel phases), ``d^2 / 4`` in all, so ``sqrt(sigma^2 - d^2 / 4) / d``; with
+    ``d <= sigma / 4`` that is at least ~3.97 cells."""
+    return math.sqrt((sigma / d) ** 2 - 0.25)
+
+
 def _kernel_key(settings: BlurSettings, box_w: float, box_h: float) -> tuple:
-    """Hashable identity of the 1-D blur kernel for a box: (size, sigma, seed_sigma)."""
+    """Hashable identity of the blur for a box: (size, sigma, seed_sigma, factor); with
+    factor d > 1, size is that of the kernel applied to the cells of d x d px."""
     if settings.kernel_size is not None:
-        return (settings.kernel_size, settings.sigma, settings.seed_sigma)
+        return (settings.kernel_size, settings.sigma, settings.seed_sigma, 1)
     sigma = box_sigma(settings, box_w, box_h)
-    return (_size_for_sigma(sigma), sigma, None)
+    d = multires_factor(sigma)
+    if d > 1:
+        return (_size_for_sigma(small_sigma(sigma, d)), sigma, None, d)
+    return (_size_for_sigma(sigma), sigma, None, 1)
 
 
 @lru_cache(maxsize=256)
 def kernel_1d(key: tuple) -> np.ndarray:
-    """The 1-D blur kernel for a key from :func:`_kernel_key` (cached, read-only)."""
-    size, sigma, seed_sigma = key
+    """The 1-D blur kernel for a key from :func:`_kernel_key` (cached, read-only); in cells of
+    ``factor`` px for a multi-resolution key."""
+    size, sigma, seed_sigma, factor = key
     if seed_sigma is not None:
         k = seed_kernel_1d(size, seed_sigma)
+    elif factor > 1:
+        k = gaussian_kernel_1d(size, small_sigma(sigma, factor))
     else:
         k = gaussian_kernel_1d(size, sigma if sigma is not None else _default_sigma(size))
     k.setflags(write=False)
@@ -258,15 +294,22 @@ def _paint(canvas: np.ndarray, oy: int, ox: int, height: int, width: int, rect: 
     canvas[a - oy : b - oy, c - ox : d - ox] |= (dy[:, None] + dx[None, :]) <= (ah * ah) * (aw * aw)
 
 
-def _box_filter_valid(a: np.ndarray, f: int, axis: int) -> np.ndarray:
-    """Sum of ``f`` consecutive values along ``axis`` (VALID), exact on integers."""
+def _box_filter_valid(a: np.ndarray, f: int, axis: int, dtype) -> np.ndarray:
+    """Sum of ``f`` consecutive values along ``axis`` (VALID), exact in integer ``dtype``."""
     if f == 1:
-        return a
-    c = np.cumsum(a, axis=axis, dtype=np.int64)
-    zero = np.zeros_like(np.take(c, [0], axis=axis))
-    c = np.concatenate([zero, c], axis=axis)
-    n = c.shape[axis]
-    return np.take(c, np.arange(f, n), axis=axis) - np.take(c, np.arange(0, n - f), axis=axis)
+        return a.astype(dtype, copy=False)
+    n = a.shape[axis] - (f - 1)
+
+    def shifted(arr: np.ndarray, i: int, count: int) -> np.ndarray:
+        return arr[i : i + count] if axis == 0 else arr[:, i : i + count]
+
+    if f <= 8:  # a few shifted adds beat a cumulative sum
+        out = shifted(a, 0, n).astype(dtype)
+        for i in range(1, f):
+            np.add(out, shifted(a, i, n), out=out)
+        return out
+    c = np.cumsum(a, axis=axis, dtype=dtype)
+    return np.concatenate([shifted(c, f - 1, 1), shifted(c, f, n - 1) - shifted(c, 0, n - 1)], axis)
 
 
 def _smoothed_mask_int(
@@ -274,7 +317,7 @@ def _smoothed_mask_int(
 ) -> np.ndarray:
     """Tent-smoothed union mask over ``region`` (y0, x0, y1, x1) as integers; divide by f**4.
 
-    The tent ``(f - |i - c|) / f`` per axis is two box filters of width f, so integer cumsums
+    The tent ``(f - |i - c|) / f`` per axis is two box filters of width f, so integer sums
     give it exactly (no float rounding at the 0.5 threshold).
     """
     y0, x0, y1, x1 = region
@@ -282,9 +325,13 @@ def _smoothed_mask_int(
     canvas = np.zeros((y1 - y0 + 2 * r, x1 - x0 + 2 * r), dtype=bool)
     for rect in rects:
         _paint(canvas, y0 - r, x0 - r, height, width, rect)
-    m = canvas.astype(np.int64)
+    # Values stay <= f**4 (uint16 for the shifted adds of f <= 8); cumulative sums reach
+    # (longest side) * f**3: int32 unless the feather is huge.
+    wide = np.int32 if max(canvas.shape) * f**3 < 2**31 else np.int64
+    dtype = np.uint16 if f <= 8 else wide
+    m = canvas.view(np.uint8)
     for axis in (0, 1):
-        m = _box_filter_valid(_box_filter_valid(m, f, axis), f, axis)
+        m = _box_filter_valid(_box_filter_valid(m, f, axis, dtype), f, axis, dtype)
     return m
 
 
@@ -415,9 +462,11 @@ def _funcs() -> dict[str, object]:
         ]
     )
     def composite(region, obscured, alpha):
-        """``obscured * alpha + region * (1 - alpha)``, rounded half to even, as uint8."""
-        a = alpha[:, :, None]
-        out = tf.cast(region, tf.float32) * (1.0 - a) + obscured * a
+        """``region + (obscured - region) * alpha``, i.e. ``obscured * alpha + region *
+        (1 - alpha)`` with fewer passes (exactly ``region`` where alpha is 0), rounded half to
+        even, as uint8."""
+        x = tf.cast(region, tf.float32)
+        out = x + (obscured - x) * alpha[:, :, None]
         return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
 
     @tf.function(
@@ -430,7 +479,29 @@ def _funcs() -> dict[str, object]:
     def accumulate(acc, layer, weight):
         return acc + layer * weight[:, :, None]
 
-    _FUNCS.update(blur=blur, composite=composite, accumulate=accumulate)
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None], tf.float32),
+            tf.TensorSpec([None, None], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.float32),
+        ]
+    )
+    def blur_up(cells, band, iy, fy, ix, fx):
+        """Multi-resolution blur: [h + k - 1, w + k - 1, C] cell means (already padded by the
+        kernel radius) -> blurred cells -> bilinear to [H, W, C] pixels, pixel i taking
+        ``b[idx] + f * (b[idx + 1] - b[idx])`` per axis (row/column indices and weights)."""
+        b = one_pass(one_pass(tf.transpose(cells, [2, 0, 1]), band, 2), band, 1)
+        b = tf.transpose(b, [1, 2, 0])
+        t = (
+            tf.gather(b, ix, axis=1)
+            + tf.gather(b[:, 1:] - b[:, :-1], ix, axis=1) * fx[None, :, None]
+        )
+        return tf.gather(t, iy) + tf.gather(t[1:] - t[:-1], iy) * fy[:, None, None]
+
+    _FUNCS.update(blur=blur, composite=composite, accumulate=accumulate, blur_up=blur_up)
     return _FUNCS
 
 
@@ -475,6 +546,83 @@ def _padded_crop(image: np.ndarray, region: tuple[int, int, int, int], r: int) -
     rows = _reflect_index(h, y0 - r, y1 + r)
     cols = _reflect_index(w, x0 - r, x1 + r)
     return image[rows[:, None], cols[None, :]]
+
+
+def _reach(key: tuple) -> int:
+    """Pixels beyond a region that its blur reads (per side)."""
+    size, _, _, d = key
+    return (size - 1) // 2 if d == 1 else ((size - 1) // 2 + 2) * d
+
+
+@lru_cache(maxsize=1024)
+def _lerp_plan(start: int, stop: int, d: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """Bilinear from cells of ``d`` px (centres at ``(c + 0.5) d - 0.5``) to pixels
+    start..stop-1: pixel p sits at cell coordinate ``u = (2 p + 1 - d) / 2 d``, between cells
+    ``floor(u)`` and ``floor(u) + 1``. Returns the first cell, the cell count, and per pixel
+    the cell index (from the first) and the weight ``u - floor(u)`` (exact rationals)."""
+    num = 2 * np.arange(start, stop, dtype=np.int64) + 1 - d
+    cell = num // (2 * d)
+    frac = ((num - 2 * d * cell) / (2 * d)).astype(np.float32)
+    first = int(cell[0])
+    idx = (cell - first).astype(np.int32)
+    idx.setflags(write=False)
+    frac.setflags(write=False)
+    return first, int(cell[-1]) + 2 - first, idx, frac
+
+
+def _cell_sums(a: np.ndarray, axis: int, n: int, c0: int, nc: int, d: int, offset: int, dtype):
+    """Sums over cells c0..c0+nc-1 (cell c = positions ``[c d, (c + 1) d)`` of the
+    reflect-padded axis of ``n`` px) along ``axis`` of ``a``, which holds that axis' pixels
+    ``offset, offset + 1, ...``. Cells inside the image are summed in place; the few that
+    reach into the padding are gathered first."""
+
+    def summed(block: np.ndarray, cells: int) -> np.ndarray:
+        # d strided adds (one pass over the block) beat a reduction over a middle axis.
+        view = block.reshape(block.shape[:axis] + (cells, d) + block.shape[axis + 1 :])
+        at = (slice(None),) * (axis + 1)
+        acc = view[at + (0,)].astype(dtype)
+        for k in range(1, d):
+            np.add(acc, view[at + (k,)], out=acc)
+        return acc
+
+    def gathered(ca: int, cb: int) -> np.ndarray:
+        return summed(np.take(a, _reflect_index(n, ca * d, cb * d) - offset, axis=axis), cb - ca)
+
+    lo = min(max(c0, 0), c0 + nc)
+    hi = min(max(n // d, lo), c0 + nc)
+    parts = []
+    if c0 < lo:
+        parts.append(gathered(c0, lo))
+    if lo < hi:
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(lo * d - offset, hi * d - offset)
+        parts.append(summed(a[tuple(index)], hi - lo))
+    if hi < c0 + nc:
+        parts.append(gathered(hi, c0 + nc))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
+
+
+def _cell_means(image: np.ndarray, cy: int, ny: int, cx: int, nx: int, d: int) -> np.ndarray:
+    """Means over the d x d cells (cy.., cx..) of the reflect-padded image, float32 [ny, nx, C]
+    (exact integer sums, divided in float64)."""
+    h, w = image.shape[:2]
+    rows = _reflect_index(h, cy * d, (cy + ny) * d)
+    cols = _reflect_index(w, cx * d, (cx + nx) * d)
+    ylo, yhi, xlo, xhi = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    sums = _cell_sums(image[ylo:yhi, xlo:xhi], 0, h, cy, ny, d, ylo, np.uint32)
+    sums = _cell_sums(sums, 1, w, cx, nx, d, xlo, np.float64)
+    return (sums / float(d * d)).astype(np.float32)
+
+
+def _multires_layer(image: np.ndarray, region: tuple[int, int, int, int], key: tuple):
+    """Blur of ``region`` for a multi-resolution key: cell means, Gaussian on the cells,
+    bilinear back to pixels (see the module docstring)."""
+    d, r = key[3], (key[0] - 1) // 2
+    y0, x0, y1, x1 = region
+    cy, ny, iy, fy = _lerp_plan(y0, y1, d)
+    cx, nx, ix, fx = _lerp_plan(x0, x1, d)
+    cells = _cell_means(image, cy - r, ny + 2 * r, cx - r, nx + 2 * r, d)
+    return _funcs()["blur_up"](cells, _band(key), iy, fy, ix, fx)
 
 
 def _pixelate_layer(
@@ -554,6 +702,8 @@ def _anonymize_region(
             block = max(2, int(round(2 * sigma)))
             return tf.constant(_pixelate_layer(image, group[0], block, region, f))
         key = group[0].key
+        if key[3] > 1:
+            return _multires_layer(image, region, key)
         crop = _padded_crop(image, region, (key[0] - 1) // 2)
         return fn["blur"](crop, _band(key))
 
@@ -566,7 +716,9 @@ def _anonymize_region(
         for g, wg in zip(groups, weights, strict=True):
             if wg.any():
                 obscured = fn["accumulate"](obscured, layer(g), wg / total)
-    result = fn["composite"](image[y0:y1, x0:x1], obscured, (alpha / norm).astype(np.float32))
+    result = fn["composite"](
+        image[y0:y1, x0:x1], obscured, np.divide(alpha, norm, dtype=np.float32)
+    )
     out[y0:y1, x0:x1] = result.numpy()
 
 
@@ -574,9 +726,11 @@ def _plan(
     height: int, width: int, rects: Sequence[_Rect], f: int
 ) -> list[tuple[int, int, int, int]]:
     regions = _regions(height, width, rects, f)
-    margin = max(((r.key[0] - 1) // 2 for r in rects), default=0)
+    # Margins cost a full-resolution blur each; a multi-resolution blur only sums a few more
+    # cells there, so merging regions never pays for it (it only grows the composite).
+    margin = max((_reach(r.key) for r in rects if r.key[3] == 1), default=0)
     work = sum((b[2] - b[0] + 2 * margin) * (b[3] - b[1] + 2 * margin) for b in regions)
-    if len(regions) > 1 and work > WHOLE_IMAGE_SHARE * height * width:
+    if margin and len(regions) > 1 and work > WHOLE_IMAGE_SHARE * height * width:
         return [(0, 0, height, width)]
     return regions
 

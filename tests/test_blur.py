@@ -62,6 +62,51 @@ def ref_correlate(image: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarra
     return out
 
 
+# Wide derived Gaussians: the module's documented multi-resolution rule, restated here.
+MULTIRES_SIGMA, MULTIRES_STEP = 8.0, 4.0
+
+
+def ref_multires(colour: np.ndarray, sigma: float) -> np.ndarray:
+    """Whole-image multi-resolution blur: means over d x d cells of the reflect-padded image
+    (cells aligned to the image origin), a 2-D Gaussian of sqrt((sigma/d)^2 - 1/4) cells
+    (VALID), then bilinear interpolation with half-pixel centres back to every pixel."""
+    d = int(sigma // MULTIRES_STEP)
+    s = math.sqrt((sigma / d) ** 2 - 0.25)
+    r = math.ceil(3 * s)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
+    g = np.exp(-(xx**2 + yy**2) / (2 * s * s))
+    g /= g.sum()
+    h, w = colour.shape[:2]
+    # Cells -1-r .. ceil(n/d)+r per axis: the bilinear step reads cells -1 .. ceil(n/d).
+    ny, nx = -(-h // d) + 2 * r + 2, -(-w // d) + 2 * r + 2
+    before = (r + 1) * d
+    padded = np.pad(
+        colour, ((before, ny * d - before - h), (before, nx * d - before - w), (0, 0)), "reflect"
+    )
+    cells = padded.reshape(ny, d, nx, d, -1).mean(axis=(1, 3))
+    blurred = np.zeros((ny - 2 * r, nx - 2 * r, cells.shape[2]))
+    for i in range(2 * r + 1):
+        windows = sliding_window_view(cells[i : i + ny - 2 * r], 2 * r + 1, axis=1)
+        blurred += windows @ g[i]  # blurred[j] is cell j - 1
+
+    def lerp(n: int, count: int) -> np.ndarray:
+        u = (np.arange(n) + 0.5) / d - 0.5
+        i0 = np.floor(u).astype(int)
+        m = np.zeros((n, count))
+        m[np.arange(n), i0 + 1] += 1 - (u - i0)
+        m[np.arange(n), i0 + 2] += u - i0
+        return m
+
+    ly, lx = lerp(h, blurred.shape[0]), lerp(w, blurred.shape[1])
+    return np.einsum("yi,ixc->yxc", ly, np.einsum("ijc,xj->ixc", blurred, lx))
+
+
+def ref_blur(colour: np.ndarray, settings: BlurSettings, sigma: float) -> np.ndarray:
+    if settings.kernel_size is None and sigma > MULTIRES_SIGMA:
+        return ref_multires(colour, sigma)
+    return ref_correlate(colour, ref_kernel_2d(settings, sigma), "reflect")
+
+
 def ref_geometry(h: int, w: int, dets, settings: BlurSettings):
     """Per box: (bool HxW mask, sigma in px, kernel identity)."""
     boxes = []
@@ -142,7 +187,7 @@ def ref_anonymize(image: np.ndarray, dets, settings: BlurSettings = DEFAULT):
             layers.append(
                 (
                     ref_smooth(mask, settings.feather),
-                    ref_correlate(colour, ref_kernel_2d(settings, sigma), "reflect"),
+                    ref_blur(colour, settings, sigma),
                 )
             )
     elif settings.mode == "fill":
@@ -290,6 +335,100 @@ def test_whole_image_fallback_many_boxes():
     check(textured(h, w, seed=8), dets, SEED)
 
 
+# ------------------------------------------------------------------------------------------
+# Wide Gaussians (multi-resolution path)
+# ------------------------------------------------------------------------------------------
+
+LH, LW = 180, 240
+LARGE = [
+    det(FACE, 0, 0, 110, 90, LW, LH),  # touches two borders; sigma ~ 13 px (factor 3)
+    det(PLATE, 90, 60, 120, 70, LW, LH),  # overlaps the face; factor 3-4
+    det(FACE, 150, 70, 20, 20, LW, LH),  # small: full-resolution kernel, inside the plate
+    det(PLATE, LW - 70, LH - 40, 70, 40, LW, LH),  # bottom-right corner
+]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        BlurSettings(),
+        BlurSettings(strength=0.35),  # sigmas 32-54 px: margins reflect more than once
+        BlurSettings(sigma=30.0, shape="rectangle", feather=5),
+    ],
+    ids=["default", "strong", "fixed_sigma"],
+)
+def test_large_sigma_matches_reference(settings):
+    sigmas = {box_sigma(settings, d.box[2] * LW * 1.3, d.box[3] * LH * 1.3) for d in LARGE}
+    assert max(sigmas) > MULTIRES_SIGMA  # the case exercises the multi-resolution path
+    check(textured(LH, LW, seed=11), LARGE, settings)
+    check(textured(LH, LW, None, seed=12), LARGE[:2], settings)
+
+
+def test_large_sigma_tiny_images():
+    # Cells wider than the image: every cell is built from repeated reflections.
+    whole = [Detection(PLATE, 0.9, (0.0, 0.0, 1.0, 1.0))]
+    check(textured(12, 9, seed=13), whole, BlurSettings(sigma=40.0))
+    check(textured(1, 30, seed=14), whole, BlurSettings(sigma=20.0))
+    check(textured(30, 1, 4, seed=15), whole, BlurSettings(sigma=9.0, feather=0))
+
+
+@pytest.mark.parametrize("sigma", [9.0, 26.9, 53.8])
+def test_multires_std_dev_matches_sigma(sigma):
+    # An impulse per channel at each pixel phase of a cell: the second moment of the response
+    # about the impulse, averaged over the phases, is sigma^2 (cell means + Gaussian + bilinear).
+    d = int(sigma // MULTIRES_STEP)
+    n = int(8 * sigma) + 4 * d
+    x0 = n // 2 - n // 2 % d
+    image = np.zeros((1, n, d))
+    image[0, x0 + np.arange(d), np.arange(d)] = 1.0
+    response = ref_multires(image, sigma)[0]  # [n, d]
+    x = np.arange(n)[:, None] - (x0 + np.arange(d))[None, :]
+    assert np.allclose(response.sum(axis=0), 1.0)
+    second = (x * x * response).sum(axis=0).mean()
+    assert math.sqrt(second) == pytest.approx(sigma, rel=0.01)
+
+
+def test_large_sigma_blur_is_strong():
+    # Noise inside a big box: the pixel-to-pixel (high-frequency) energy drops by > 95 %.
+    rng = np.random.default_rng(16)
+    image = rng.integers(0, 256, (300, 300, 3)).astype(np.uint8)
+    box = [det(PLATE, 50, 50, 200, 200, 300, 300)]
+    assert box_sigma(DEFAULT, 260, 260) > MULTIRES_SIGMA
+    out = check(image, box, DEFAULT).astype(float)[60:240, 60:240]
+    before = image.astype(float)[60:240, 60:240]
+
+    def energy(a):
+        return (np.diff(a, axis=0) ** 2).mean() + (np.diff(a, axis=1) ** 2).mean()
+
+    assert energy(out) < 0.05 * energy(before)
+
+
+def test_huge_image_with_one_big_face():
+    # A face box of 28 % x 36 % of a 6000 x 4000 photo: sigma ~ 215 px, well under a second
+    # (12000 x 8000, sigma ~ 430 px, takes a few seconds: scripts/bench_blur.py times it).
+    h, w = 4000, 6000
+    cell = np.array(
+        [[50, 50, 150, 150], [50, 50, 150, 150], [150, 150, 50, 50], [150, 150, 50, 50]]
+    )
+    image = np.tile(cell.astype(np.uint8)[:, :, None], (h // 4, w // 4, 3))  # 2 px checkerboard
+    face = Detection(FACE, 1.0, (0.30, 0.05, 0.28, 0.36))
+    (out,) = anonymize_batch([image], [[face]])
+    region = obscured_region(h, w, [face])
+    ys, xs = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+    f = DEFAULT.feather // 2 + 1  # the mask reaches a few px past the half-obscured area
+    y0, y1, x0, x1 = max(ys[0] - f, 0), ys[-1] + 1 + f, max(xs[0] - f, 0), xs[-1] + 1 + f
+    for rows, cols in (
+        (slice(0, y0), slice(None)),
+        (slice(y1, h), slice(None)),
+        (slice(y0, y1), slice(0, x0)),
+        (slice(y0, y1), slice(x1, w)),
+    ):
+        assert np.array_equal(out[rows, cols], image[rows, cols]), "changed outside the mask"
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    core = out[cy - 500 : cy + 500, cx - 500 : cx + 500]
+    assert np.abs(core.astype(int) - 100).max() <= 1  # the checkerboard is gone
+
+
 def test_empty_boxes_unchanged():
     image = textured(40, 50)
     for dets in ([], [Detection(FACE, 0.9, (0.1, 0.1, 0.0, 0.2))]):
@@ -316,10 +455,16 @@ def test_mixed_size_batch_and_no_retracing():
     for image, ds, out in zip(images, dets, outs, strict=True):
         assert out.shape == image.shape
         assert np.array_equal(out, check(image, ds, SEED))
-    fn = _funcs()["blur"]
-    traces = fn.experimental_get_tracing_count()
-    anonymize_batch(images[::-1] + [textured(77, 111, seed=9)], dets[::-1] + [CASES["overlap"]])
-    assert fn.experimental_get_tracing_count() == traces == 1
+    wide = [Detection(PLATE, 0.9, (0.1, 0.1, 0.8, 0.8))]  # multi-resolution blur
+    anonymize_batch([textured(100, 140, seed=10)], [wide])
+    fns = _funcs()
+    traces = {name: fn.experimental_get_tracing_count() for name, fn in fns.items()}
+    anonymize_batch(
+        images[::-1] + [textured(77, 111, seed=9), textured(130, 90, seed=9)],
+        dets[::-1] + [CASES["overlap"], wide],
+    )
+    again = {name: fn.experimental_get_tracing_count() for name, fn in fns.items()}
+    assert again == traces and traces["blur"] == traces["blur_up"] == 1
     with pytest.raises(ValueError):
         anonymize_batch(images, dets[:1])
 
