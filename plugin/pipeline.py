@@ -98,6 +98,21 @@ def _batched(iterator: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def _per_item_on_failure(batch_fn: Callable[..., list], *columns: list) -> list:
+    """``batch_fn(*columns)``; when the batch fails, run item by item so that only the item
+    that causes the failure fails (its exception takes its place in the result)."""
+    try:
+        return list(batch_fn(*columns))
+    except Exception:
+        out: list = []
+        for row in zip(*columns):
+            try:
+                out.append(batch_fn(*([value] for value in row))[0])
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ImageReadError):
         return exc.reason
@@ -220,14 +235,11 @@ def detect_faces_and_plates(
                 report.failed[path] = _reason(img)
                 pending_errors[sid] = f"detect: {_reason(img)}"
         if good:
-            try:
-                results = detector.detect([img for _, img in good])
-            except Exception as exc:  # a model failure on one batch should not end the job
-                results = exc
+            results = _per_item_on_failure(detector.detect, [img for _, img in good])
             for i, ((sid, path), _) in enumerate(good):
-                if isinstance(results, BaseException):
-                    report.failed[path] = _reason(results)
-                    pending_errors[sid] = f"detect: {_reason(results)}"
+                if isinstance(results[i], BaseException):
+                    report.failed[path] = _reason(results[i])
+                    pending_errors[sid] = f"detect: {_reason(results[i])}"
                     continue
                 pending_labels[sid] = to_fo_detections(results[i])
                 pending_errors[sid] = None
@@ -383,11 +395,9 @@ def anonymize_images(
                     pending[output_field][sid] = None
                 else:
                     good.append((item, loaded))
-            try:
-                outputs = blur.anonymize_batch(
-                    [lo.pixels for _, lo in good], [it[2] for it, _ in good], settings)
-            except Exception as exc:
-                outputs = [exc] * len(good)
+            outputs = _per_item_on_failure(
+                lambda imgs, dets: blur.anonymize_batch(imgs, dets, settings),
+                [lo.pixels for _, lo in good], [it[2] for it, _ in good])
             writes = []
             for ((sid, path, dets, fp), loaded), pixels in zip(good, outputs):
                 target = output_path_for(path, source_root, output_dir)

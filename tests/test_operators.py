@@ -247,7 +247,7 @@ def test_detect_and_anonymize_bad_inputs_with_the_real_models(make_dataset, tmp_
     assert info["thresholds"] and "centerface" in str(info)
 
     anon = _run("anonymize_images", ds.view(), {"output_dir": str(tmp_path / "out")})
-    assert anon["failed"] == 4
+    assert anon["failed"] == 4, anon["failures"]
     assert {k: _sha(p) for k, p in files.items() if p.exists()} == before
 
 
