@@ -177,7 +177,8 @@ def main() -> int:
                                    ("ours, faces + plates", OUT / "ours-full", [])):
         shutil.rmtree(out_dir, ignore_errors=True)
         runs[name] = timed([*anonymize, "--input", str(ours_in), "--image-output", str(out_dir),
-                            "--quiet", *options, *extra], env=env)
+                            "--image-extensions", "jpg,jpeg,png", "--quiet", *options, *extra],
+                           env=env)
         print(f"{name:<24} {n / runs[name]:6.2f} images/s ({runs[name]:.1f} s)", flush=True)
     runs["deface"] = timed([str(deface), *map(str, deface_paths)])
     print(f"{'deface ' + DEFACE_VERSION + ' defaults':<24} {n / runs['deface']:6.2f} images/s "
