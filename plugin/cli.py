@@ -293,6 +293,10 @@ def run(args: argparse.Namespace) -> int:
     except (engine.PlanError, ValueError) as exc:
         print(f"error: {exc}", file=err)
         return 2
+    if plan.unmatched:
+        found = ", ".join(f"{n} {ext}" for ext, n in sorted(plan.unmatched.items()))
+        print(f"note: not processing image files with other extensions ({found}); "
+              f"add them to --image-extensions to anonymize them too", file=err)
     if not plan.jobs:
         print(f"no images with extension(s) {', '.join(extensions)} under {plan.input_dir}", file=err)
         return 0

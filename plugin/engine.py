@@ -38,6 +38,8 @@ from .images import (
 
 DEFAULT_EXTENSIONS = ("jpg", "png")  # the original tool's default
 DEFAULT_JPEG_QUALITY = 95
+#: Extensions worth a note when present but not asked for.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "jpe", "png", "webp", "bmp", "tif", "tiff", "gif", "heic", "heif")
 _FORMAT_ALIASES = {"MPO": "JPEG"}  # camera JPEGs with a second image; the copy keeps the first
 
 
@@ -61,6 +63,9 @@ class FolderPlan:
     input_dir: Path
     output_dir: Path
     jobs: list[FileJob] = field(default_factory=list)
+    # Image files left out because their extension was not asked for, per extension: the
+    # command line mentions them so a ".jpeg" folder is not mistaken for an anonymized one.
+    unmatched: dict[str, int] = field(default_factory=dict)
 
 
 class PlanError(ValueError):
@@ -76,9 +81,11 @@ def parse_extensions(spec: str | Iterable[str]) -> tuple[str, ...]:
     return exts
 
 
-def find_images(input_dir: Path, extensions: Sequence[str]) -> list[Path]:
+def find_images(input_dir: Path, extensions: Sequence[str],
+                unmatched: dict[str, int] | None = None) -> list[Path]:
     """Files under ``input_dir`` (recursively, symlinked folders entered once) whose extension
     matches case-insensitively, sorted (hidden files too: the original processed them).
+    Image files with other extensions are counted per extension into ``unmatched``.
 
     The original matched case-sensitively and missed ``.JPG`` from cameras: a privacy leak.
     """
@@ -93,8 +100,11 @@ def find_images(input_dir: Path, extensions: Sequence[str]) -> list[Path]:
         seen_dirs.add(real)
         dirnames.sort()
         for name in filenames:
-            if os.path.splitext(name)[1].lower() in wanted:
+            ext = os.path.splitext(name)[1].lower()
+            if ext in wanted:
                 found.append(Path(dirpath) / name)
+            elif unmatched is not None and ext[1:] in IMAGE_EXTENSIONS:
+                unmatched[ext] = unmatched.get(ext, 0) + 1
     return sorted(found)
 
 
@@ -128,7 +138,8 @@ def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
         raise PlanError(f"--image-output is a file, not a folder: {out}")
     if os.path.realpath(out) == os.path.realpath(src):
         raise PlanError(f"the output folder {out} is the input folder: copies would replace the originals")
-    sources = find_images(src, extensions)
+    unmatched: dict[str, int] = {}
+    sources = find_images(src, extensions, unmatched)
     targets = [out / s.relative_to(src) for s in sources]
     json_paths = detections_paths(targets) if write_detections else [None] * len(targets)
     originals = {os.path.realpath(s): s for s in sources}
@@ -140,7 +151,8 @@ def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                     f"writing {written} would replace the input file {hit} (every image under "
                     f"--input is an input; if it is an earlier copy, move the old output away "
                     f"or choose an --image-output outside the input)")
-    return FolderPlan(src, out, [FileJob(s, t, j) for s, t, j in zip(sources, targets, json_paths)])
+    jobs = [FileJob(s, t, j) for s, t, j in zip(sources, targets, json_paths)]
+    return FolderPlan(src, out, jobs, unmatched)
 
 
 # --------------------------------------------------------------------------------------------

@@ -185,10 +185,12 @@ def test_no_write_detections_and_output_inside_input(tmp_path):
     tree = tmp_path / "photos"
     (tree / "sub").mkdir(parents=True)
     Image.fromarray(astronaut()).save(tree / "sub" / "one.png")
+    Image.fromarray(astronaut()).save(tree / "two.jpeg")  # not in the default jpg,png
     out = tree / "anonymized"  # inside the input: allowed while no copy lands on an input
     proc = run_cli("--input", tree, "--image-output", out, "--no-write-detections",
                    "--plates", "none", "--quiet")
     assert proc.returncode == 0, proc.output
+    assert "1 .jpeg" in proc.stderr  # left out, and the user is told
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["sub/one.png"]
 
     # A second run would read the first run's copy as an input and write over it: refused.
