@@ -43,11 +43,13 @@ _SETTINGS: dict[str, dict[bool, dict[str, Any]]] = {
     "centerface": {
         # Long side brought into [min_side, max_side]: crowd photos of ~400 px are upscaled
         # 2x so 8-16 px faces reach the stride-4 heatmap; 4K frames are downscaled.
-        # expand: hand boxes are ~6 % wider than CenterFace's and reach ~10 % lower (chin).
+        # expand/shift_down: hand boxes are ~6 % wider than CenterFace's and sit ~12 % of a
+        # height lower (chin, masks); growing 1.2 x 1.3 around a centre moved down 0.08 h
+        # lifted coverage 0.895 -> 0.930 at the same recall/precision (models/centerface.md).
         False: {"scales": (1.0,), "min_side": 800, "max_side": 1920, "flip": False,
-                "expand": (1.1, 1.1)},
+                "expand": (1.2, 1.3), "shift_down": 0.08},
         True: {"scales": (1.0,), "min_side": 800, "max_side": 1920, "flip": True,
-               "expand": (1.1, 1.1)},
+               "expand": (1.2, 1.3), "shift_down": 0.08},
     },
     "yolov8-plates": {
         False: {"tiles": False},
@@ -184,7 +186,7 @@ def describe(detector: Any) -> dict:
     for b in backends:
         entry: dict[str, Any] = {"name": b.name, "labels": list(b.labels),
                                  "threshold": getattr(b, "threshold", None)}
-        for attr in ("scales", "min_side", "max_side", "flip", "expand", "tiles", "tile_min_side",
+        for attr in ("scales", "min_side", "max_side", "flip", "expand", "shift_down", "tiles", "tile_min_side",
                      "precision", "provider", "channels", "min_face_size", "device"):
             if hasattr(b, attr):
                 entry[attr] = getattr(b, attr)

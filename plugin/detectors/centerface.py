@@ -70,8 +70,10 @@ def decode(
 class CenterFaceDetector:
     """Faces with CenterFace. ``threshold`` applies to the heatmap score (0-1).
 
-    ``expand`` (width, height) grows each box around its centre: CenterFace's boxes hug the
-    eyes-to-chin area while hand boxes (and privacy) want forehead, ears and chin included.
+    ``expand`` (width, height) grows each box around its centre after moving the centre down by
+    ``shift_down`` box heights: hand boxes of (masked) faces sit ~12 % of a height lower than
+    CenterFace's and are ~6 % wider. With the defaults (1.2, 1.3, 0.08) the new box still
+    contains the original one (top edge 0.57 h above the old centre instead of 0.5 h).
     """
 
     name = "centerface"
@@ -86,6 +88,7 @@ class CenterFaceDetector:
         max_side: int = 1920,
         max_pixels: float = 4096 * 2304,
         expand: tuple[float, float] = (1.0, 1.0),
+        shift_down: float = 0.0,
         nms_iou: float = 0.3,
         channels: str = "RGB",
         flip: bool = False,
@@ -101,6 +104,7 @@ class CenterFaceDetector:
         self.scales = tuple(float(s) for s in scales)
         self.min_side, self.max_side, self.max_pixels = int(min_side), int(max_side), float(max_pixels)
         self.expand = (float(expand[0]), float(expand[1]))
+        self.shift_down = float(shift_down)
         self.nms_iou = float(nms_iou)
         if channels not in ("BGR", "RGB"):
             raise ValueError("channels must be 'BGR' or 'RGB'")
@@ -150,7 +154,9 @@ class CenterFaceDetector:
         xyxy, sc = np.concatenate(boxes), np.concatenate(scores)
         if sc.size:
             keep = nms(xyxy, sc, self.nms_iou)
-            xyxy, sc = expand_xyxy(xyxy[keep], *self.expand), sc[keep]
+            xyxy, sc = xyxy[keep], sc[keep]
+            dy = (xyxy[:, 3] - xyxy[:, 1]) * self.shift_down
+            xyxy = expand_xyxy(xyxy + np.stack([0 * dy, dy, 0 * dy, dy], axis=1), *self.expand)
         return to_detections(FACE, xyxy, sc, width, height)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
