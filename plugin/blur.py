@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -397,6 +398,7 @@ WHOLE_IMAGE_SHARE = 0.6
 
 _TF = None
 _FUNCS: dict[str, object] = {}
+_FUNCS_LOCK = threading.Lock()
 
 
 def _tf():
@@ -416,9 +418,23 @@ def _tf():
 
 
 def _funcs() -> dict[str, object]:
-    """The compiled functions, traced once: every dimension is dynamic (``None``)."""
+    """The compiled functions, traced once: every dimension is dynamic (``None``).
+
+    Built and traced under a lock before they are published: two threads tracing the same
+    ``tf.function`` for the first time at once can fail, and the engine blurs from threads.
+    """
     if _FUNCS:
         return _FUNCS
+    with _FUNCS_LOCK:
+        if not _FUNCS:
+            built = _build_funcs()
+            for fn in built.values():
+                fn.get_concrete_function()  # trace now, from one thread
+            _FUNCS.update(built)
+    return _FUNCS
+
+
+def _build_funcs() -> dict[str, object]:
     tf = _tf()
 
     def one_pass(x, band, axis):
@@ -501,8 +517,7 @@ def _funcs() -> dict[str, object]:
         )
         return tf.gather(t, iy) + tf.gather(t[1:] - t[:-1], iy) * fy[:, None, None]
 
-    _FUNCS.update(blur=blur, composite=composite, accumulate=accumulate, blur_up=blur_up)
-    return _FUNCS
+    return {"blur": blur, "composite": composite, "accumulate": accumulate, "blur_up": blur_up}
 
 
 def _tile_for(size: int) -> int:
