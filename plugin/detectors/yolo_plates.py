@@ -113,8 +113,20 @@ class YoloPlateDetector:
             tile = max(SIZE, min(height, width))
             for x0, y0, x1, y1 in tile_windows(height, width, tile, self.tile_overlap):
                 t_xyxy, t_sc = self._run(image[y0:y1, x0:x1])
-                boxes.append(t_xyxy + np.array([x0, y0, x0, y0]))
-                scores.append(t_sc)
+                # A plate cut by an inner tile edge gives a partial box that NMS would not
+                # merge with the whole one; the full view or the neighbouring tile has it whole.
+                cut = np.zeros(len(t_sc), dtype=bool)
+                margin = 2.0
+                if x0 > 0:
+                    cut |= t_xyxy[:, 0] <= margin
+                if y0 > 0:
+                    cut |= t_xyxy[:, 1] <= margin
+                if x1 < width:
+                    cut |= t_xyxy[:, 2] >= (x1 - x0) - margin
+                if y1 < height:
+                    cut |= t_xyxy[:, 3] >= (y1 - y0) - margin
+                boxes.append(t_xyxy[~cut] + np.array([x0, y0, x0, y0]))
+                scores.append(t_sc[~cut])
         xyxy, sc = np.concatenate(boxes), np.concatenate(scores)
         if sc.size:
             keep = nms(xyxy, sc, self.nms_iou)
