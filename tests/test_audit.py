@@ -220,9 +220,10 @@ def test_astronaut_missed_face_is_flagged_then_cleared(make_dataset, tmp_path):
     ds = make_dataset([fo.Sample(filepath=str(src), nothing=fo.Detections(),
                                  ground_truth=_boxes(fo, [HAND_FACE]))])
 
-    # Anonymized with no boxes at all: the copy shows her face. (The default audit thresholds
-    # also flag two faint false alarms on her suit, scores 0.13 and 0.07; stay above them.)
-    strict = {"face": 0.2, "plate": 0.1}
+    # Anonymized with no boxes at all: the copy shows her face (it scores about 0.87). The
+    # default audit thresholds also flag faint false alarms on her suit collar (scores up to
+    # about 0.2, depending on the detector's calibration); stay well above them.
+    strict = {"face": 0.3, "plate": 0.3}
     anonymize_images(ds, tmp_path / "out", label_fields=["nothing"])
     report = audit_anonymization(ds, gt_field="ground_truth", thresholds=strict)
     sample = ds.first()
