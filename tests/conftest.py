@@ -58,3 +58,10 @@ def make_dataset(request):
     for ds in created:
         if fo.dataset_exists(ds.name):
             fo.delete_dataset(ds.name)
+
+
+def pytest_unconfigure(config):
+    """Remove the throwaway database and plugins folder (a full run leaves ~300 MB)."""
+    import shutil
+
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
