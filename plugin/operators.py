@@ -53,6 +53,14 @@ def _execute(uri: str, sample_collection, params: dict[str, Any], delegate: bool
     return foo.execute_operator(uri, ctx, request_delegation=delegate)
 
 
+def _config(name: str, label: str, description: str):
+    """Every operator here: a dynamic form, run now or by a delegated worker."""
+    return foo.OperatorConfig(
+        name=name, label=label, description=description, dynamic=True,
+        allow_immediate_execution=True, allow_delegated_execution=True,
+    )
+
+
 def _reload(ctx) -> None:
     if not ctx.delegated:
         ctx.trigger("reload_dataset")
@@ -63,14 +71,8 @@ class DetectFacesAndPlates(foo.Operator):
 
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="detect_faces_and_plates",
-            label="Anonymizer: detect faces and plates",
-            description="Find faces and licence plates and store them as detections",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return _config("detect_faces_and_plates", "Anonymizer: detect faces and plates",
+                       "Find faces and licence plates and store them as detections")
 
     def resolve_input(self, ctx):
         from .detectors import DEFAULT_THRESHOLDS
@@ -172,14 +174,8 @@ class AnonymizeImages(foo.Operator):
 
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="anonymize_images",
-            label="Anonymizer: anonymize images",
-            description="Blur, pixelate or fill the boxes of detection fields into new copies",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return _config("anonymize_images", "Anonymizer: anonymize images",
+                       "Blur, pixelate or fill the boxes of detection fields into new copies")
 
     def resolve_input(self, ctx):
         from .blur import BlurSettings
@@ -300,14 +296,8 @@ class ShareAnonymized(foo.Operator):
 
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="share_anonymized",
-            label="Anonymizer: share anonymized dataset",
-            description="New dataset (or export) whose media are the anonymized copies",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return _config("share_anonymized", "Anonymizer: share anonymized dataset",
+                       "New dataset (or export) whose media are the anonymized copies")
 
     def resolve_input(self, ctx):
         import fiftyone as fo
@@ -394,15 +384,9 @@ class AuditAnonymization(foo.Operator):
 
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="audit_anonymization",
-            label="Anonymizer: audit anonymization",
-            description="Find faces and plates left visible in the anonymized copies, tag them "
-                        "for review, and evaluate against ground truth",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return _config("audit_anonymization", "Anonymizer: audit anonymization",
+                       "Find faces and plates left visible in the anonymized copies, tag them "
+                       "for review, and evaluate against ground truth")
 
     def resolve_input(self, ctx):
         from . import audit
