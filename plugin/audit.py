@@ -38,11 +38,11 @@ from .pipeline import (
     DEFAULT_LABEL_FIELD,
     DEFAULT_OUTPUT_FIELD,
     Progress,
-    _batched,
-    _fingerprint,
-    _notify,
-    _reason,
+    batched,
+    copy_fingerprint,
+    failure_reason,
     from_fo_detections,
+    notify_progress,
     prefetch,
 )
 
@@ -343,7 +343,7 @@ def audit_anonymization(
         detector = det_mod.build_detector(faces=faces, plates=plates, thresholds=thresholds,
                                           multiscale=multiscale)
     dataset = sample_collection._dataset
-    fp_field = f"{output_field}_fingerprint"
+    fp_field = f"{output_field}copy_fingerprint"
     fields = ["id", "filepath", output_field, *record.label_fields]
     has_fp, has_err = sample_collection.has_field(fp_field), sample_collection.has_field(error_field)
     ids, paths, copies, *labels = sample_collection.values(fields)
@@ -358,18 +358,18 @@ def audit_anonymization(
             report.not_anonymized += 1
             continue
         used = record.boxes([per_field[i] for per_field in labels])
-        stale = stored_fps[i] != _fingerprint(used, record.settings_dict, record.jpeg_quality)
+        stale = stored_fps[i] != copy_fingerprint(used, record.settings_dict, record.jpeg_quality)
         gt = from_fo_detections(truths[i], record.classes) if gt_field else []
         todo.append((sid, path, copy, used, gt, stale))
 
     _ensure_fields(dataset, residual_field, uncovered_field if gt_field else None)
     results: list[_SampleResult] = []
     done = 0
-    for batch in _batched(prefetch(todo, lambda item: load_image(item[2]).rgb), max(1, batch_size)):
+    for batch in batched(prefetch(todo, lambda item: load_image(item[2]).rgb), max(1, batch_size)):
         good = []
         for item, image in batch:
             if isinstance(image, BaseException):
-                report.failed[item[2]] = _reason(image)
+                report.failed[item[2]] = failure_reason(image)
             else:
                 good.append((item, image))
         if good:
@@ -378,13 +378,13 @@ def audit_anonymization(
             except Exception as exc:  # one bad batch should not end the audit
                 found = None
                 for item, _ in good:
-                    report.failed[item[2]] = _reason(exc)
+                    report.failed[item[2]] = failure_reason(exc)
             for k, ((sid, path, _copy, used, gt, stale), image) in enumerate(
                     good if found is not None else []):
                 results.append(_audit_sample(sid, path, image, found[k], used, gt, record, stale,
                                              min_covered))
         done += len(batch)
-        _notify(progress, done, len(todo), "audited")
+        notify_progress(progress, done, len(todo), "audited")
 
     residual_values = {r.sid: _residual_labels(r.residuals) for r in results}
     if residual_values:

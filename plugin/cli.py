@@ -222,7 +222,7 @@ def load_into_dataset(name: str, results: Sequence[engine.FileResult], settings:
         if r.ok:
             sample[pl.DEFAULT_LABEL_FIELD] = pl.to_fo_detections(r.detections)
             sample[pl.DEFAULT_OUTPUT_FIELD] = str(r.job.target.absolute())
-            sample[fp_field] = pl._fingerprint(r.detections, settings_dict, jpeg_quality)
+            sample[fp_field] = pl.copy_fingerprint(r.detections, settings_dict, jpeg_quality)
         else:
             sample[pl.DEFAULT_ERROR_FIELD] = f"{r.stage}: {r.error}"
         samples.append(sample)

@@ -28,13 +28,13 @@ import numpy as np
 from .boxes import Detection
 from .images import (
     WRITABLE_FORMATS,
-    ImageReadError,
     LoadedImage,
     encode_image,
     format_for_path,
     load_image,
     write_bytes_atomic,
 )
+from .pipeline import failure_reason
 
 DEFAULT_EXTENSIONS = ("jpg", "png")  # the original tool's default
 DEFAULT_JPEG_QUALITY = 95
@@ -242,12 +242,6 @@ def default_intra_op_threads(options: EngineOptions, cpus: int | None = None) ->
     return max(1, cpus // options.detect_workers)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ImageReadError):
-        return exc.reason
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _load(job: FileJob) -> LoadedImage | BaseException:
     try:
         return load_image(job.source)
@@ -308,12 +302,12 @@ def _finish(job: FileJob, load: Future, detect: Future, index: int, settings: An
     """Blur, encode and write one image and its detections file."""
     loaded = load.result()
     if isinstance(loaded, BaseException):
-        return FileResult(job, error=_reason(loaded), stage="read")
+        return FileResult(job, error=failure_reason(loaded), stage="read")
     height, width = loaded.pixels.shape[:2]
     result = FileResult(job, width=width, height=height)
     dets = detect.result()[index]
     if isinstance(dets, BaseException):
-        result.error, result.stage = _reason(dets), "detect"
+        result.error, result.stage = failure_reason(dets), "detect"
         return result
     result.detections = dets
     try:
@@ -321,7 +315,7 @@ def _finish(job: FileJob, load: Future, detect: Future, index: int, settings: An
         pixels = anonymize([loaded.pixels], [dets], settings)[0]
         data = encode_image(np.asarray(pixels), copy_format(loaded), jpeg_quality)
     except Exception as exc:
-        result.error, result.stage = _reason(exc), "anonymize"
+        result.error, result.stage = failure_reason(exc), "anonymize"
         return result
     try:
         write_bytes_atomic(job.target, data)

@@ -59,7 +59,7 @@ class JobReport:
                 f"{len(self.failed)} failed; {boxes}")
 
 
-def _notify(progress: Progress | None, done: int, total: int, what: str) -> None:
+def notify_progress(progress: Progress | None, done: int, total: int, what: str) -> None:
     if progress is not None:
         progress(done / total if total else 1.0, f"{what} {done}/{total}")
 
@@ -87,7 +87,7 @@ def prefetch(items: Iterable[Any], load: Callable[[Any], Any], workers: int = 2,
             futures[i] = None  # free the decoded image
 
 
-def _batched(iterator: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def batched(iterator: Iterable[Any], size: int) -> Iterator[list[Any]]:
     batch: list[Any] = []
     for item in iterator:
         batch.append(item)
@@ -113,7 +113,7 @@ def _per_item_on_failure(batch_fn: Callable[..., list], *columns: list) -> list:
         return out
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, ImageReadError):
         return exc.reason
     return f"{type(exc).__name__}: {exc}"
@@ -228,18 +228,18 @@ def detect_faces_and_plates(
     pending_labels: dict[str, Any] = {}
     pending_errors: dict[str, Any] = {}
     stream = prefetch(todo, lambda item: load_image(item[1]).rgb)
-    for batch in _batched(stream, max(1, batch_size)):
+    for batch in batched(stream, max(1, batch_size)):
         good = [(item, img) for item, img in batch if not isinstance(img, BaseException)]
         for (sid, path), img in batch:
             if isinstance(img, BaseException):
-                report.failed[path] = _reason(img)
-                pending_errors[sid] = f"detect: {_reason(img)}"
+                report.failed[path] = failure_reason(img)
+                pending_errors[sid] = f"detect: {failure_reason(img)}"
         if good:
             results = _per_item_on_failure(detector.detect, [img for _, img in good])
             for i, ((sid, path), _) in enumerate(good):
                 if isinstance(results[i], BaseException):
-                    report.failed[path] = _reason(results[i])
-                    pending_errors[sid] = f"detect: {_reason(results[i])}"
+                    report.failed[path] = failure_reason(results[i])
+                    pending_errors[sid] = f"detect: {failure_reason(results[i])}"
                     continue
                 pending_labels[sid] = to_fo_detections(results[i])
                 pending_errors[sid] = None
@@ -250,7 +250,7 @@ def detect_faces_and_plates(
             _write_values(sample_collection, label_field, pending_labels)
             _write_values(sample_collection, error_field, pending_errors)
             pending_labels, pending_errors = {}, {}
-        _notify(progress, done, len(todo), "detected")
+        notify_progress(progress, done, len(todo), "detected")
     _write_values(sample_collection, label_field, pending_labels)
     _write_values(sample_collection, error_field, pending_errors)
 
@@ -295,7 +295,7 @@ def check_output_dir(output_dir: str | os.PathLike, source_paths: Sequence[str],
     return None
 
 
-def _fingerprint(detections: Sequence[Detection], settings_dict: dict, quality: int) -> str:
+def copy_fingerprint(detections: Sequence[Detection], settings_dict: dict, quality: int) -> str:
     payload = json.dumps(
         {"boxes": [[d.label, round(d.score, 4), [round(v, 6) for v in d.box]] for d in detections],
          "settings": settings_dict, "quality": quality},
@@ -345,7 +345,7 @@ def anonymize_images(
     if missing:
         raise ValueError(f"label field(s) not on the dataset: {missing}")
     output_dir = Path(output_dir).expanduser().resolve()
-    fp_field = f"{output_field}_fingerprint"
+    fp_field = f"{output_field}copy_fingerprint"
     all_paths = dataset.values("filepath")
     source_root = _common_root(all_paths)
     reason = check_output_dir(output_dir, all_paths, source_root)
@@ -362,7 +362,7 @@ def anonymize_images(
     todo = []
     for i, (sid, path) in enumerate(zip(ids, paths)):
         dets = [d for per_field in labels for d in from_fo_detections(per_field[i], classes, min_confidence)]
-        fp = _fingerprint(dets, settings_dict, jpeg_quality)
+        fp = copy_fingerprint(dets, settings_dict, jpeg_quality)
         if not overwrite and _copy_is_current(copies[i], path, fps[i], fp):
             report.skipped += 1
             continue
@@ -385,13 +385,13 @@ def anonymize_images(
 
     done = 0
     with ThreadPoolExecutor(max_workers=2) as writer:
-        for batch in _batched(prefetch(todo, load), max(1, batch_size)):
+        for batch in batched(prefetch(todo, load), max(1, batch_size)):
             good = []
             for item, loaded in batch:
                 sid, path, dets, fp = item
                 if isinstance(loaded, BaseException):
-                    report.failed[path] = _reason(loaded)
-                    pending[error_field][sid] = f"anonymize: {_reason(loaded)}"
+                    report.failed[path] = failure_reason(loaded)
+                    pending[error_field][sid] = f"anonymize: {failure_reason(loaded)}"
                     pending[output_field][sid] = None
                 else:
                     good.append((item, loaded))
@@ -412,8 +412,8 @@ def anonymize_images(
                         raise error
                     future.result()
                 except Exception as exc:
-                    report.failed[path] = _reason(exc)
-                    pending[error_field][sid] = f"anonymize: {_reason(exc)}"
+                    report.failed[path] = failure_reason(exc)
+                    pending[error_field][sid] = f"anonymize: {failure_reason(exc)}"
                     pending[output_field][sid] = None
                     continue
                 pending[output_field][sid] = str(target)
@@ -424,7 +424,7 @@ def anonymize_images(
             done += len(batch)
             if len(pending[error_field]) >= _SAVE_EVERY:
                 flush()
-            _notify(progress, done, len(todo), "anonymized")
+            notify_progress(progress, done, len(todo), "anonymized")
     flush()
 
     if output_field not in dataset.app_config.media_fields:
@@ -499,7 +499,7 @@ def share_anonymized(
     unknown = keep - label_schema
     if unknown:
         raise ValueError(f"label field(s) not on the dataset: {sorted(unknown)}")
-    ours = {output_field, f"{output_field}_fingerprint", error_field}
+    ours = {output_field, f"{output_field}copy_fingerprint", error_field}
     drop = (label_schema - keep) | {f for f in ours if f in schema}
     for fld in sorted(drop):
         shared.delete_sample_field(fld)

@@ -63,5 +63,11 @@ def make_dataset(request):
 def pytest_unconfigure(config):
     """Remove the throwaway database and plugins folder (a full run leaves ~300 MB)."""
     import shutil
+    import sys
 
+    database = sys.modules.get("fiftyone.core.odm.database")
+    service = getattr(database, "_db_service", None)
+    if service is not None:  # stop mongod before its folder goes
+        service.stop()
+        database._db_service = None
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
