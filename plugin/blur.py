@@ -518,7 +518,36 @@ def _build_funcs() -> dict[str, object]:
         )
         return tf.gather(t, iy) + tf.gather(t[1:] - t[:-1], iy) * fy[:, None, None]
 
-    return {"blur": blur, "composite": composite, "accumulate": accumulate, "blur_up": blur_up}
+    # One call per region in the common case (one kernel): blur and composite fused, which
+    # saves a dispatch and an intermediate tensor per region.
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None], tf.uint8),
+            tf.TensorSpec([None, None], tf.float32),
+            tf.TensorSpec([None, None, None], tf.uint8),
+            tf.TensorSpec([None, None], tf.float32),
+        ]
+    )
+    def blur_composite(crop, band, region, alpha):
+        return composite(region, blur(crop, band), alpha)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None], tf.float32),
+            tf.TensorSpec([None, None], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None, None, None], tf.uint8),
+            tf.TensorSpec([None, None], tf.float32),
+        ]
+    )
+    def blur_up_composite(cells, band, iy, fy, ix, fx, region, alpha):
+        return composite(region, blur_up(cells, band, iy, fy, ix, fx), alpha)
+
+    return {"blur": blur, "composite": composite, "accumulate": accumulate, "blur_up": blur_up,
+            "blur_composite": blur_composite, "blur_up_composite": blur_up_composite}
 
 
 def _tile_for(size: int) -> int:
@@ -630,15 +659,21 @@ def _cell_means(image: np.ndarray, cy: int, ny: int, cx: int, nx: int, d: int) -
     return (sums / float(d * d)).astype(np.float32)
 
 
-def _multires_layer(image: np.ndarray, region: tuple[int, int, int, int], key: tuple):
-    """Blur of ``region`` for a multi-resolution key: cell means, Gaussian on the cells,
-    bilinear back to pixels (see the module docstring)."""
+def _multires_inputs(image: np.ndarray, region: tuple[int, int, int, int], key: tuple) -> tuple:
+    """Arguments of ``blur_up`` for a multi-resolution key: padded cell means, the kernel band,
+    and the bilinear plan back to pixels (see the module docstring)."""
     d, r = key[3], (key[0] - 1) // 2
     y0, x0, y1, x1 = region
     cy, ny, iy, fy = _lerp_plan(y0, y1, d)
     cx, nx, ix, fx = _lerp_plan(x0, x1, d)
     cells = _cell_means(image, cy - r, ny + 2 * r, cx - r, nx + 2 * r, d)
-    return _funcs()["blur_up"](cells, _band(key), iy, fy, ix, fx)
+    return cells, _band(key), iy, fy, ix, fx
+
+
+def _multires_layer(image: np.ndarray, region: tuple[int, int, int, int], key: tuple):
+    """Blur of ``region`` for a multi-resolution key: cell means, Gaussian on the cells,
+    bilinear back to pixels."""
+    return _funcs()["blur_up"](*_multires_inputs(image, region, key))
 
 
 def _pixelate_layer(
@@ -723,6 +758,17 @@ def _anonymize_region(
         crop = _padded_crop(image, region, (key[0] - 1) // 2)
         return fn["blur"](crop, _band(key))
 
+    alpha_f = np.divide(alpha, norm, dtype=np.float32)
+    if len(groups) == 1 and settings.mode == "blur":
+        key = groups[0][0].key
+        if key[3] > 1:
+            args = _multires_inputs(image, region, key)
+            result = fn["blur_up_composite"](*args, image[y0:y1, x0:x1], alpha_f)
+        else:
+            crop = _padded_crop(image, region, (key[0] - 1) // 2)
+            result = fn["blur_composite"](crop, _band(key), image[y0:y1, x0:x1], alpha_f)
+        out[y0:y1, x0:x1] = result.numpy()
+        return
     if len(groups) == 1:
         obscured = layer(groups[0])
     else:
@@ -732,9 +778,7 @@ def _anonymize_region(
         for g, wg in zip(groups, weights, strict=True):
             if wg.any():
                 obscured = fn["accumulate"](obscured, layer(g), wg / total)
-    result = fn["composite"](
-        image[y0:y1, x0:x1], obscured, np.divide(alpha, norm, dtype=np.float32)
-    )
+    result = fn["composite"](image[y0:y1, x0:x1], obscured, alpha_f)
     out[y0:y1, x0:x1] = result.numpy()
 
 
