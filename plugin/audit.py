@@ -44,6 +44,7 @@ from .pipeline import (
     from_fo_detections,
     notify_progress,
     prefetch,
+    record_field_provenance,
 )
 
 DEFAULT_RESIDUAL_FIELD = "anonymizer_residual"
@@ -440,7 +441,12 @@ def audit_anonymization(
         "thresholds": thresholds, "multiscale": multiscale, "min_covered": min_covered,
         "eval_iou": EVAL_IOU, "detector": _describe(det_mod, detector),
     }
-    _record_residual_provenance(dataset, residual_field, report.settings)
+    record_field_provenance(
+        dataset, residual_field,
+        "Faces and plates found on the anonymized copy outside the obscured regions "
+        "(fiftyone-anonymizer audit)",
+        {"produced_by": "fiftyone-anonymizer audit_anonymization", **report.settings},
+    )
     return report
 
 
@@ -449,14 +455,3 @@ def _describe(det_mod, detector) -> dict[str, Any]:
         return det_mod.describe(detector)
     except Exception:  # a stand-in detector (tests, custom models) need not be describable
         return {"detector": type(detector).__name__}
-
-
-def _record_residual_provenance(dataset, residual_field: str, settings: dict[str, Any]) -> None:
-    fld = dataset.get_field(residual_field)
-    if fld is None:
-        return
-    fld.description = ("Faces and plates found on the anonymized copy outside the obscured "
-                       "regions (fiftyone-anonymizer audit)")
-    fld.info = json.loads(json.dumps({"produced_by": "fiftyone-anonymizer audit_anonymization",
-                                      **settings}, default=str))
-    fld.save()

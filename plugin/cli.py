@@ -229,10 +229,10 @@ def load_into_dataset(name: str, results: Sequence[engine.FileResult], settings:
     dataset.add_samples(samples, progress=False)
     dataset.app_config.media_fields = [*dataset.app_config.media_fields, pl.DEFAULT_OUTPUT_FIELD]
     dataset.save()
-    pl._record_field_provenance(
+    pl.record_field_provenance(
         dataset, pl.DEFAULT_LABEL_FIELD, "Faces and licence plates found by fiftyone-anonymizer",
         {"produced_by": "fiftyone-anonymizer command line", **provenance})
-    pl._record_field_provenance(
+    pl.record_field_provenance(
         dataset, pl.DEFAULT_OUTPUT_FIELD, "Path of the anonymized copy written by fiftyone-anonymizer",
         {"produced_by": "fiftyone-anonymizer command line", "settings": settings_dict,
          "jpeg_quality": jpeg_quality})

@@ -27,10 +27,9 @@ import numpy as np
 
 from .boxes import Detection
 from .images import (
-    WRITABLE_FORMATS,
     LoadedImage,
+    copy_format,
     encode_image,
-    format_for_path,
     load_image,
     write_bytes_atomic,
 )
@@ -40,7 +39,6 @@ DEFAULT_EXTENSIONS = ("jpg", "png")  # the original tool's default
 DEFAULT_JPEG_QUALITY = 95
 #: Extensions worth a note when present but not asked for.
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "jpe", "png", "webp", "bmp", "tif", "tiff", "gif", "heic", "heif")
-_FORMAT_ALIASES = {"MPO": "JPEG"}  # camera JPEGs with a second image; the copy keeps the first
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,18 +165,6 @@ def seed_detections(detections: Sequence[Detection], width: int, height: int) ->
         out.append({"y_min": float(y0), "x_min": float(x0), "y_max": float(y1),
                     "x_max": float(x1), "score": float(d.score), "kind": d.label})
     return out
-
-
-def copy_format(loaded: LoadedImage) -> str:
-    """The format the copy is written in: the source's own (not its extension's), so a copy
-    never changes type; sources Pillow reads but cannot write fall back to their extension."""
-    fmt = _FORMAT_ALIASES.get(loaded.format, loaded.format)
-    if fmt in WRITABLE_FORMATS:
-        return fmt
-    by_ext = format_for_path(loaded.path, fallback="")
-    if by_ext:
-        return by_ext
-    raise ValueError(f"cannot write a copy in the source's format {loaded.format!r}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -138,6 +138,21 @@ def format_for_path(path: str | os.PathLike, fallback: str = "PNG") -> str:
     return _EXTENSION_FORMATS.get(Path(path).suffix.lower(), fallback)
 
 
+_FORMAT_ALIASES = {"MPO": "JPEG"}  # camera JPEGs with a second image; the copy keeps the first
+
+
+def copy_format(loaded: LoadedImage) -> str:
+    """The format the copy is written in: the source's own (not its extension's), so a copy
+    never changes type; sources Pillow reads but cannot write fall back to their extension."""
+    fmt = _FORMAT_ALIASES.get(loaded.format, loaded.format)
+    if fmt in WRITABLE_FORMATS:
+        return fmt
+    by_ext = format_for_path(loaded.path, fallback="")
+    if by_ext:
+        return by_ext
+    raise ValueError(f"cannot write a copy in the source's format {loaded.format!r}")
+
+
 def encode_image(pixels: np.ndarray, fmt: str, jpeg_quality: int = 95) -> bytes:
     """Encode pixels in ``fmt`` with no metadata at all (no EXIF, XMP, ICC, comments, thumbnail)."""
     fmt = fmt.upper()

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from .boxes import Detection
-from .images import ImageReadError, LoadedImage, encode_image, load_image, write_bytes_atomic
+from .images import (
+    ImageReadError,
+    LoadedImage,
+    copy_format,
+    encode_image,
+    load_image,
+    write_bytes_atomic,
+)
 
 DEFAULT_LABEL_FIELD = "anonymizer_detections"
 DEFAULT_OUTPUT_FIELD = "anonymized_filepath"
@@ -156,7 +163,7 @@ def from_fo_detections(labels, classes: Sequence[str] | None = None,
     return out
 
 
-def _record_field_provenance(dataset, field_name: str, description: str, info: dict) -> None:
+def record_field_provenance(dataset, field_name: str, description: str, info: dict) -> None:
     """Describe a field the FiftyOne way (field description and info), visible in the App."""
     fld = dataset.get_field(field_name)
     if fld is None:
@@ -255,7 +262,7 @@ def detect_faces_and_plates(
     _write_values(sample_collection, error_field, pending_errors)
 
     provenance = det_mod.describe(detector)
-    _record_field_provenance(
+    record_field_provenance(
         dataset, label_field,
         "Faces and licence plates found by fiftyone-anonymizer",
         {"produced_by": "fiftyone-anonymizer detect_faces_and_plates", **provenance},
@@ -373,8 +380,7 @@ def anonymize_images(
 
     def encode_and_write(args) -> None:
         pixels, loaded, target = args
-        fmt = loaded.format if loaded.format in ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF") else "PNG"
-        write_bytes_atomic(target, encode_image(pixels, fmt, jpeg_quality))
+        write_bytes_atomic(target, encode_image(pixels, copy_format(loaded), jpeg_quality))
 
     pending: dict[str, dict[str, Any]] = {output_field: {}, fp_field: {}, error_field: {}}
 
@@ -430,7 +436,7 @@ def anonymize_images(
     if output_field not in dataset.app_config.media_fields:
         dataset.app_config.media_fields = [*dataset.app_config.media_fields, output_field]
         dataset.save()
-    _record_field_provenance(
+    record_field_provenance(
         dataset, output_field, "Path of the anonymized copy written by fiftyone-anonymizer",
         {"produced_by": "fiftyone-anonymizer anonymize_images", "label_fields": list(label_fields),
          "classes": list(classes) if classes else None, "min_confidence": min_confidence,
