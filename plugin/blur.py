@@ -484,7 +484,10 @@ def _build_funcs() -> dict[str, object]:
         even, as uint8."""
         x = tf.cast(region, tf.float32)
         out = x + (obscured - x) * alpha[:, :, None]
-        return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+        # No clip (one pass less): blurs, cell means, fills and the interpolation are convex
+        # combinations of 0..255 values and alpha is in [0, 1], so ``out`` is within float
+        # rounding (~1e-4) of 0..255 and rounds to 0..255 (-0.0 casts to 0).
+        return tf.cast(tf.round(out), tf.uint8)
 
     @tf.function(
         input_signature=[
@@ -500,23 +503,24 @@ def _build_funcs() -> dict[str, object]:
         input_signature=[
             tf.TensorSpec([None, None, None], tf.float32),
             tf.TensorSpec([None, None], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None, None], tf.float32),
         ]
     )
-    def blur_up(cells, band, iy, fy, ix, fx):
+    def blur_up(cells, rows, cols):
         """Multi-resolution blur: [h + k - 1, w + k - 1, C] cell means (already padded by the
-        kernel radius) -> blurred cells -> bilinear to [H, W, C] pixels, pixel i taking
-        ``b[idx] + f * (b[idx + 1] - b[idx])`` per axis (row/column indices and weights)."""
-        b = one_pass(one_pass(tf.transpose(cells, [2, 0, 1]), band, 2), band, 1)
-        b = tf.transpose(b, [1, 2, 0])
-        t = (
-            tf.gather(b, ix, axis=1)
-            + tf.gather(b[:, 1:] - b[:, :-1], ix, axis=1) * fx[None, :, None]
-        )
-        return tf.gather(t, iy) + tf.gather(t[1:] - t[:-1], iy) * fy[:, None, None]
+        kernel radius) -> [H, W, C] pixels, as two matrix products: ``cols`` [W, w + k - 1]
+        and ``rows`` [H, h + k - 1] each compose the Gaussian on the cells with the bilinear
+        interpolation back to pixels along their axis (see ``_upsample_matrix``). The wide
+        product (rows) runs last, on the few cell rows already widened to W columns."""
+        s = tf.shape(cells)
+        width = tf.shape(cols)[0]
+        # Plain 2-D products only (batched small products are slow on the CPU):
+        # [W, w'] @ [w', h' * C] -> [W, h', C] -> [h', W * C], then [H, h'] @ that.
+        flat = tf.reshape(tf.transpose(cells, [1, 0, 2]), [s[1], -1])
+        wide = tf.reshape(tf.linalg.matmul(cols, flat), [width, s[0], s[2]])
+        wide = tf.reshape(tf.transpose(wide, [1, 0, 2]), [s[0], -1])
+        out = tf.linalg.matmul(rows, wide)  # [H, W * C]
+        return tf.reshape(out, [tf.shape(rows)[0], width, s[2]])
 
     # One call per region in the common case (one kernel): blur and composite fused, which
     # saves a dispatch and an intermediate tensor per region.
@@ -535,16 +539,13 @@ def _build_funcs() -> dict[str, object]:
         input_signature=[
             tf.TensorSpec([None, None, None], tf.float32),
             tf.TensorSpec([None, None], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None, None], tf.float32),
             tf.TensorSpec([None, None, None], tf.uint8),
             tf.TensorSpec([None, None], tf.float32),
         ]
     )
-    def blur_up_composite(cells, band, iy, fy, ix, fx, region, alpha):
-        return composite(region, blur_up(cells, band, iy, fy, ix, fx), alpha)
+    def blur_up_composite(cells, rows, cols, region, alpha):
+        return composite(region, blur_up(cells, rows, cols), alpha)
 
     return {"blur": blur, "composite": composite, "accumulate": accumulate, "blur_up": blur_up,
             "blur_composite": blur_composite, "blur_up_composite": blur_up_composite}
@@ -607,12 +608,30 @@ def _lerp_plan(start: int, stop: int, d: int) -> tuple[int, int, np.ndarray, np.
     the cell index (from the first) and the weight ``u - floor(u)`` (exact rationals)."""
     num = 2 * np.arange(start, stop, dtype=np.int64) + 1 - d
     cell = num // (2 * d)
-    frac = ((num - 2 * d * cell) / (2 * d)).astype(np.float32)
+    frac = (num - 2 * d * cell) / (2 * d)
     first = int(cell[0])
-    idx = (cell - first).astype(np.int32)
+    idx = cell - first
     idx.setflags(write=False)
     frac.setflags(write=False)
     return first, int(cell[-1]) + 2 - first, idx, frac
+
+
+@lru_cache(maxsize=1024)
+def _upsample_matrix(start: int, stop: int, key: tuple) -> tuple[int, int, np.ndarray]:
+    """One axis of a multi-resolution blur as a matrix: pixels start..stop-1 from the
+    kernel-padded cells ``first - r .. first + count + r - 1``. Row p is the bilinear mix
+    ``(1 - f) G[i] + f G[i + 1]`` of the Gaussian's rows for cells i and i + 1 (float64 sums,
+    stored float32). Returns the first cell, the cell count (before padding) and the matrix."""
+    d, size = key[3], key[0]
+    first, count, idx, frac = _lerp_plan(start, stop, d)
+    k = kernel_1d(key)
+    gauss = np.zeros((count, count + size - 1))
+    for c in range(count):
+        gauss[c, c : c + size] = k
+    rows = gauss[idx] * (1.0 - frac)[:, None] + gauss[idx + 1] * frac[:, None]
+    out = rows.astype(np.float32)
+    out.setflags(write=False)
+    return first, count, out
 
 
 def _cell_sums(a: np.ndarray, axis: int, n: int, c0: int, nc: int, d: int, offset: int, dtype):
@@ -659,21 +678,71 @@ def _cell_means(image: np.ndarray, cy: int, ny: int, cx: int, nx: int, d: int) -
     return (sums / float(d * d)).astype(np.float32)
 
 
-def _multires_inputs(image: np.ndarray, region: tuple[int, int, int, int], key: tuple) -> tuple:
-    """Arguments of ``blur_up`` for a multi-resolution key: padded cell means, the kernel band,
-    and the bilinear plan back to pixels (see the module docstring)."""
-    d, r = key[3], (key[0] - 1) // 2
-    y0, x0, y1, x1 = region
-    cy, ny, iy, fy = _lerp_plan(y0, y1, d)
-    cx, nx, ix, fx = _lerp_plan(x0, x1, d)
-    cells = _cell_means(image, cy - r, ny + 2 * r, cx - r, nx + 2 * r, d)
-    return cells, _band(key), iy, fy, ix, fx
+def _cell_window(region: tuple[int, int, int, int], key: tuple) -> tuple[int, int, int, int]:
+    """Cells (first row, row count, first column, column count) a multi-resolution blur of
+    ``region`` reads: the cells its interpolation uses, padded by the kernel radius."""
+    r = (key[0] - 1) // 2
+    cy, ny, _ = _upsample_matrix(region[0], region[2], key)
+    cx, nx, _ = _upsample_matrix(region[1], region[3], key)
+    return cy - r, ny + 2 * r, cx - r, nx + 2 * r
 
 
-def _multires_layer(image: np.ndarray, region: tuple[int, int, int, int], key: tuple):
+class _CellGrid:
+    """Cell means of one image, shared by its regions. Cells are aligned to the image origin,
+    so every region blurred at factor d reads the same grid: when several regions need
+    overlapping windows (a crowd, a 40 %-coverage frame), the union window is averaged once
+    and sliced, instead of summing the shared margins once per region."""
+
+    def __init__(self, image: np.ndarray, windows: dict[int, list[tuple[int, int, int, int]]]):
+        self.image = image
+        self.windows = windows
+        self.shared: dict[int, tuple[tuple[int, int, int, int], np.ndarray] | None] = {}
+
+    def means(self, d: int, window: tuple[int, int, int, int]) -> np.ndarray:
+        if d not in self.shared:
+            self.shared[d] = self._union(d)
+        cy, ny, cx, nx = window
+        entry = self.shared[d]
+        if entry is not None:
+            (uy, uny, ux, unx), cells = entry
+            if uy <= cy and cy + ny <= uy + uny and ux <= cx and cx + nx <= ux + unx:
+                return cells[cy - uy : cy - uy + ny, cx - ux : cx - ux + nx]
+        return _cell_means(self.image, cy, ny, cx, nx, d)
+
+    def _union(self, d: int):
+        wins = self.windows.get(d, [])
+        if len(wins) < 2:
+            return None
+        y0 = min(w[0] for w in wins)
+        y1 = max(w[0] + w[1] for w in wins)
+        x0 = min(w[2] for w in wins)
+        x1 = max(w[2] + w[3] for w in wins)
+        # Worth it only when the union is no bigger than the windows summed one by one.
+        if (y1 - y0) * (x1 - x0) > sum(w[1] * w[3] for w in wins):
+            return None
+        union = (y0, y1 - y0, x0, x1 - x0)
+        return union, _cell_means(self.image, *union, d)
+
+
+def _multires_inputs(
+    image: np.ndarray, region: tuple[int, int, int, int], key: tuple, grid: _CellGrid | None = None
+) -> tuple:
+    """Arguments of ``blur_up`` for a multi-resolution key: padded cell means and the two
+    blur-and-interpolate matrices (see the module docstring)."""
+    window = _cell_window(region, key)
+    cells = (grid.means(key[3], window) if grid is not None
+             else _cell_means(image, *window[:2], *window[2:], key[3]))
+    _, _, rows = _upsample_matrix(region[0], region[2], key)
+    _, _, cols = _upsample_matrix(region[1], region[3], key)
+    return cells, rows, cols
+
+
+def _multires_layer(
+    image: np.ndarray, region: tuple[int, int, int, int], key: tuple, grid: _CellGrid | None = None
+):
     """Blur of ``region`` for a multi-resolution key: cell means, Gaussian on the cells,
     bilinear back to pixels."""
-    return _funcs()["blur_up"](*_multires_inputs(image, region, key))
+    return _funcs()["blur_up"](*_multires_inputs(image, region, key, grid))
 
 
 def _pixelate_layer(
@@ -711,24 +780,30 @@ def _fill_value(settings: BlurSettings, channels: int) -> np.ndarray:
     return np.array([r, g, b], dtype=np.float32)
 
 
+def _rects_in(rects: Sequence[_Rect], region: tuple[int, int, int, int], f: int) -> list[_Rect]:
+    """The boxes whose smoothed mask reaches into ``region``."""
+    y0, x0, y1, x1 = region
+    return [
+        r
+        for r in rects
+        if r.y0 < y1 + f - 1 and y0 < r.y1 + f - 1 and r.x0 < x1 + f - 1 and x0 < r.x1 + f - 1
+    ]
+
+
 def _anonymize_region(
     image: np.ndarray,
     out: np.ndarray,
-    rects: Sequence[_Rect],
+    inside: Sequence[_Rect],
     region: tuple[int, int, int, int],
     settings: BlurSettings,
     f: int,
+    grid: _CellGrid,
 ) -> None:
     """Obscure one region of ``image`` (colour channels only) into ``out``."""
     tf = _tf()
     fn = _funcs()
     h, w = image.shape[:2]
     y0, x0, y1, x1 = region
-    inside = [
-        r
-        for r in rects
-        if r.y0 < y1 + f - 1 and y0 < r.y1 + f - 1 and r.x0 < x1 + f - 1 and x0 < r.x1 + f - 1
-    ]
     norm = float(f**4)
     alpha = _smoothed_mask_int(h, w, inside, region, f)
     if not alpha.any():
@@ -754,7 +829,7 @@ def _anonymize_region(
             return tf.constant(_pixelate_layer(image, group[0], block, region, f))
         key = group[0].key
         if key[3] > 1:
-            return _multires_layer(image, region, key)
+            return _multires_layer(image, region, key, grid)
         crop = _padded_crop(image, region, (key[0] - 1) // 2)
         return fn["blur"](crop, _band(key))
 
@@ -762,7 +837,7 @@ def _anonymize_region(
     if len(groups) == 1 and settings.mode == "blur":
         key = groups[0][0].key
         if key[3] > 1:
-            args = _multires_inputs(image, region, key)
+            args = _multires_inputs(image, region, key, grid)
             result = fn["blur_up_composite"](*args, image[y0:y1, x0:x1], alpha_f)
         else:
             crop = _padded_crop(image, region, (key[0] - 1) // 2)
@@ -814,8 +889,15 @@ def anonymize_image(
     colour = image[:, :, None] if image.ndim == 2 else image[:, :, : min(3, image.shape[2])]
     target = out[:, :, None] if out.ndim == 2 else out[:, :, : colour.shape[2]]
     f = _feather_half(settings)
-    for region in _plan(height, width, rects, f):
-        _anonymize_region(colour, target, rects, region, settings, f)
+    work = [(region, _rects_in(rects, region, f)) for region in _plan(height, width, rects, f)]
+    windows: dict[int, list[tuple[int, int, int, int]]] = {}
+    if settings.mode == "blur":
+        for region, inside in work:
+            for key in {r.key for r in inside if r.key[3] > 1}:
+                windows.setdefault(key[3], []).append(_cell_window(region, key))
+    grid = _CellGrid(colour, windows)
+    for region, inside in work:
+        _anonymize_region(colour, target, inside, region, settings, f, grid)
     return out
 
 
