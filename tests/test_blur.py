@@ -373,6 +373,21 @@ def test_large_sigma_tiny_images():
     check(textured(30, 1, 4, seed=15), whole, BlurSettings(sigma=9.0, feather=0))
 
 
+def test_regions_share_one_cell_grid(monkeypatch):
+    # Four separate boxes blurred at the same factor: their cell windows overlap, so the cell
+    # means are computed once over the union and sliced per region (and match the reference).
+    h, w = 160, 260
+    boxes = [det(FACE, 10, 10, 40, 40, w, h), det(PLATE, 200, 15, 50, 30, w, h),
+             det(FACE, 20, 110, 40, 40, w, h), det(PLATE, 190, 120, 60, 30, w, h)]
+    settings = BlurSettings(sigma=20.0)
+    calls = []
+    real = blur_module._cell_means
+    monkeypatch.setattr(blur_module, "_cell_means", lambda *a: calls.append(a[1:]) or real(*a))
+    check(textured(h, w, seed=21), boxes, settings)
+    assert len(blur_module._plan(h, w, blur_module._rects(h, w, boxes, settings), 5)) == 4
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("sigma", [9.0, 26.9, 53.8])
 def test_multires_std_dev_matches_sigma(sigma):
     # An impulse per channel at each pixel phase of a cell: the second moment of the response
