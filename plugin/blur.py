@@ -402,13 +402,43 @@ _FUNCS_LOCK = threading.Lock()
 _TRACED: dict[str, object] = {}  # the tf.functions behind _FUNCS, for their tracing counts
 
 
+def _import_tensorflow():
+    """``import tensorflow``, minus the eager Keras import when that is safe to skip.
+
+    TensorFlow >= 2.16 imports ``keras.src.optimizers`` while it loads (for a SavedModel
+    registry we never use), which pulls in all of Keras and, when installed, matplotlib and
+    scikit-learn: about 3 s of the 7 s the import takes on a 2-core machine, paid by every
+    command-line run and worker. With ``TF_USE_LEGACY_KERAS`` set, that eager import targets
+    ``tf_keras`` instead; when ``tf_keras`` is not installed TensorFlow skips it (it catches
+    the ImportError). The variable is restored right after, and ``tf.keras`` still loads Keras
+    on first use (TensorFlow's lazy loader reads the variable then). Applied only when
+    TensorFlow is not loaded yet, the user has not set the variable and ``tf_keras`` is absent.
+    """
+    import importlib.util
+    import sys
+
+    skip = (
+        "tensorflow" not in sys.modules
+        and "TF_USE_LEGACY_KERAS" not in os.environ
+        and importlib.util.find_spec("tf_keras") is None
+    )
+    if skip:
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    try:
+        import tensorflow as tf
+    finally:
+        if skip:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    return tf
+
+
 def _tf():
     """Import TensorFlow on first use (quiet logs unless the user chose; GPU memory growth so
     onnxruntime can share the card)."""
     global _TF
     if _TF is None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
+        tf = _import_tensorflow()
 
         for gpu in tf.config.list_physical_devices("GPU"):
             # RuntimeError: already initialised by the caller, whose setting we keep.

@@ -405,8 +405,9 @@ class AuditAnonymization(foo.Operator):
                      description="Low on purpose: a false alarm costs a glance, a miss a leak")
         inputs.float("plate_threshold", default=audit.AUDIT_THRESHOLDS["plate"], min=0.001,
                      max=1.0, label="Plate threshold")
-        inputs.bool("multiscale", default=True, label="All scales",
-                    description="Slower, finds the smallest and largest faces")
+        inputs.bool("multiscale", default=True, label="Extra passes",
+                    description="Mirrored view for faces, tiles for plates on large photos: "
+                                "slower, fewer misses and false alarms")
         inputs.str("residual_field", default=audit.DEFAULT_RESIDUAL_FIELD, label="Residual field",
                    description="Detections outside the obscured regions")
         inputs.str("tag", default=audit.DEFAULT_TAG, label="Review tag")
@@ -473,7 +474,8 @@ class AuditAnonymization(foo.Operator):
             residual_field: where residual detections go (default ``anonymizer_residual``)
             tag: tag for samples to review (default ``needs_review``)
             face_threshold, plate_threshold: audit detector thresholds (None: the low defaults)
-            multiscale: search every scale
+            multiscale: extra passes (mirrored view for faces, tiles for plates on large
+                photos)
             delegate: queue it for a delegated worker instead of running now
         """
         params: dict[str, Any] = {"output_field": output_field, "gt_field": gt_field,

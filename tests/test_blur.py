@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -591,3 +594,19 @@ def test_real_plates_cropped(shared_data):
         ]
         check(crop, dets, SEED)
         check(crop, dets, BlurSettings(mode="pixelate"))
+
+
+def test_tensorflow_import_skips_only_the_eager_keras_import():
+    # Our import leaves Keras unloaded (seconds saved per process), the user's environment as
+    # it was, and tf.keras still usable afterwards.
+    code = (
+        "import os, sys\n"
+        "from fiftyone_anonymizer import blur\n"
+        "tf = blur._tf()\n"
+        "print('keras' in sys.modules, 'TF_USE_LEGACY_KERAS' in os.environ)\n"
+        "print(type(tf.keras.layers.Dense(1)).__module__.split('.')[0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True, timeout=300)
+    assert out.stdout.split() == ["False", "False", "keras"], out.stdout + out.stderr[-2000:]

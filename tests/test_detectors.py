@@ -194,3 +194,22 @@ def test_float32_conversion_keeps_the_plate_model_s_answers(shared_data):
     assert len(half) == len(full) >= 1
     for a, b in zip(sorted(half, key=lambda d: d.score), sorted(full, key=lambda d: d.score), strict=True):
         assert abs(a.score - b.score) < 0.02 and iou(a.box, b.box) > 0.95
+
+
+def test_plate_model_is_pruned_to_its_boxes_with_the_same_answers(astronaut):
+    # The mask-prototype branch is cut away (about a quarter of the model's time); the box
+    # output must be exactly what the whole model gives.
+    import onnxruntime as ort
+
+    from fiftyone_anonymizer.detectors.onnx_runtime import float16_to_float32
+    from fiftyone_anonymizer.detectors.yolo_plates import OUTPUT, YoloPlateDetector, letterbox
+
+    pruned = YoloPlateDetector(precision="float32", device="cpu")
+    assert [o.name for o in pruned.session.get_outputs()] == [OUTPUT]
+    whole = ort.InferenceSession(float16_to_float32(pruned.model_path),
+                                 providers=["CPUExecutionProvider"])
+    assert len(whole.get_outputs()) == 2
+    blob = letterbox(astronaut)[0].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+    got = pruned.session.run([OUTPUT], {pruned.input_name: blob})[0]
+    want = whole.run([OUTPUT], {pruned.input_name: blob})[0]
+    assert got.shape == want.shape and np.allclose(got, want, rtol=0, atol=1e-4)

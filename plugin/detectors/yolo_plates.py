@@ -16,9 +16,16 @@ import numpy as np
 
 from ..boxes import PLATE, Detection, nms
 from .base import check_image, expand_xyxy, resize, to_detections
-from .onnx_runtime import float16_to_float32, make_session, providers_for, session_provider
+from .onnx_runtime import (
+    float16_to_float32,
+    keep_outputs,
+    make_session,
+    providers_for,
+    session_provider,
+)
 
 SIZE = 640
+OUTPUT = "output0"  # [1, 4 box + 1 score + 32 mask coefficients, 8400 anchors]
 PAD_VALUE = 114
 
 
@@ -84,7 +91,8 @@ class YoloPlateDetector:
             raise ValueError("precision must be 'auto', 'float32' or 'float16'")
         self.precision = precision
         model = float16_to_float32(self.model_path) if precision == "float32" else self.model_path
-        self.session = make_session(model, device)
+        # Boxes only: the segmentation head's mask prototypes (output1) are never used.
+        self.session = make_session(keep_outputs(model, [OUTPUT]), device)
         self.provider = session_provider(self.session)
         self.input_name = self.session.get_inputs()[0].name
         self.dtype = np.float16 if precision == "float16" else np.float32
@@ -93,7 +101,7 @@ class YoloPlateDetector:
         """One letterboxed view: pixel ``xyxy`` boxes of ``image`` and scores, before NMS."""
         boxed, factor, left, top = letterbox(image)
         blob = (boxed.transpose(2, 0, 1)[None].astype(np.float32) / 255.0).astype(self.dtype)
-        out = self.session.run(["output0"], {self.input_name: blob})[0][0].astype(np.float32)
+        out = self.session.run([OUTPUT], {self.input_name: blob})[0][0].astype(np.float32)
         scores = out[4]
         keep = scores >= self.threshold
         cx, cy, w, h = out[0, keep], out[1, keep], out[2, keep], out[3, keep]
