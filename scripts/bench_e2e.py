@@ -4,6 +4,7 @@ Same 200 photos (those of ``../shared/data/faces/labels.json``), same machine, o
 
 1. ``anonymize`` with faces only (``--plates none``), all defaults otherwise;
 2. ``anonymize`` with faces and plates (the full pipeline);
+   (and, for reference, faces only with ``--no-multiscale``: no mirrored second view);
 3. ``deface`` 1.5.0 with its defaults, installed into a throwaway virtual environment under
    ``out/bench-e2e/deface-venv`` (never one of our dependencies, never imported here), given
    all 200 paths in one invocation so its model loads once.
@@ -174,7 +175,9 @@ def main() -> int:
 
     runs: dict[str, float] = {}
     for name, out_dir, options in (("ours, faces only", OUT / "ours-faces", ["--plates", "none"]),
-                                   ("ours, faces + plates", OUT / "ours-full", [])):
+                                   ("ours, faces + plates", OUT / "ours-full", []),
+                                   ("ours, faces, no mirror", OUT / "ours-faces-single",
+                                    ["--plates", "none", "--no-multiscale"])):
         shutil.rmtree(out_dir, ignore_errors=True)
         runs[name] = timed([*anonymize, "--input", str(ours_in), "--image-output", str(out_dir),
                             "--image-extensions", "jpg,jpeg,png", "--quiet", *options, *extra],
@@ -184,11 +187,17 @@ def main() -> int:
     print(f"{'deface ' + DEFACE_VERSION + ' defaults':<24} {n / runs['deface']:6.2f} images/s "
           f"({runs['deface']:.1f} s)", flush=True)
 
+    start_up = timed([str(REPO / ".venv" / "bin" / "python"), "-c",
+                      "from fiftyone_anonymizer import blur; blur._tf()"], env=env)
+    print(f"(of each run of ours: {start_up:.1f} s to load TensorFlow for the blur module)")
+
     ours = our_face_recall(entries, OUT / "ours-faces")
+    single = our_face_recall(entries, OUT / "ours-faces-single")
     full = our_face_recall(entries, OUT / "ours-full")
     theirs = deface_face_recall(entries, deface_paths, venv)
     print(f"face recall ours (faces only) {ours.recall:.3f} coverage {ours.coverage:.3f} "
-          f"precision {ours.precision:.3f}; ours (full) {full.recall:.3f}")
+          f"precision {ours.precision:.3f}; ours (full) {full.recall:.3f}; ours (no mirror) "
+          f"{single.recall:.3f} coverage {single.coverage:.3f} precision {single.precision:.3f}")
     print(f"face recall deface {theirs.recall:.3f} coverage {theirs.coverage:.3f} precision "
           f"{theirs.precision:.3f} (deface cannot write detections: its CenterFace run by deface's "
           f"own code in its environment at its defaults, threshold {DEFACE_THRESHOLD}, native size)")
