@@ -92,13 +92,17 @@ def test_letterbox_maps_points_back():
 
     image = np.zeros((300, 1200, 3), dtype=np.uint8)
     image[100:200, 600:900] = 255
-    boxed, factor, left, top = letterbox(image)
-    assert boxed.shape == (640, 640, 3) and factor == pytest.approx(640 / 1200)
-    ys, xs = np.nonzero(boxed[..., 0] > 200)
-    # The white block lands where x * factor + left says, within a pixel of resampling.
-    assert xs.min() == pytest.approx(600 * factor + left, abs=1.5)
-    assert ys.max() + 1 == pytest.approx(200 * factor + top, abs=1.5)
+    for stride, shape in ((32, (160, 640, 3)), (None, (640, 640, 3))):
+        # 300 x 1200 at 640 / 1200 is 160 x 640: no padding needed on a stride of 32.
+        boxed, factor, left, top = letterbox(image, stride=stride)
+        assert boxed.shape == shape and factor == pytest.approx(640 / 1200)
+        ys, xs = np.nonzero(boxed[..., 0] > 200)
+        # The white block lands where x * factor + left says, within a pixel of resampling.
+        assert xs.min() == pytest.approx(600 * factor + left, abs=1.5)
+        assert ys.max() + 1 == pytest.approx(200 * factor + top, abs=1.5)
     assert (boxed[0, 0] == 114).all()  # grey padding
+    boxed, factor, left, top = letterbox(np.zeros((301, 400, 3), np.uint8))
+    assert boxed.shape == (512, 640, 3) and top == (512 - 482) // 2 and left == 0
 
 
 def test_plate_box_maps_back_through_letterbox_padding(shared_data):
@@ -196,20 +200,34 @@ def test_float32_conversion_keeps_the_plate_model_s_answers(shared_data):
         assert abs(a.score - b.score) < 0.02 and iou(a.box, b.box) > 0.95
 
 
-def test_plate_model_is_pruned_to_its_boxes_with_the_same_answers(astronaut):
-    # The mask-prototype branch is cut away (about a quarter of the model's time); the box
-    # output must be exactly what the whole model gives.
+def test_plate_heads_decode_to_the_shipped_model_s_boxes(astronaut):
+    # The graph is cut after the detection head and decoded here; on the shipped model's own
+    # 640x640 input the boxes and scores must be the ones its full graph computes.
     import onnxruntime as ort
 
     from fiftyone_anonymizer.detectors.onnx_runtime import float16_to_float32
-    from fiftyone_anonymizer.detectors.yolo_plates import OUTPUT, YoloPlateDetector, letterbox
+    from fiftyone_anonymizer.detectors.yolo_plates import (
+        HEADS,
+        YoloPlateDetector,
+        decode_heads,
+        letterbox,
+    )
 
-    pruned = YoloPlateDetector(precision="float32", device="cpu")
-    assert [o.name for o in pruned.session.get_outputs()] == [OUTPUT]
-    whole = ort.InferenceSession(float16_to_float32(pruned.model_path),
+    cut = YoloPlateDetector(precision="float32", device="cpu")
+    assert [o.name for o in cut.session.get_outputs()] == list(HEADS)
+    whole = ort.InferenceSession(float16_to_float32(cut.model_path),
                                  providers=["CPUExecutionProvider"])
-    assert len(whole.get_outputs()) == 2
-    blob = letterbox(astronaut)[0].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-    got = pruned.session.run([OUTPUT], {pruned.input_name: blob})[0]
-    want = whole.run([OUTPUT], {pruned.input_name: blob})[0]
-    assert got.shape == want.shape and np.allclose(got, want, rtol=0, atol=1e-4)
+    blob = letterbox(astronaut, stride=None)[0].transpose(2, 0, 1)[None].astype(np.float32) / 255
+    out = whole.run(["output0"], {"images": blob})[0][0]
+    floor = 0.001  # low, so that many candidates are compared
+    keep = out[4] >= floor
+    cx, cy, w, h = out[:4, keep]
+    want = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    got, scores = decode_heads(cut.session.run(list(HEADS), {"images": blob}), 640, floor)
+    assert len(scores) == keep.sum() >= 5
+    a, b = np.lexsort((want[:, 0], out[4, keep])), np.lexsort((got[:, 0], scores))
+    assert np.allclose(got[b], want[a], atol=1e-3) and np.allclose(scores[b], out[4, keep][a], atol=1e-5)
+    # Any input size now runs (a 16:9 frame as 640x384 instead of 640x640).
+    wide = letterbox(np.zeros((720, 1280, 3), np.uint8))[0]
+    heads = cut.session.run(list(HEADS), {"images": wide.transpose(2, 0, 1)[None].astype(np.float32)})
+    assert [hd.shape[2:] for hd in heads] == [(48, 80), (24, 40), (12, 20)]

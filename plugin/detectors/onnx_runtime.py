@@ -66,15 +66,17 @@ def session_provider(session: Any) -> str:
     return session.get_providers()[0]
 
 
-def dynamic_input_model(path: Path, input_dims: dict[str, list], output_dims: dict[str, list]) -> bytes:
-    """Serialized copy of the model whose input/output dims are replaced (names for dynamic axes).
+def dynamic_input_model(path: Path | bytes, input_dims: dict[str, list],
+                        output_dims: dict[str, list]) -> bytes:
+    """Serialized copy of the model (a file or serialized bytes) whose input/output dims are
+    replaced (names for dynamic axes).
 
     CenterFace's file declares a fixed 10x3x32x32 input although its graph is fully
     convolutional; onnxruntime rejects other shapes unless the declaration is relaxed.
     """
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(str(path))
     for values, dims in ((model.graph.input, input_dims), (model.graph.output, output_dims)):
         for value in values:
             if value.name not in dims:

@@ -1,8 +1,13 @@
 """Licence plates with a YOLOv8s-seg model (ONNX, AGPL-3.0, float16 weights; masks ignored).
 
-Pre-processing follows Ultralytics: letterbox to 640x640 (aspect kept, centred, grey 114 padding),
-RGB scaled to 0-1. The float16 file is converted to float32 once at load time on the CPU, where
-float16 convolutions are slow; on CUDA the original float16 graph is used as shipped.
+Pre-processing follows Ultralytics' own inference: the long side resized to 640 (aspect kept),
+the short side padded centred with grey 114 only up to a multiple of 32 (a 16:9 frame runs as
+640x384, not 640x640), RGB scaled to 0-1. The shipped graph is fixed to 640x640 (its anchor grid
+is baked in), so it is cut after the detection head's three per-stride outputs, given dynamic
+sizes, and those are decoded here (distribution-focal box offsets, anchor grid, sigmoid score),
+as the graph's own tail does; the mask branch is never computed.
+The float16 file is converted to float32 once at load time on the CPU, where float16
+convolutions are slow; on CUDA the original float16 graph is used as shipped.
 Optional tiles (overlapping square crops of the short side, each letterboxed to 640) catch
 plates that the single downscaled view of a wide photo makes too small.
 """
@@ -17,6 +22,7 @@ import numpy as np
 from ..boxes import PLATE, Detection, nms
 from .base import check_image, expand_xyxy, resize, to_detections
 from .onnx_runtime import (
+    dynamic_input_model,
     float16_to_float32,
     keep_outputs,
     make_session,
@@ -25,23 +31,60 @@ from .onnx_runtime import (
 )
 
 SIZE = 640
-OUTPUT = "output0"  # [1, 4 box + 1 score + 32 mask coefficients, 8400 anchors]
+STRIDE = 32
 PAD_VALUE = 114
+# The detection head's outputs at strides 8, 16 and 32: [1, 64 box bins + 1 score, H/s, W/s].
+HEADS = ("/model.22/Concat_1_output_0", "/model.22/Concat_2_output_0", "/model.22/Concat_3_output_0")
+DFL_BINS = 16
 
 
-def letterbox(image: np.ndarray, size: int = SIZE) -> tuple[np.ndarray, float, float, float]:
-    """Resize keeping the aspect so the long side is ``size``, pad centred with grey.
+def letterbox(image: np.ndarray, size: int = SIZE, stride: int | None = STRIDE
+              ) -> tuple[np.ndarray, float, float, float]:
+    """Resize keeping the aspect so the long side is ``size``, pad centred with grey: up to a
+    multiple of ``stride`` per side, or to ``size x size`` with ``stride=None``.
 
-    Returns the ``size x size`` image, the factor and the left/top padding, so that a point
-    ``p`` of the input maps to ``p * factor + pad``.
+    Returns the padded image, the factor and the left/top padding, so that a point ``p`` of
+    the input maps to ``p * factor + pad``.
     """
     height, width = image.shape[:2]
     factor = size / max(height, width)
     new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
-    out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
-    left, top = (size - new_w) // 2, (size - new_h) // 2
+    if stride is None:
+        out_w = out_h = size
+    else:
+        out_w, out_h = -(-new_w // stride) * stride, -(-new_h // stride) * stride
+    out = np.full((out_h, out_w, 3), PAD_VALUE, dtype=np.uint8)
+    left, top = (out_w - new_w) // 2, (out_h - new_h) // 2
     out[top : top + new_h, left : left + new_w] = resize(image, new_w, new_h)
     return out, factor, float(left), float(top)
+
+
+def decode_heads(heads: Sequence[np.ndarray], input_h: int, threshold: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (``xyxy`` in input pixels) and scores >= ``threshold`` from the per-stride head
+    outputs ``[1, 4 * 16 + 1, h, w]``: the score is the sigmoid of the last channel; each box
+    side's distance from the cell centre is the expectation of a softmax over 16 bins, in
+    units of the stride (Ultralytics' DFL and ``dist2bbox``)."""
+    boxes, scores = [], []
+    bins = np.arange(DFL_BINS, dtype=np.float64)
+    for head in heads:
+        _, channels, h, w = head.shape
+        stride = input_h / h
+        logits = head[0, channels - 1].astype(np.float64)
+        score = 1.0 / (1.0 + np.exp(-logits))
+        ys, xs = np.nonzero(score >= threshold)
+        if ys.size == 0:
+            continue
+        dist = head[0, : 4 * DFL_BINS, ys, xs].astype(np.float64).reshape(-1, 4, DFL_BINS)
+        dist = np.exp(dist - dist.max(axis=2, keepdims=True))
+        dist = (dist / dist.sum(axis=2, keepdims=True)) @ bins  # [n, 4]: left, top, right, bottom
+        cx, cy = xs + 0.5, ys + 0.5
+        xyxy = np.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], axis=1)
+        boxes.append(xyxy * stride)
+        scores.append(score[ys, xs])
+    if not boxes:
+        return np.zeros((0, 4)), np.zeros(0)
+    return np.concatenate(boxes), np.concatenate(scores)
 
 
 def tile_windows(height: int, width: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
@@ -91,8 +134,13 @@ class YoloPlateDetector:
             raise ValueError("precision must be 'auto', 'float32' or 'float16'")
         self.precision = precision
         model = float16_to_float32(self.model_path) if precision == "float32" else self.model_path
-        # Boxes only: the segmentation head's mask prototypes (output1) are never used.
-        self.session = make_session(keep_outputs(model, [OUTPUT]), device)
+        # The head's raw outputs, any input size (see the module docstring).
+        model = dynamic_input_model(
+            keep_outputs(model, list(HEADS)),
+            {"images": [1, 3, "H", "W"]},
+            {name: [1, 4 * DFL_BINS + 1, f"h{i}", f"w{i}"] for i, name in enumerate(HEADS)},
+        )
+        self.session = make_session(model, device)
         self.provider = session_provider(self.session)
         self.input_name = self.session.get_inputs()[0].name
         self.dtype = np.float16 if precision == "float16" else np.float32
@@ -101,13 +149,10 @@ class YoloPlateDetector:
         """One letterboxed view: pixel ``xyxy`` boxes of ``image`` and scores, before NMS."""
         boxed, factor, left, top = letterbox(image)
         blob = (boxed.transpose(2, 0, 1)[None].astype(np.float32) / 255.0).astype(self.dtype)
-        out = self.session.run([OUTPUT], {self.input_name: blob})[0][0].astype(np.float32)
-        scores = out[4]
-        keep = scores >= self.threshold
-        cx, cy, w, h = out[0, keep], out[1, keep], out[2, keep], out[3, keep]
-        xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float64)
+        heads = self.session.run(list(HEADS), {self.input_name: blob})
+        xyxy, scores = decode_heads(heads, blob.shape[2], self.threshold)
         xyxy = (xyxy - np.array([left, top, left, top])) / factor
-        return xyxy, scores[keep].astype(np.float64)
+        return xyxy, scores
 
     def detect_one(self, image: np.ndarray) -> list[Detection]:
         height, width = image.shape[:2]
