@@ -698,14 +698,15 @@ def _cell_sums(a: np.ndarray, axis: int, n: int, c0: int, nc: int, d: int, offse
 
 def _cell_means(image: np.ndarray, cy: int, ny: int, cx: int, nx: int, d: int) -> np.ndarray:
     """Means over the d x d cells (cy.., cx..) of the reflect-padded image, float32 [ny, nx, C]
-    (exact integer sums, divided in float64)."""
+    (exact integer sums, in the narrowest integer type that holds them, divided in float32)."""
     h, w = image.shape[:2]
     rows = _reflect_index(h, cy * d, (cy + ny) * d)
     cols = _reflect_index(w, cx * d, (cx + nx) * d)
     ylo, yhi, xlo, xhi = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
-    sums = _cell_sums(image[ylo:yhi, xlo:xhi], 0, h, cy, ny, d, ylo, np.uint32)
-    sums = _cell_sums(sums, 1, w, cx, nx, d, xlo, np.float64)
-    return (sums / float(d * d)).astype(np.float32)
+    column_sums = np.uint16 if 255 * d < 2**16 else np.uint32  # the first pass reads most data
+    sums = _cell_sums(image[ylo:yhi, xlo:xhi], 0, h, cy, ny, d, ylo, column_sums)
+    sums = _cell_sums(sums, 1, w, cx, nx, d, xlo, np.uint32 if 255 * d * d < 2**32 else np.uint64)
+    return np.divide(sums, d * d, dtype=np.float32)
 
 
 def _cell_window(region: tuple[int, int, int, int], key: tuple) -> tuple[int, int, int, int]:

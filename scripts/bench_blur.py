@@ -12,6 +12,8 @@ adaptive strength the 40 % boxes get a ~54 px std-dev, blurred at reduced resolu
 blur module); the summary compares that to OpenCV's whole-image 21 px blur + composite.
 Then one large photo: 12000x8000 with one face box of 28 % x 36 % (std-dev ~430 px).
 The last line is the speedup of the seed-equivalent settings over the seed approach at 3 %.
+Our two settings and OpenCV are timed in interleaved rounds (medians of 15), so they share
+whatever load the machine has; the seconds-long seed approach is timed on its own.
 """
 
 from __future__ import annotations
@@ -107,13 +109,22 @@ def opencv_path(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def timed(fn, reps: int) -> float:
     """Median ms of ``reps`` runs after one warm-up (tracing, caches)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
+    return interleaved({"fn": fn}, reps)["fn"]
+
+
+def interleaved(fns: dict, rounds: int) -> dict[str, float]:
+    """Median ms per function over ``rounds`` rounds that each run every function once, after
+    one warm-up each: on a shared, noisy machine a slow spell then hits all of them alike
+    instead of whichever happened to be running."""
+    for fn in fns.values():
         fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) * 1000)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def line(name: str, ms: float) -> None:
@@ -137,12 +148,15 @@ def main() -> None:
         print(
             f"\ncase {label}: boxes cover {cover:.1f} % (default settings obscure {obscured:.1f} % after box_scale)"
         )
-        ours_default = timed(lambda d=dets: anonymize_image(image, d, default), 7)
-        ours_seed = timed(lambda d=dets: anonymize_image(image, d, seed_eq), 7)
+        fast = interleaved({
+            "default": lambda d=dets: anonymize_image(image, d, default),
+            "seed_eq": lambda d=dets: anonymize_image(image, d, seed_eq),
+            "opencv": lambda m=mask: opencv_path(image, m),
+        }, 15)
+        ours_default, ours_seed, cv_ms = fast["default"], fast["seed_eq"], fast["opencv"]
         m_tf = tf.constant(mask)
         img_tf = tf.constant(image)
         seed_ms = timed(lambda m=m_tf, i=img_tf: seed_tf(i, m).numpy(), 2)
-        cv_ms = timed(lambda m=mask: opencv_path(image, m), 7)
         line("this module, default (adaptive) settings", ours_default)
         line("this module, fixed seed-equivalent 21,2,9", ours_seed)
         line("seed approach in TensorFlow (2-D 21x21)", seed_ms)
