@@ -402,7 +402,10 @@ _FUNCS_LOCK = threading.Lock()
 _TRACED: dict[str, object] = {}  # the tf.functions behind _FUNCS, for their tracing counts
 
 
-def _import_tensorflow():
+_TF_IMPORT_LOCK = threading.Lock()
+
+
+def import_tensorflow():
     """``import tensorflow``, minus the eager Keras import when that is safe to skip.
 
     TensorFlow >= 2.16 imports ``keras.src.optimizers`` while it loads (for a SavedModel
@@ -413,22 +416,25 @@ def _import_tensorflow():
     the ImportError). The variable is restored right after, and ``tf.keras`` still loads Keras
     on first use (TensorFlow's lazy loader reads the variable then). Applied only when
     TensorFlow is not loaded yet, the user has not set the variable and ``tf_keras`` is absent.
+    Our code that uses Keras (the MTCNN backend) imports TensorFlow through this function
+    first, under the same lock, so it never sees the variable set.
     """
     import importlib.util
     import sys
 
-    skip = (
-        "tensorflow" not in sys.modules
-        and "TF_USE_LEGACY_KERAS" not in os.environ
-        and importlib.util.find_spec("tf_keras") is None
-    )
-    if skip:
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    try:
-        import tensorflow as tf
-    finally:
+    with _TF_IMPORT_LOCK:
+        skip = (
+            "tensorflow" not in sys.modules
+            and "TF_USE_LEGACY_KERAS" not in os.environ
+            and importlib.util.find_spec("tf_keras") is None
+        )
         if skip:
-            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+            os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        try:
+            import tensorflow as tf
+        finally:
+            if skip:
+                os.environ.pop("TF_USE_LEGACY_KERAS", None)
     return tf
 
 
@@ -438,7 +444,7 @@ def _tf():
     global _TF
     if _TF is None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        tf = _import_tensorflow()
+        tf = import_tensorflow()
 
         for gpu in tf.config.list_physical_devices("GPU"):
             # RuntimeError: already initialised by the caller, whose setting we keep.

@@ -32,13 +32,16 @@ class MTCNNDetector:
     ) -> None:
         import os
 
+        from ..blur import import_tensorflow
+
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # Through the shared importer: mtcnn uses tf.keras, which must not load while the
+        # blur module's import (possibly in another thread) has TF_USE_LEGACY_KERAS set.
+        tf = import_tensorflow()
         from mtcnn import MTCNN
 
         tf_device = "GPU:0" if device.lower() in ("cuda", "gpu") else "CPU:0"
         if device.lower() == "auto":
-            import tensorflow as tf
-
             tf_device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
         self.device = tf_device
         self.model = MTCNN(device=tf_device)
