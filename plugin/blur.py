@@ -37,6 +37,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -404,6 +406,50 @@ _TRACED: dict[str, object] = {}  # the tf.functions behind _FUNCS, for their tra
 
 _TF_IMPORT_LOCK = threading.Lock()
 
+# What TensorFlow's native code prints while it starts on a machine without a GPU, or with a
+# generic build: harmless, and it would otherwise land in the middle of progress bars.
+_TF_NOISE = (
+    "absl::InitializeLog",
+    "cudart_stub.cc",
+    "cpu_feature_guard.cc",
+    "rebuild TensorFlow with the appropriate compiler flags",
+    "cuda_platform.cc",
+    "cuda_executor.cc",
+    "failed call to cuInit",
+)
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_start():
+    """Hold what is written to file descriptor 2 meanwhile, and pass all of it on except
+    TensorFlow's start-up chatter (native code writes it there directly, whatever
+    ``TF_CPP_MIN_LOG_LEVEL`` says). A user who lowered ``TF_CPP_MIN_LOG_LEVEL`` below our
+    default of 2 asked for TensorFlow's logs and gets everything."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") < "2":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (some notebooks, services)
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode("utf-8", errors="replace")
+            kept = [line for line in text.splitlines(keepends=True)
+                    if not any(marker in line for marker in _TF_NOISE)]
+            if kept:
+                os.write(2, "".join(kept).encode())
+
 
 def import_tensorflow():
     """``import tensorflow``, minus the eager Keras import when that is safe to skip.
@@ -420,7 +466,6 @@ def import_tensorflow():
     first, under the same lock, so it never sees the variable set.
     """
     import importlib.util
-    import sys
 
     with _TF_IMPORT_LOCK:
         skip = (
@@ -431,7 +476,8 @@ def import_tensorflow():
         if skip:
             os.environ["TF_USE_LEGACY_KERAS"] = "1"
         try:
-            import tensorflow as tf
+            with _quiet_tensorflow_start():
+                import tensorflow as tf
         finally:
             if skip:
                 os.environ.pop("TF_USE_LEGACY_KERAS", None)
@@ -445,8 +491,9 @@ def _tf():
     if _TF is None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         tf = import_tensorflow()
-
-        for gpu in tf.config.list_physical_devices("GPU"):
+        with _quiet_tensorflow_start():
+            gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
             # RuntimeError: already initialised by the caller, whose setting we keep.
             with contextlib.suppress(RuntimeError):
                 tf.config.experimental.set_memory_growth(gpu, True)
