@@ -7,7 +7,7 @@ does not depend on the resolution it was found at.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,3 +99,9 @@ def merge_detections(
         keep = nms(xyxy, np.array([d.score for d in same]), iou_threshold)
         merged.extend(same[i] for i in keep)
     return merged
+
+
+def count_text(counts: Mapping[str, int]) -> str:
+    """``{"face": 14, "plate": 1}`` -> ``"14 faces, 1 plate"`` (labels in sorted order)."""
+    parts = [f"{n} {label}" + ("" if n == 1 else "s") for label, n in sorted(counts.items()) if n]
+    return ", ".join(parts) or "no boxes"

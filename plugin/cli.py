@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine
+from .boxes import count_text
 
 THREADS_ENV = "FO_ANONYMIZER_THREADS"  # read by detectors/onnx_runtime.py when sessions open
 WEIGHTS_ENV = "FO_ANONYMIZER_CACHE"  # read by weights.py
@@ -245,7 +246,7 @@ def _summary(results: Sequence[engine.FileResult], seconds: float, plan: engine.
              write_detections: bool) -> str:
     done = [r for r in results if r.ok]
     boxes = Counter(d.label for r in done for d in r.detections)
-    box_text = ", ".join(f"{n} {k}" for k, n in sorted(boxes.items())) or "no boxes"
+    box_text = count_text(boxes)
     rate = len(results) / seconds if seconds > 0 else 0.0
     lines = [f"anonymized {len(done)} of {len(results)} images in {seconds:.1f} s "
              f"({rate:.1f} images/s); found {box_text}",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .boxes import Detection
+from .boxes import Detection, count_text
 from .images import (
     ImageReadError,
     LoadedImage,
@@ -61,9 +61,8 @@ class JobReport:
         }
 
     def summary(self) -> str:
-        boxes = ", ".join(f"{n} {k}" for k, n in sorted(self.boxes_per_class.items())) or "no boxes"
         return (f"{self.job}: {self.processed} processed, {self.skipped} skipped, "
-                f"{len(self.failed)} failed; {boxes}")
+                f"{len(self.failed)} failed; {count_text(self.boxes_per_class)}")
 
 
 def notify_progress(progress: Progress | None, done: int, total: int, what: str) -> None:

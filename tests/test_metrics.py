@@ -105,3 +105,10 @@ def test_coverage_uses_the_blur_geometry():
     t = metrics.score_image(truths, [face((0.3, 0.3, 0.2, 0.2), 0.9)], 200, 200)
     assert t["face"].covered_truths == 1
     assert t["face"].coverage == 0.5
+
+
+def test_count_text_reads_as_english():
+    from fiftyone_anonymizer.boxes import count_text
+
+    assert count_text({"plate": 1, "face": 14}) == "14 faces, 1 plate"
+    assert count_text({"face": 0}) == count_text({}) == "no boxes"
