@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from fiftyone_anonymizer import blur as blur_module
+from fiftyone_anonymizer import tf_runtime
 from fiftyone_anonymizer.blur import (
     BlurSettings,
     _funcs,
@@ -611,19 +612,19 @@ def test_tensorflow_import_skips_only_the_eager_keras_import():
                          check=True, timeout=300)
     assert out.stdout.split() == ["False", "False", "keras"], out.stdout + out.stderr[-2000:]
     noise = [line for line in out.stderr.splitlines()
-             if any(marker in line for marker in blur_module._TF_NOISE)]
+             if any(marker in line for marker in tf_runtime._TF_NOISE)]
     assert not noise, noise
 
 
 def test_tensorflow_start_up_chatter_is_dropped_and_the_rest_passed_on(capfd, monkeypatch):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
-    with blur_module._quiet_tensorflow_start():
+    with tf_runtime.quiet_tensorflow_start():
         os.write(2, b"I0000 12:00 cudart_stub.cc:31] Could not find cuda drivers\n")
         os.write(2, b"a real problem\n")
         sys.stderr.write("from Python\n")
     # (pytest's own capture routes Python's writes around fd 2, so order is not compared)
     assert sorted(capfd.readouterr().err.splitlines()) == ["a real problem", "from Python"]
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user asked for TensorFlow's logs
-    with blur_module._quiet_tensorflow_start():
+    with tf_runtime.quiet_tensorflow_start():
         os.write(2, b"I0000 12:00 cudart_stub.cc:31] Could not find cuda drivers\n")
     assert "cudart_stub" in capfd.readouterr().err

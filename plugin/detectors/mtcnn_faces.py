@@ -30,11 +30,9 @@ class MTCNNDetector:
         expand: tuple[float, float] = (1.0, 1.0),
         device: str = "auto",
     ) -> None:
-        import os
 
-        from ..blur import import_tensorflow
+        from ..tf_runtime import import_tensorflow
 
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         # Through the shared importer: mtcnn uses tf.keras, which must not load while the
         # blur module's import (possibly in another thread) has TF_USE_LEGACY_KERAS set.
         tf = import_tensorflow()

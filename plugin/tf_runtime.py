@@ -1,0 +1,95 @@
+"""Loading TensorFlow: once, quickly, and quietly.
+
+The blur module and the MTCNN backend import TensorFlow through :func:`import_tensorflow`, which
+skips TensorFlow's eager Keras import (seconds per process) and keeps its native start-up
+chatter out of the user's terminal. Importing this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+
+_TF_IMPORT_LOCK = threading.Lock()
+
+# What TensorFlow's native code prints while it starts on a machine without a GPU, or with a
+# generic build: harmless, and it would otherwise land in the middle of progress bars.
+_TF_NOISE = (
+    "absl::InitializeLog",
+    "cudart_stub.cc",
+    "cpu_feature_guard.cc",
+    "rebuild TensorFlow with the appropriate compiler flags",
+    "cuda_platform.cc",
+    "cuda_executor.cc",
+    "failed call to cuInit",
+)
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_start():
+    """Hold what is written to file descriptor 2 meanwhile, and pass all of it on except
+    TensorFlow's start-up chatter (native code writes it there directly, whatever
+    ``TF_CPP_MIN_LOG_LEVEL`` says). A user who lowered ``TF_CPP_MIN_LOG_LEVEL`` below our
+    default of 2 asked for TensorFlow's logs and gets everything."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") < "2":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (some notebooks, services)
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode("utf-8", errors="replace")
+            kept = [line for line in text.splitlines(keepends=True)
+                    if not any(marker in line for marker in _TF_NOISE)]
+            if kept:
+                os.write(2, "".join(kept).encode())
+
+
+def import_tensorflow():
+    """``import tensorflow``, quietly, minus the eager Keras import when that is safe to skip.
+
+    TensorFlow >= 2.16 imports ``keras.src.optimizers`` while it loads (for a SavedModel
+    registry we never use), which pulls in all of Keras and, when installed, matplotlib and
+    scikit-learn: about 3 s of the 7 s the import takes on a 2-core machine, paid by every
+    command-line run and worker. With ``TF_USE_LEGACY_KERAS`` set, that eager import targets
+    ``tf_keras`` instead; when ``tf_keras`` is not installed TensorFlow skips it (it catches
+    the ImportError). The variable is restored right after, and ``tf.keras`` still loads Keras
+    on first use (TensorFlow's lazy loader reads the variable then). Applied only when
+    TensorFlow is not loaded yet, the user has not set the variable and ``tf_keras`` is absent.
+    Our code that uses Keras (the MTCNN backend) imports TensorFlow through this function
+    first, under the same lock, so it never sees the variable set.
+    """
+    import importlib.util
+
+    # TensorFlow's own info/warning logs only when the user asked for them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _TF_IMPORT_LOCK:
+        skip = (
+            "tensorflow" not in sys.modules
+            and "TF_USE_LEGACY_KERAS" not in os.environ
+            and importlib.util.find_spec("tf_keras") is None
+        )
+        if skip:
+            os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        try:
+            with quiet_tensorflow_start():
+                import tensorflow as tf
+        finally:
+            if skip:
+                os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    return tf
