@@ -200,6 +200,21 @@ def main(argv: list[str] | None = None) -> int:
             "false_positives": {lab: int((~x.detection_matched).sum()) for lab, x in m.items()},
         })
 
+    # The same figures per folder of the labels file (camera, site, source): a set that is
+    # fine on average can hide one folder where the detector fails.
+    folders: dict[str, list[dict]] = {}
+    for rec in records:
+        folders.setdefault(str(Path(rec["file"]).parent), []).append(rec)
+    per_folder, folder_lines = {}, []
+    for folder, recs in sorted(folders.items()):
+        tallies = tally_at(recs, defaults, settings)
+        got = {lab: tallies.get(lab, metrics.Tally(images=len(recs))) for lab in present}
+        per_folder[folder] = {lab: t.as_dict() for lab, t in got.items()}
+        parts = [f"{lab} recall {t.recall:.3f} precision {t.precision:.3f}"
+                 for lab, t in got.items() if t.truths]
+        if parts and len(folders) > 1:
+            folder_lines.append(f"  {folder}: {'; '.join(parts)} ({len(recs)} images)")
+
     timings = bench(read_rgb(labels_path.parent / entries[0]["file"])) if args.bench and entries else {}
     report = {
         "labels_file": str(labels_path), "images": len(records), "ms_per_image": ms_per_img,
@@ -209,13 +224,17 @@ def main(argv: list[str] | None = None) -> int:
         "thresholds": defaults,
         "results": {lab: summary.get(lab, metrics.Tally()).as_dict() for lab in present},
         "curves": curves, "detector": describe(detector) | {"thresholds": defaults},
-        "bench_ms_1920x1080": timings, "per_image": per_image,
+        "bench_ms_1920x1080": timings, "per_folder": per_folder, "per_image": per_image,
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     if curves:
         plot(curves, defaults, out_dir / "curves.png")
     for line in lines:
         print(line)
+    if folder_lines:
+        print("by folder (default thresholds):")
+        for line in folder_lines:
+            print(line)
     print(f"report: {out_dir / 'report.json'}", file=sys.stderr)
     return 0
 

@@ -1,0 +1,60 @@
+"""scripts/evaluate.py on a labels file made here: the printed lines keep their exact format,
+any labels path works, and the report holds the curves and the per-folder figures."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+LINE = re.compile(r"^(face|plate): recall \d\.\d{3} coverage \d\.\d{3} precision \d\.\d{3} "
+                  r"images \d+ ms/img \d+$")
+# The astronaut's face, forehead to chin, in pixels of the 512 x 512 sample image.
+FACE_BOX = {"label": "face", "x": 179, "y": 61, "w": 92, "h": 118}
+
+
+def _labels(tmp_path: Path) -> Path:
+    from skimage import data
+
+    root = tmp_path / "my set"  # a space in the path, and no labels.json name
+    entries = []
+    for folder, image in (("cam_a", data.astronaut()), ("cam_b", data.astronaut()[:, ::-1])):
+        path = root / "images" / folder / "shot.png"
+        path.parent.mkdir(parents=True)
+        Image.fromarray(image).save(path)
+        box = dict(FACE_BOX)
+        if folder == "cam_b":  # mirrored
+            box["x"] = 512 - box["x"] - box["w"]
+        entries.append({"file": f"images/{folder}/shot.png", "width": 512, "height": 512,
+                        "boxes": [box]})
+    empty = root / "images" / "cam_b" / "coffee.png"
+    Image.fromarray(data.coffee()).save(empty)
+    entries.append({"file": "images/cam_b/coffee.png", "width": 600, "height": 400, "boxes": []})
+    labels = root / "faces only.json"
+    labels.write_text(json.dumps(entries))
+    return labels
+
+
+def test_evaluate_prints_the_required_lines_and_writes_its_report(tmp_path):
+    labels = _labels(tmp_path)
+    out = tmp_path / "report"
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), str(labels),
+                          "--plates", "none", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    required = [line for line in lines if LINE.match(line)]
+    assert [line.split(":")[0] for line in required] == ["face"]  # only labels present
+    assert "recall 1.000" in required[0] and "images 3 " in required[0]
+    assert "by folder (default thresholds):" in lines
+    assert any(line.startswith("  images/cam_a: face recall 1.000") for line in lines)
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == 3 and set(report["per_folder"]) == {"images/cam_a", "images/cam_b"}
+    assert report["per_folder"]["images/cam_b"]["face"]["truths"] == 1
+    assert report["curves"]["face"]["thresholds"][0] <= 0.05
+    assert (out / "curves.png").stat().st_size > 0
