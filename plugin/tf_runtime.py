@@ -9,32 +9,46 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 import sys
-import tempfile
 import threading
 
 _TF_IMPORT_LOCK = threading.Lock()
 
 # What TensorFlow's native code prints while it starts on a machine without a GPU, or with a
-# generic build: harmless, and it would otherwise land in the middle of progress bars.
+# generic build: harmless, and it would otherwise land in the middle of progress bars. Whole
+# message texts, not file names: the same files also print the messages that matter (e.g.
+# cpu_feature_guard's "compiled to use AVX instructions, but these aren't available").
 _TF_NOISE = (
-    "absl::InitializeLog",
-    "cudart_stub.cc",
-    "cpu_feature_guard.cc",
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "Could not find cuda drivers on your machine, GPU will not be used.",
+    "This TensorFlow binary is optimized to use available CPU instructions",
     "rebuild TensorFlow with the appropriate compiler flags",
-    "cuda_platform.cc",
-    "cuda_executor.cc",
-    "failed call to cuInit",
 )
+# On a machine without NVIDIA devices cuInit is bound to fail; with one, it is news.
+_NO_GPU_NOISE = ("failed call to cuInit",)
+
+
+def _noise() -> tuple[str, ...]:
+    has_nvidia = os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+    return _TF_NOISE + (() if has_nvidia else _NO_GPU_NOISE)
 
 
 @contextlib.contextmanager
 def quiet_tensorflow_start():
-    """Hold what is written to file descriptor 2 meanwhile, and pass all of it on except
-    TensorFlow's start-up chatter (native code writes it there directly, whatever
-    ``TF_CPP_MIN_LOG_LEVEL`` says). A user who lowered ``TF_CPP_MIN_LOG_LEVEL`` below our
-    default of 2 asked for TensorFlow's logs and gets everything."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") < "2":
+    """Pass what is written to file descriptor 2 meanwhile through a ``grep -v`` child
+    process that drops TensorFlow's start-up chatter (native code writes it there directly,
+    whatever ``TF_CPP_MIN_LOG_LEVEL`` says) and forwards everything else line by line.
+
+    A child process, not a buffer or a thread: lines reach the terminal as they come (server
+    logs are not held back), nothing can block on the GIL, and if TensorFlow aborts the
+    process while loading (an unsupported CPU), its last words still get out. Without
+    ``grep`` or a real stderr nothing is filtered. A user who lowered ``TF_CPP_MIN_LOG_LEVEL``
+    below our default of 2 asked for TensorFlow's logs and gets everything.
+    """
+    grep = shutil.which("grep")
+    if grep is None or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") < "2":
         yield
         return
     try:
@@ -43,21 +57,25 @@ def quiet_tensorflow_start():
     except (OSError, ValueError, AttributeError):  # no real stderr (some notebooks, services)
         yield
         return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            text = held.read().decode("utf-8", errors="replace")
-            kept = [line for line in text.splitlines(keepends=True)
-                    if not any(marker in line for marker in _TF_NOISE)]
-            if kept:
-                os.write(2, "".join(kept).encode())
+    patterns = [arg for marker in _noise() for arg in ("-e", marker)]
+    try:
+        child = subprocess.Popen([grep, "--line-buffered", "-v", "-F", *patterns],
+                                 stdin=subprocess.PIPE, stdout=saved, stderr=subprocess.DEVNULL)
+    except OSError:
+        os.close(saved)
+        yield
+        return
+    os.dup2(child.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        child.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=10)
 
 
 def import_tensorflow():
