@@ -89,6 +89,9 @@ class DetectFacesAndPlates(foo.Operator):
                      label="Face threshold", description="Keep faces scoring at least this")
         inputs.float("plate_threshold", default=DEFAULT_THRESHOLDS["plate"], min=0.001, max=1.0,
                      label="Plate threshold", description="Keep plates scoring at least this")
+        inputs.bool("multiscale", default=True, label="Extra passes",
+                    description="Mirrored view for faces (fewer false alarms, same recall) and "
+                                "tiles for plates on large photos; off is about twice as fast")
         inputs.bool("overwrite", default=False, label="Overwrite",
                     description="Run again on samples that already have the field")
         if ctx.params.get("faces") == "none" and ctx.params.get("plates") == "none":
@@ -104,6 +107,7 @@ class DetectFacesAndPlates(foo.Operator):
             faces=None if p.get("faces") == "none" else p.get("faces", "centerface"),
             plates=None if p.get("plates") == "none" else p.get("plates", "yolov8-plates"),
             thresholds=_thresholds(p),
+            multiscale=bool(p.get("multiscale", True)),
             overwrite=bool(p.get("overwrite", False)),
             progress=_progress(ctx),
         )
@@ -119,7 +123,7 @@ class DetectFacesAndPlates(foo.Operator):
     def __call__(self, sample_collection, label_field: str = pipeline.DEFAULT_LABEL_FIELD,
                  faces: str = "centerface", plates: str = "yolov8-plates",
                  face_threshold: float | None = None, plate_threshold: float | None = None,
-                 overwrite: bool = False, delegate: bool = False):
+                 multiscale: bool = True, overwrite: bool = False, delegate: bool = False):
         """Detect faces and plates in ``sample_collection`` through the operator.
 
         Args:
@@ -128,11 +132,13 @@ class DetectFacesAndPlates(foo.Operator):
             faces: ``"centerface"``, ``"mtcnn"`` or ``"none"``
             plates: ``"yolov8-plates"`` or ``"none"``
             face_threshold, plate_threshold: minimum scores (None: the defaults)
+            multiscale: extra passes (mirrored view for faces, tiles for plates on large
+                photos); False is about twice as fast at the same face recall
             overwrite: redo samples that already have ``label_field``
             delegate: queue it for a delegated worker instead of running now
         """
         params = {"label_field": label_field, "faces": faces, "plates": plates,
-                  "overwrite": overwrite}
+                  "multiscale": multiscale, "overwrite": overwrite}
         if face_threshold is not None:
             params["face_threshold"] = face_threshold
         if plate_threshold is not None:
