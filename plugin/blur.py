@@ -616,7 +616,7 @@ def _lerp_plan(start: int, stop: int, d: int) -> tuple[int, int, np.ndarray, np.
     return first, int(cell[-1]) + 2 - first, idx, frac
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=64)  # [region side, ~60] float32 each: up to ~1 MB for a 4000 px side
 def _upsample_matrix(start: int, stop: int, key: tuple) -> tuple[int, int, np.ndarray]:
     """One axis of a multi-resolution blur as a matrix: pixels start..stop-1 from the
     kernel-padded cells ``first - r .. first + count + r - 1``. Row p is the bilinear mix
