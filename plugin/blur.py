@@ -568,7 +568,7 @@ def _band(key: tuple):
     return _tf().constant(band)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=512)  # index arrays of up to a padded image side each (a few MB in all)
 def _reflect_index(n: int, start: int, stop: int) -> np.ndarray:
     """Indices of ``numpy.pad(mode="reflect")`` for positions start..stop-1 of an axis of n,
     any pad width (repeated reflection), cached as a padding plan."""
@@ -600,7 +600,7 @@ def _reach(key: tuple) -> int:
     return (size - 1) // 2 if d == 1 else ((size - 1) // 2 + 2) * d
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)
 def _lerp_plan(start: int, stop: int, d: int) -> tuple[int, int, np.ndarray, np.ndarray]:
     """Bilinear from cells of ``d`` px (centres at ``(c + 0.5) d - 0.5``) to pixels
     start..stop-1: pixel p sits at cell coordinate ``u = (2 p + 1 - d) / 2 d``, between cells
