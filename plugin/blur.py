@@ -603,7 +603,6 @@ def _reach(key: tuple) -> int:
     return (size - 1) // 2 if d == 1 else ((size - 1) // 2 + 2) * d
 
 
-@lru_cache(maxsize=256)
 def _lerp_plan(start: int, stop: int, d: int) -> tuple[int, int, np.ndarray, np.ndarray]:
     """Bilinear from cells of ``d`` px (centres at ``(c + 0.5) d - 0.5``) to pixels
     start..stop-1: pixel p sits at cell coordinate ``u = (2 p + 1 - d) / 2 d``, between cells
@@ -613,10 +612,7 @@ def _lerp_plan(start: int, stop: int, d: int) -> tuple[int, int, np.ndarray, np.
     cell = num // (2 * d)
     frac = (num - 2 * d * cell) / (2 * d)
     first = int(cell[0])
-    idx = cell - first
-    idx.setflags(write=False)
-    frac.setflags(write=False)
-    return first, int(cell[-1]) + 2 - first, idx, frac
+    return first, int(cell[-1]) + 2 - first, cell - first, frac
 
 
 @lru_cache(maxsize=64)  # [region side, ~60] float32 each: up to ~1 MB for a 4000 px side
@@ -734,8 +730,7 @@ def _multires_inputs(
     """Arguments of ``blur_up`` for a multi-resolution key: padded cell means and the two
     blur-and-interpolate matrices (see the module docstring)."""
     window = _cell_window(region, key)
-    cells = (grid.means(key[3], window) if grid is not None
-             else _cell_means(image, *window[:2], *window[2:], key[3]))
+    cells = grid.means(key[3], window) if grid is not None else _cell_means(image, *window, key[3])
     _, _, rows = _upsample_matrix(region[0], region[2], key)
     _, _, cols = _upsample_matrix(region[1], region[3], key)
     return cells, rows, cols
