@@ -681,9 +681,9 @@ def _cell_means(image: np.ndarray, cy: int, ny: int, cx: int, nx: int, d: int) -
 def _cell_window(region: tuple[int, int, int, int], key: tuple) -> tuple[int, int, int, int]:
     """Cells (first row, row count, first column, column count) a multi-resolution blur of
     ``region`` reads: the cells its interpolation uses, padded by the kernel radius."""
-    r = (key[0] - 1) // 2
-    cy, ny, _ = _upsample_matrix(region[0], region[2], key)
-    cx, nx, _ = _upsample_matrix(region[1], region[3], key)
+    r, d = (key[0] - 1) // 2, key[3]
+    cy, ny, _, _ = _lerp_plan(region[0], region[2], d)
+    cx, nx, _, _ = _lerp_plan(region[1], region[3], d)
     return cy - r, ny + 2 * r, cx - r, nx + 2 * r
 
 
