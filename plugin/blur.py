@@ -724,24 +724,19 @@ class _CellGrid:
         return union, _cell_means(self.image, *union, d)
 
 
-def _multires_inputs(
-    image: np.ndarray, region: tuple[int, int, int, int], key: tuple, grid: _CellGrid | None = None
-) -> tuple:
-    """Arguments of ``blur_up`` for a multi-resolution key: padded cell means and the two
-    blur-and-interpolate matrices (see the module docstring)."""
-    window = _cell_window(region, key)
-    cells = grid.means(key[3], window) if grid is not None else _cell_means(image, *window, key[3])
+def _multires_inputs(grid: _CellGrid, region: tuple[int, int, int, int], key: tuple) -> tuple:
+    """Arguments of ``blur_up`` for a multi-resolution key: padded cell means (from the
+    image's shared grid) and the two blur-and-interpolate matrices (see the module docstring)."""
+    cells = grid.means(key[3], _cell_window(region, key))
     _, _, rows = _upsample_matrix(region[0], region[2], key)
     _, _, cols = _upsample_matrix(region[1], region[3], key)
     return cells, rows, cols
 
 
-def _multires_layer(
-    image: np.ndarray, region: tuple[int, int, int, int], key: tuple, grid: _CellGrid | None = None
-):
+def _multires_layer(grid: _CellGrid, region: tuple[int, int, int, int], key: tuple):
     """Blur of ``region`` for a multi-resolution key: cell means, Gaussian on the cells,
     bilinear back to pixels."""
-    return _funcs()["blur_up"](*_multires_inputs(image, region, key, grid))
+    return _funcs()["blur_up"](*_multires_inputs(grid, region, key))
 
 
 def _pixelate_layer(
@@ -828,7 +823,7 @@ def _anonymize_region(
             return tf.constant(_pixelate_layer(image, group[0], block, region, f))
         key = group[0].key
         if key[3] > 1:
-            return _multires_layer(image, region, key, grid)
+            return _multires_layer(grid, region, key)
         crop = _padded_crop(image, region, (key[0] - 1) // 2)
         return fn["blur"](crop, _band(key))
 
@@ -836,7 +831,7 @@ def _anonymize_region(
     if len(groups) == 1 and settings.mode == "blur":
         key = groups[0][0].key
         if key[3] > 1:
-            args = _multires_inputs(image, region, key, grid)
+            args = _multires_inputs(grid, region, key)
             result = fn["blur_up_composite"](*args, image[y0:y1, x0:x1], alpha_f)
         else:
             crop = _padded_crop(image, region, (key[0] - 1) // 2)
