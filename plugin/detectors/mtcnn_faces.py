@@ -30,7 +30,6 @@ class MTCNNDetector:
         expand: tuple[float, float] = (1.0, 1.0),
         device: str = "auto",
     ) -> None:
-
         from ..tf_runtime import import_tensorflow
 
         # Through the shared importer: mtcnn uses tf.keras, which must not load while the

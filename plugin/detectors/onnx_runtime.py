@@ -74,9 +74,7 @@ def dynamic_input_model(path: Path | bytes, input_dims: dict[str, list],
     CenterFace's file declares a fixed 10x3x32x32 input although its graph is fully
     convolutional; onnxruntime rejects other shapes unless the declaration is relaxed.
     """
-    import onnx
-
-    model = onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(str(path))
+    model = _load_model(path)
     for values, dims in ((model.graph.input, input_dims), (model.graph.output, output_dims)):
         for value in values:
             if value.name not in dims:
@@ -135,9 +133,15 @@ def keep_outputs(model: bytes | Path, outputs: list[str]) -> bytes:
     onnxruntime computes every node of a graph even when a call asks for fewer outputs; the
     YOLOv8-seg plate model spends about a quarter of its time on mask prototypes we never use.
     """
-    import onnx
     from onnx import utils
 
-    proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
+    proto = _load_model(model)
     inputs = [i.name for i in proto.graph.input]
     return utils.Extractor(proto).extract_model(inputs, outputs).SerializeToString()
+
+
+def _load_model(source: Path | bytes) -> Any:
+    """An ``onnx.ModelProto`` from a file or from serialized bytes (an earlier rewrite)."""
+    import onnx
+
+    return onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
