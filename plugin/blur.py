@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -709,6 +711,12 @@ class _CellGrid:
                 return cells[cy - uy : cy - uy + ny, cx - ux : cx - ux + nx]
         return _cell_means(self.image, cy, ny, cx, nx, d)
 
+    def prepare(self) -> None:
+        """Average every shared grid now, so threads only read ``shared``."""
+        for d in self.windows:
+            if d not in self.shared:
+                self.shared[d] = self._union(d)
+
     def _union(self, d: int):
         wins = self.windows.get(d, [])
         if len(wins) < 2:
@@ -851,6 +859,28 @@ def _anonymize_region(
     out[y0:y1, x0:x1] = result.numpy()
 
 
+# Regions are disjoint, so an image's regions are obscured side by side: one region's NumPy
+# work (masks, cell means, copies) and call overhead overlap another's TensorFlow compute.
+# Measured on 2 cores (serial -> threaded, ms per image): 1080p at 40 % coverage, 6 regions,
+# 46-60 -> 38-53; at 3 %, 3 regions, 13-14 -> 12; 400x300 with 40 small faces 61 -> 52.
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _region_pool() -> ThreadPoolExecutor | None:
+    """The shared pool that obscures regions (None on a single core). Callers that already
+    blur several images at once (the engine's writers) share it, and region jobs start no
+    jobs of their own, so waiting on them cannot deadlock."""
+    global _POOL
+    workers = min(4, os.cpu_count() or 1)
+    if workers < 2:
+        return None
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="anon-blur")
+    return _POOL
+
+
 def _plan(
     height: int, width: int, rects: Sequence[_Rect], f: int
 ) -> list[tuple[int, int, int, int]]:
@@ -890,8 +920,17 @@ def anonymize_image(
             for key in {r.key for r in inside if r.key[3] > 1}:
                 windows.setdefault(key[3], []).append(_cell_window(region, key))
     grid = _CellGrid(colour, windows)
-    for region, inside in work:
-        _anonymize_region(colour, target, inside, region, settings, f, grid)
+    pool = _region_pool() if len(work) > 1 else None
+    if pool is None:
+        for region, inside in work:
+            _anonymize_region(colour, target, inside, region, settings, f, grid)
+        return out
+    _funcs()  # TensorFlow loaded and the functions traced once, before any thread uses them
+    grid.prepare()  # the shared cell means, once, before the threads read them
+    jobs = [pool.submit(_anonymize_region, colour, target, inside, region, settings, f, grid)
+            for region, inside in work]
+    for job in jobs:
+        job.result()
     return out
 
 
