@@ -392,12 +392,23 @@ def test_regions_share_one_cell_grid(monkeypatch):
     assert len(calls) == 1
 
 
+def counting_pool(monkeypatch):
+    """A 2-thread pool installed as the blur's region pool, and the list of its jobs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(2)
+    submitted = []
+    real_submit = pool.submit
+    monkeypatch.setattr(pool, "submit", lambda *a: submitted.append(a) or real_submit(*a))
+    monkeypatch.setattr(blur_module, "_region_pool", lambda: pool)
+    monkeypatch.setattr(blur_module, "pool_workers", lambda: 2)
+    return pool, submitted
+
+
 def test_regions_obscured_side_by_side_match_one_by_one(monkeypatch):
     # Several regions with full-resolution and multi-resolution kernels, mixed in one region:
     # the threads give the same bytes as the serial path (which a single core takes), and
     # both match the reference.
-    from concurrent.futures import ThreadPoolExecutor
-
     h, w = 400, 640
     boxes = [det(FACE, 20, 20, 30, 36, w, h), det(PLATE, 400, 30, 90, 30, w, h),
              det(FACE, 40, 220, 90, 80, w, h), det(FACE, 100, 240, 20, 24, w, h),
@@ -406,16 +417,31 @@ def test_regions_obscured_side_by_side_match_one_by_one(monkeypatch):
     rects = blur_module._rects(h, w, boxes, DEFAULT)
     assert len(blur_module._plan(h, w, rects, 5)) == 4
     assert {r.key[3] > 1 for r in rects} == {True, False}
-    pool = ThreadPoolExecutor(2)
-    submitted = []
-    real_submit = pool.submit
-    monkeypatch.setattr(pool, "submit", lambda *a: submitted.append(a) or real_submit(*a))
-    monkeypatch.setattr(blur_module, "_region_pool", lambda: pool)
+    pool, submitted = counting_pool(monkeypatch)
     check(image, boxes, DEFAULT)
     threaded = anonymize_image(image, boxes, DEFAULT)
     assert len(submitted) == 8
     monkeypatch.setattr(blur_module, "_region_pool", lambda: None)
     np.testing.assert_array_equal(anonymize_image(image, boxes, DEFAULT), threaded)
+    pool.shutdown()
+
+
+@pytest.mark.parametrize("settings", [DEFAULT, SEED, BlurSettings(mode="pixelate")],
+                         ids=["multires", "seed", "pixelate"])
+def test_one_big_region_cut_into_strips_for_the_threads(monkeypatch, settings):
+    # A region that fills most of the image is cut into row strips (here at a lowered size
+    # limit); each pixel comes out as it does from the whole region, and as the reference says.
+    h, w = 150, 180
+    boxes = [det(FACE, 20, 15, 140, 120, w, h), det(PLATE, 60, 100, 50, 20, w, h)]
+    image = textured(h, w, seed=23)
+    whole = anonymize_image(image, boxes, settings)
+    monkeypatch.setattr(blur_module, "STRIP_PIXELS", 6000)
+    monkeypatch.setattr(blur_module, "STRIP_MIN_ROWS", 8)
+    pool, submitted = counting_pool(monkeypatch)
+    np.testing.assert_array_equal(anonymize_image(image, boxes, settings), whole)
+    assert len(submitted) == 2
+    if settings.mode == "blur":
+        check(image, boxes, settings)
     pool.shutdown()
 
 
