@@ -893,6 +893,16 @@ def _region_pool() -> ThreadPoolExecutor | None:
     return _POOL
 
 
+def _forget_pool_in_child() -> None:
+    # A forked child inherits the pool object but none of its threads: start a new one there.
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _strips(regions: Sequence[tuple[int, int, int, int]], workers: int
             ) -> list[tuple[int, int, int, int]]:
     """``regions`` with each large one cut into up to ``workers`` strips of whole rows."""

@@ -445,6 +445,27 @@ def test_one_big_region_cut_into_strips_for_the_threads(monkeypatch, settings):
     pool.shutdown()
 
 
+def _pool_is_unset(queue) -> None:
+    queue.put(blur_module._POOL is None)
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork on this platform")
+def test_a_forked_child_starts_its_own_region_pool():
+    # A forked child inherits the pool object but not its threads: jobs sent there would wait
+    # forever, so the child must build a new pool.
+    import multiprocessing
+
+    image = textured(120, 200, seed=24)
+    anonymize_image(image, [det(FACE, 5, 5, 30, 30, 200, 120), det(PLATE, 150, 80, 40, 20, 200, 120)])
+    assert blur_module._region_pool() is not None or blur_module.pool_workers() < 2
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_pool_is_unset, args=(queue,))
+    child.start()
+    assert queue.get(timeout=60) is True
+    child.join(60)
+
+
 def test_multires_stays_within_a_level_of_the_full_resolution_gaussian(monkeypatch):
     # The reduced-resolution blur is a stand-in for the exact Gaussian: on a real photo, every
     # pixel must stay within 1 level of the full-resolution blur with the same sigma.
