@@ -497,16 +497,6 @@ def _build_funcs() -> dict[str, object]:
     @tf.function(
         input_signature=[
             tf.TensorSpec([None, None, None], tf.float32),
-            tf.TensorSpec([None, None, None], tf.float32),
-            tf.TensorSpec([None, None], tf.float32),
-        ]
-    )
-    def accumulate(acc, layer, weight):
-        return acc + layer * weight[:, :, None]
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None, None], tf.float32),
             tf.TensorSpec([None, None], tf.float32),
             tf.TensorSpec([None, None], tf.float32),
         ]
@@ -552,7 +542,7 @@ def _build_funcs() -> dict[str, object]:
     def blur_up_composite(cells, rows, cols, region, alpha):
         return composite(region, blur_up(cells, rows, cols), alpha)
 
-    return {"blur": blur, "composite": composite, "accumulate": accumulate, "blur_up": blur_up,
+    return {"blur": blur, "composite": composite, "blur_up": blur_up,
             "blur_composite": blur_composite, "blur_up_composite": blur_up_composite}
 
 
@@ -820,19 +810,21 @@ def _anonymize_region(
             by_key.setdefault(r.key, []).append(r)
         groups = [by_key[k] for k in sorted(by_key, key=lambda k: (k[0], k[1] or 0.0))]
 
-    def layer(group: list[_Rect]):
+    def layer(group: list[_Rect], win: tuple[int, int, int, int]):
+        """The group's obscured pixels over ``win`` (a part of the region)."""
+        wy0, wx0, wy1, wx1 = win
         if settings.mode == "fill":
             return tf.broadcast_to(
-                _fill_value(settings, image.shape[2]), (y1 - y0, x1 - x0, image.shape[2])
+                _fill_value(settings, image.shape[2]), (wy1 - wy0, wx1 - wx0, image.shape[2])
             )
         if settings.mode == "pixelate":
             sigma = box_sigma(settings, group[0].size, group[0].size)
             block = max(2, int(round(2 * sigma)))
-            return tf.constant(_pixelate_layer(image, group[0], block, region, f))
+            return tf.constant(_pixelate_layer(image, group[0], block, win, f))
         key = group[0].key
         if key[3] > 1:
-            return _multires_layer(grid, region, key)
-        crop = _padded_crop(image, region, (key[0] - 1) // 2)
+            return _multires_layer(grid, win, key)
+        crop = _padded_crop(image, win, (key[0] - 1) // 2)
         return fn["blur"](crop, _band(key))
 
     alpha_f = np.divide(alpha, norm, dtype=np.float32)
@@ -847,16 +839,41 @@ def _anonymize_region(
         out[y0:y1, x0:x1] = result.numpy()
         return
     if len(groups) == 1:
-        obscured = layer(groups[0])
+        obscured = layer(groups[0], region)
     else:
-        weights = [_smoothed_mask_int(h, w, g, region, f).astype(np.float32) for g in groups]
-        total = np.maximum(sum(weights), 1.0)
-        obscured = tf.zeros((y1 - y0, x1 - x0, image.shape[2]), tf.float32)
-        for g, wg in zip(groups, weights, strict=True):
-            if wg.any():
-                obscured = fn["accumulate"](obscured, layer(g), wg / total)
+        # Several kernels (a crowd: faces of many sizes; or one mosaic per box): each group's
+        # layer and weight are computed only where its own boxes reach, not over the region.
+        parts = []
+        total = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+        for g in groups:
+            win = _group_window(g, region, f)
+            weight = _smoothed_mask_int(h, w, g, win, f).astype(np.float32)
+            if weight.any():
+                at = _within(win, region)
+                total[at] += weight
+                parts.append((g, win, at, weight))
+        np.maximum(total, 1.0, out=total)
+        obscured = np.zeros((y1 - y0, x1 - x0, image.shape[2]), dtype=np.float32)
+        for g, win, at, weight in parts:
+            obscured[at] += np.asarray(layer(g, win)) * (weight / total[at])[:, :, None]
     result = fn["composite"](image[y0:y1, x0:x1], obscured, alpha_f)
     out[y0:y1, x0:x1] = result.numpy()
+
+
+def _group_window(group: Sequence[_Rect], region: tuple[int, int, int, int], f: int
+                  ) -> tuple[int, int, int, int]:
+    """The part of ``region`` that the smoothed masks of ``group``'s boxes reach."""
+    y0, x0, y1, x1 = region
+    r = f - 1
+    return (max(min(b.y0 for b in group) - r, y0), max(min(b.x0 for b in group) - r, x0),
+            min(max(b.y1 for b in group) + r, y1), min(max(b.x1 for b in group) + r, x1))
+
+
+def _within(win: tuple[int, int, int, int], region: tuple[int, int, int, int]
+            ) -> tuple[slice, slice]:
+    """Index of ``win`` in an array that holds ``region``."""
+    return (slice(win[0] - region[0], win[2] - region[0]),
+            slice(win[1] - region[1], win[3] - region[1]))
 
 
 # Regions are disjoint, so an image's regions are obscured side by side: one region's NumPy

@@ -273,6 +273,9 @@ CASES = {
         det(PLATE, W - 1, H - 1, 1, 1, W, H),
     ],
     "whole_image": [Detection(PLATE, 0.9, (0.0, 0.0, 1.0, 1.0))],
+    # One region holding faces of many sizes (many kernels), each reaching only part of it.
+    "crowd": [det(FACE, 4 + 13 * i, 30 + (i % 3) * 9, 4 + 2 * i, 5 + 2 * i, W, H) for i in range(8)]
+    + [det(PLATE, 70, 75, 30, 10, W, H)],
 }
 
 
