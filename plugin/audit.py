@@ -41,6 +41,7 @@ from .pipeline import (
     batched,
     copy_fingerprint,
     failure_reason,
+    fingerprint_field,
     from_fo_detections,
     notify_progress,
     prefetch,
@@ -344,7 +345,7 @@ def audit_anonymization(
         detector = det_mod.build_detector(faces=faces, plates=plates, thresholds=thresholds,
                                           multiscale=multiscale)
     dataset = sample_collection._dataset
-    fp_field = f"{output_field}copy_fingerprint"
+    fp_field = fingerprint_field(output_field)
     fields = ["id", "filepath", output_field, *record.label_fields]
     has_fp, has_err = sample_collection.has_field(fp_field), sample_collection.has_field(error_field)
     ids, paths, copies, *labels = sample_collection.values(fields)

@@ -215,7 +215,7 @@ def load_into_dataset(name: str, results: Sequence[engine.FileResult], settings:
     dataset = fo.Dataset(name, persistent=True)
     dataset.add_sample_field(pl.DEFAULT_LABEL_FIELD, fo.EmbeddedDocumentField,
                              embedded_doc_type=fo.Detections)
-    fp_field = f"{pl.DEFAULT_OUTPUT_FIELD}_fingerprint"
+    fp_field = pl.fingerprint_field(pl.DEFAULT_OUTPUT_FIELD)
     for field_name in (pl.DEFAULT_OUTPUT_FIELD, fp_field, pl.DEFAULT_ERROR_FIELD):
         dataset.add_sample_field(field_name, fo.StringField)
     settings_dict = settings.to_dict()

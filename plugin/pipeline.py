@@ -301,6 +301,11 @@ def check_output_dir(output_dir: str | os.PathLike, source_paths: Sequence[str],
     return None
 
 
+def fingerprint_field(output_field: str) -> str:
+    """The field holding each copy's fingerprint beside ``output_field`` (the copy's path)."""
+    return f"{output_field}_fingerprint"
+
+
 def copy_fingerprint(detections: Sequence[Detection], settings_dict: dict, quality: int) -> str:
     payload = json.dumps(
         {"boxes": [[d.label, round(d.score, 4), [round(v, 6) for v in d.box]] for d in detections],
@@ -351,7 +356,7 @@ def anonymize_images(
     if missing:
         raise ValueError(f"label field(s) not on the dataset: {missing}")
     output_dir = Path(output_dir).expanduser().resolve()
-    fp_field = f"{output_field}copy_fingerprint"
+    fp_field = fingerprint_field(output_field)
     all_paths = dataset.values("filepath")
     source_root = _common_root(all_paths)
     reason = check_output_dir(output_dir, all_paths, source_root)
@@ -504,7 +509,7 @@ def share_anonymized(
     unknown = keep - label_schema
     if unknown:
         raise ValueError(f"label field(s) not on the dataset: {sorted(unknown)}")
-    ours = {output_field, f"{output_field}copy_fingerprint", error_field}
+    ours = {output_field, fingerprint_field(output_field), error_field}
     drop = (label_schema - keep) | {f for f in ours if f in schema}
     for fld in sorted(drop):
         shared.delete_sample_field(fld)

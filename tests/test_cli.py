@@ -181,6 +181,20 @@ def test_dataset_has_detections_copies_and_errors(full_run):
     assert broken.anonymized_filepath is None and broken.anonymizer_error
 
 
+def test_pipeline_takes_over_the_command_line_dataset(full_run):
+    # The dataset carries the copies' fingerprints where the pipeline looks for them, so the
+    # pipeline sees the command line's copies as current and redoes only the failed image.
+    import fiftyone as fo
+
+    from fiftyone_anonymizer import pipeline
+
+    ds = fo.load_dataset(full_run.dataset)
+    before = {p: Path(p).stat().st_mtime_ns for p in ds.values("anonymized_filepath") if p}
+    report = pipeline.anonymize_images(ds, output_dir=full_run.out)
+    assert (report.skipped, report.processed, len(report.failed)) == (5, 0, 1), report.to_dict()
+    assert {p: Path(p).stat().st_mtime_ns for p in before} == before
+
+
 def test_no_write_detections_and_output_inside_input(tmp_path):
     tree = tmp_path / "photos"
     (tree / "sub").mkdir(parents=True)
