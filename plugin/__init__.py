@@ -33,16 +33,16 @@ else:
 
     # Public API, resolved lazily: name -> module that defines it.
     _EXPORTS = {
-        "Detection": "boxes",
+        "Detection": "core.boxes",
         "BlurSettings": "blur",
         "anonymize_image": "blur",
         "anonymize_batch": "blur",
-        "read_image": "images",
+        "read_image": "core.images",
         "build_detector": "detectors",
-        "detect_faces_and_plates": "pipeline",
-        "anonymize_images": "pipeline",
-        "share_anonymized": "pipeline",
-        "audit_anonymization": "audit",
+        "detect_faces_and_plates": "jobs.pipeline",
+        "anonymize_images": "jobs.pipeline",
+        "share_anonymized": "jobs.pipeline",
+        "audit_anonymization": "jobs.audit",
     }
 
     def __getattr__(name: str):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine
-from .boxes import count_text
+from .core.boxes import count_text
 
 THREADS_ENV = "FO_ANONYMIZER_THREADS"  # read by detectors/onnx_runtime.py when sessions open
 WEIGHTS_ENV = "FO_ANONYMIZER_CACHE"  # read by weights.py
@@ -206,7 +206,7 @@ def load_into_dataset(name: str, results: Sequence[engine.FileResult], settings:
     same fields ``pipeline.anonymize_images`` writes, so the pipeline can take it from here."""
     import fiftyone as fo
 
-    from . import pipeline as pl
+    from .jobs import pipeline as pl
 
     if fo.dataset_exists(name):
         if not overwrite:

@@ -98,7 +98,7 @@ def before_after(samples, label_field: str, output_field: str, path: Path, row_h
 def run(output: Path, persistent: bool = False) -> dict:
     import fiftyone as fo
 
-    from . import pipeline
+    from .jobs import pipeline
 
     started = time.time()
     originals = write_examples(output / "originals")

@@ -25,15 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from .boxes import Detection
-from .images import (
+from .core.boxes import Detection
+from .core.images import (
+    ImageReadError,
     LoadedImage,
     copy_format,
     encode_image,
     load_image,
     write_bytes_atomic,
 )
-from .pipeline import failure_reason
 
 DEFAULT_EXTENSIONS = ("jpg", "png")  # the original tool's default
 DEFAULT_JPEG_QUALITY = 95
@@ -226,6 +226,13 @@ def default_intra_op_threads(options: EngineOptions, cpus: int | None = None) ->
     per call avoids onnxruntime's spinning thread pool, which would starve the decoders."""
     cpus = cpus or os.cpu_count() or 1
     return max(1, cpus // options.detect_workers)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for a sample's error field: the read error's own reason, else type and message."""
+    if isinstance(exc, ImageReadError):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _load(job: FileJob) -> LoadedImage | BaseException:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .boxes import Detection, iou_matrix, xywh_to_xyxy
+from .core.boxes import Detection, iou_matrix, xywh_to_xyxy
 
 IOU_THRESHOLD = 0.3
 MIN_COVERED = 0.7

@@ -13,7 +13,7 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from . import pipeline
+from .jobs import pipeline
 
 PLUGIN_NAME = "@fiftyone-anonymizer/anonymize"
 _BLUR_MODES = ("blur", "pixelate", "fill")
@@ -395,7 +395,7 @@ class AuditAnonymization(foo.Operator):
                        "for review, and evaluate against ground truth")
 
     def resolve_input(self, ctx):
-        from . import audit
+        from .jobs import audit
 
         inputs = types.Object()
         inputs.view_target(ctx)
@@ -428,7 +428,7 @@ class AuditAnonymization(foo.Operator):
         return types.Property(inputs, view=types.View(label="Audit anonymization"))
 
     def execute(self, ctx):
-        from . import audit
+        from .jobs import audit
 
         p = ctx.params
         report = audit.audit_anonymization(

@@ -36,7 +36,7 @@ from fiftyone_anonymizer.blur import (  # noqa: E402
     seed_kernel_1d,
     seed_kernel_std_px,
 )
-from fiftyone_anonymizer.boxes import FACE, PLATE, Detection  # noqa: E402
+from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection  # noqa: E402
 
 W, H = 1920, 1080
 MP = W * H / 1e6

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from fiftyone_anonymizer import metrics
-from fiftyone_anonymizer.boxes import FACE, Detection
+from fiftyone_anonymizer.core.boxes import FACE, Detection
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:  # run from a checkout without the editable instal
     sys.path.insert(0, str(REPO))
 
 from fiftyone_anonymizer import metrics  # noqa: E402
-from fiftyone_anonymizer.boxes import Detection  # noqa: E402
+from fiftyone_anonymizer.core.boxes import Detection  # noqa: E402
 from fiftyone_anonymizer.detectors import (  # noqa: E402
     DEFAULT_THRESHOLDS,
     build_backend,
@@ -43,7 +43,7 @@ SWEEP = [0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 
 def read_rgb(path: Path) -> np.ndarray:
     """RGB uint8 with EXIF orientation applied (the project's reader when present)."""
     try:
-        from fiftyone_anonymizer.images import read_image
+        from fiftyone_anonymizer.core.images import read_image
     except ImportError:  # pragma: no cover - images.py is written by another issue
         from PIL import Image, ImageOps
 

@@ -17,7 +17,7 @@ echo "== checking FiftyOne's database"
 .venv/bin/python scripts/ensure_mongod.py
 
 echo "== fetching detection weights (sha256-checked, cached)"
-.venv/bin/python -m fiftyone_anonymizer.weights
+.venv/bin/python -m fiftyone_anonymizer.core.weights
 
 # The real-browser test drives Debian's Chromium; Playwright never downloads a browser.
 if ! command -v chromium >/dev/null 2>&1; then

@@ -132,8 +132,8 @@ class _FixedDetector:
 
 
 def test_residual_rule_is_the_70_percent_cover_rule():
-    from fiftyone_anonymizer.audit import RESIDUAL_MIN_COVERED, residuals
-    from fiftyone_anonymizer.boxes import Detection
+    from fiftyone_anonymizer.core.boxes import Detection
+    from fiftyone_anonymizer.jobs.audit import RESIDUAL_MIN_COVERED, residuals
 
     assert RESIDUAL_MIN_COVERED == 0.7
     mask = np.zeros((100, 100), dtype=bool)
@@ -151,7 +151,7 @@ def test_stale_copy_and_residual_are_flagged_then_cleared(make_dataset, tmp_path
     import fiftyone as fo
 
     from fiftyone_anonymizer import anonymize_images, audit_anonymization
-    from fiftyone_anonymizer.boxes import Detection
+    from fiftyone_anonymizer.core.boxes import Detection
 
     src = _astronaut_jpeg(tmp_path / "astronaut.jpg")
     other = (0.70, 0.60, 0.15, 0.15)
@@ -187,7 +187,7 @@ def test_only_the_classes_anonymize_obscured_are_audited(make_dataset, tmp_path)
     import fiftyone as fo
 
     from fiftyone_anonymizer import anonymize_images, audit_anonymization
-    from fiftyone_anonymizer.boxes import Detection
+    from fiftyone_anonymizer.core.boxes import Detection
 
     src = _astronaut_jpeg(tmp_path / "astronaut.jpg")
     ds = make_dataset([fo.Sample(filepath=str(src), boxes=_boxes(fo, [FACE_BOX]))])

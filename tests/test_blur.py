@@ -20,7 +20,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from fiftyone_anonymizer import blur as blur_module
-from fiftyone_anonymizer import tf_runtime
 from fiftyone_anonymizer.blur import (
     BlurSettings,
     _funcs,
@@ -30,7 +29,8 @@ from fiftyone_anonymizer.blur import (
     obscured_region,
     seed_kernel_std_px,
 )
-from fiftyone_anonymizer.boxes import FACE, PLATE, Detection, scale_box
+from fiftyone_anonymizer.core import tf_runtime
+from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection, scale_box
 
 DEFAULT = BlurSettings()
 

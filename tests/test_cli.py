@@ -186,7 +186,7 @@ def test_pipeline_takes_over_the_command_line_dataset(full_run):
     # pipeline sees the command line's copies as current and redoes only the failed image.
     import fiftyone as fo
 
-    from fiftyone_anonymizer import pipeline
+    from fiftyone_anonymizer.jobs import pipeline
 
     ds = fo.load_dataset(full_run.dataset)
     before = {p: Path(p).stat().st_mtime_ns for p in ds.values("anonymized_filepath") if p}

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fiftyone_anonymizer import metrics
-from fiftyone_anonymizer.boxes import FACE, PLATE, Detection, iou_matrix, xywh_to_xyxy
+from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection, iou_matrix, xywh_to_xyxy
 
 HAND_FACE = (0.35, 0.12, 0.18, 0.23)  # the astronaut's face, forehead to chin, relative xywh
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fiftyone_anonymizer import metrics
-from fiftyone_anonymizer.boxes import Detection
+from fiftyone_anonymizer.core.boxes import Detection
 
 
 def face(box, score=1.0):
@@ -108,7 +108,7 @@ def test_coverage_uses_the_blur_geometry():
 
 
 def test_count_text_reads_as_english():
-    from fiftyone_anonymizer.boxes import count_text
+    from fiftyone_anonymizer.core.boxes import count_text
 
     assert count_text({"plate": 1, "face": 14}) == "14 faces, 1 plate"
     assert count_text({"face": 0}) == count_text({}) == "no boxes"

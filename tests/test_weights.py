@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from fiftyone_anonymizer import weights
+from fiftyone_anonymizer.core import weights
 
 
 @pytest.fixture(scope="module")

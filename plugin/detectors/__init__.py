@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..boxes import FACE, PLATE, Detection, merge_detections
+from ..core.boxes import FACE, PLATE, Detection, merge_detections
 
 __all__ = [
     "DEFAULT_THRESHOLDS", "FACE_BACKENDS", "PLATE_BACKENDS", "Detector", "MergedDetector",
@@ -178,7 +178,7 @@ def _jsonable(value: Any) -> Any:
 def describe(detector: Any) -> dict:
     """JSON-safe provenance of a detector: backends and their settings, model files with sha256
     and licences, package versions, thresholds, multiscale."""
-    from ..weights import load_manifest
+    from ..core.weights import load_manifest
 
     backends = getattr(detector, "backends", [detector])
     specs = load_manifest()

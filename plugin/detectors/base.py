@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from ..boxes import Detection
+from ..core.boxes import Detection
 
 
 def check_image(image: np.ndarray, index: int = 0) -> np.ndarray:

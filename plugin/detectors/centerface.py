@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boxes import FACE, Detection, nms
+from ..core.boxes import FACE, Detection, nms
 from .base import check_image, expand_xyxy, resize, to_detections
 from .onnx_runtime import dynamic_input_model, make_session, session_provider
 
@@ -96,7 +96,7 @@ class CenterFaceDetector:
         device: str = "auto",
     ) -> None:
         if model_path is None:
-            from ..weights import model_path as fetch
+            from ..core.weights import model_path as fetch
 
             model_path = fetch("centerface")
         self.model_path = Path(model_path)

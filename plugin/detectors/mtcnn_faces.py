@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..boxes import FACE, Detection
+from ..core.boxes import FACE, Detection
 from .base import check_image, expand_xyxy, resize, to_detections
 
 
@@ -30,7 +30,7 @@ class MTCNNDetector:
         expand: tuple[float, float] = (1.0, 1.0),
         device: str = "auto",
     ) -> None:
-        from ..tf_runtime import import_tensorflow
+        from ..core.tf_runtime import import_tensorflow
 
         # Through the shared importer: mtcnn uses tf.keras, which must not load while the
         # blur module's import (possibly in another thread) has TF_USE_LEGACY_KERAS set.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boxes import PLATE, Detection, nms
+from ..core.boxes import PLATE, Detection, nms
 from .base import check_image, expand_xyxy, resize, to_detections
 from .onnx_runtime import (
     dynamic_input_model,
@@ -119,7 +119,7 @@ class YoloPlateDetector:
         device: str = "auto",
     ) -> None:
         if model_path is None:
-            from ..weights import model_path as fetch
+            from ..core.weights import model_path as fetch
 
             model_path = fetch("yolov8-plates")
         self.model_path = Path(model_path)

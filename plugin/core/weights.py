@@ -20,7 +20,7 @@ from pathlib import Path
 
 CACHE_ENV = "FO_ANONYMIZER_CACHE"
 MANIFEST_ENV = "FO_ANONYMIZER_MANIFEST"
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class WeightsError(RuntimeError):
@@ -157,7 +157,7 @@ def model_path(name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fiftyone_anonymizer.weights [names...]``: fetch models into the cache."""
+    """``python -m fiftyone_anonymizer.core.weights [names...]``: fetch models into the cache."""
     specs = load_manifest()
     names = (argv if argv is not None else sys.argv[1:]) or list(specs)
     for name in names:

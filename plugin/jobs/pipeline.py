@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .boxes import Detection, count_text
-from .images import (
-    ImageReadError,
+from ..core.boxes import Detection, count_text
+from ..core.images import (
     LoadedImage,
     copy_format,
     encode_image,
     load_image,
     write_bytes_atomic,
 )
+from ..engine import failure_reason
 
 DEFAULT_LABEL_FIELD = "anonymizer_detections"
 DEFAULT_OUTPUT_FIELD = "anonymized_filepath"
@@ -119,12 +119,6 @@ def _per_item_on_failure(batch_fn: Callable[..., list], *columns: list) -> list:
         return out
 
 
-def failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, ImageReadError):
-        return exc.reason
-    return f"{type(exc).__name__}: {exc}"
-
-
 # --------------------------------------------------------------------------------------------
 # Conversions between our boxes and FiftyOne labels
 
@@ -208,7 +202,7 @@ def detect_faces_and_plates(
     """
     import fiftyone as fo
 
-    from . import detectors as det_mod
+    from .. import detectors as det_mod
 
     if detector is None:
         detector = det_mod.build_detector(
@@ -346,7 +340,7 @@ def anonymize_images(
     A copy that is already up to date (same boxes, same settings, newer than its source) is
     skipped unless ``overwrite``. ``output_field`` is added to the App's media fields.
     """
-    from . import blur
+    from .. import blur
 
     settings = settings or blur.BlurSettings()
     if isinstance(label_fields, str):

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics
-from .boxes import Detection
-from .detectors import DEFAULT_THRESHOLDS
-from .images import load_image
+from .. import metrics
+from ..core.boxes import Detection
+from ..core.images import load_image
+from ..detectors import DEFAULT_THRESHOLDS
 from .pipeline import (
     DEFAULT_ERROR_FIELD,
     DEFAULT_LABEL_FIELD,
@@ -137,7 +137,7 @@ class AnonymizeRecord:
 
 def read_record(sample_collection, output_field: str = DEFAULT_OUTPUT_FIELD) -> AnonymizeRecord:
     """Read the recipe from ``output_field``'s info; a clear error when there is none."""
-    from .blur import BlurSettings
+    from ..blur import BlurSettings
 
     fld = sample_collection.get_field(output_field)
     info = (fld.info or {}) if fld is not None else {}
@@ -208,7 +208,7 @@ def _audit_sample(sid: str, filepath: str, image: np.ndarray, found: Sequence[De
                   used: Sequence[Detection], truths: Sequence[Detection], record: AnonymizeRecord,
                   stale: bool, min_covered: float = RESIDUAL_MIN_COVERED) -> _SampleResult:
     """Apply the residual and coverage rules to one copy."""
-    from .blur import obscured_region
+    from ..blur import obscured_region
 
     height, width = image.shape[:2]
     mask = np.asarray(obscured_region(height, width, list(used), record.settings), dtype=bool)
@@ -332,7 +332,7 @@ def audit_anonymization(
     """
     from fiftyone import ViewField as F
 
-    from . import detectors as det_mod
+    from .. import detectors as det_mod
 
     record = read_record(sample_collection, output_field)
     if gt_field is not None and not sample_collection.has_field(gt_field):

@@ -47,8 +47,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .boxes import FACE, Detection, scale_box
-from .tf_runtime import import_tensorflow, quiet_tensorflow_start
+from ..core.boxes import FACE, Detection, scale_box
+from ..core.tf_runtime import import_tensorflow, quiet_tensorflow_start
 
 MODES = ("blur", "pixelate", "fill")
 SHAPES = ("auto", "rectangle", "ellipse")
