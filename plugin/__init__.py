@@ -39,9 +39,10 @@ else:
         "anonymize_batch": "blur",
         "read_image": "core.images",
         "build_detector": "detectors",
-        "detect_faces_and_plates": "jobs.pipeline",
-        "anonymize_images": "jobs.pipeline",
-        "share_anonymized": "jobs.pipeline",
+        "DetectorConfig": "detectors",
+        "detect_faces_and_plates": "jobs.detect",
+        "anonymize_images": "jobs.anonymize",
+        "share_anonymized": "jobs.share",
         "audit_anonymization": "jobs.audit",
     }
 

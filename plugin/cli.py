@@ -15,27 +15,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import engine
+from . import engine, folders
+from .blur import MODES, SHAPES
 from .core.boxes import count_text
-
-THREADS_ENV = "FO_ANONYMIZER_THREADS"  # read by detectors/onnx_runtime.py when sessions open
-WEIGHTS_ENV = "FO_ANONYMIZER_CACHE"  # read by weights.py
-
-
-def _default_thresholds() -> dict[str, float]:
-    try:
-        from .detectors import DEFAULT_THRESHOLDS
-
-        return dict(DEFAULT_THRESHOLDS)
-    except ImportError:  # keep --help working while the detectors are being built
-        return {}
+from .core.images import DEFAULT_JPEG_QUALITY
+from .core.weights import CACHE_ENV as WEIGHTS_ENV
+from .detectors import DEFAULT_THRESHOLDS, DEVICES, FACE_BACKENDS, PLATE_BACKENDS, DetectorConfig
+from .engine import THREADS_ENV
 
 
 def _threshold(text: str) -> float:
@@ -75,9 +67,8 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = _default_thresholds()
-    face_default = defaults.get("face")
-    plate_default = defaults.get("plate")
+    face_default = DEFAULT_THRESHOLDS["face"]
+    plate_default = DEFAULT_THRESHOLDS["plate"]
     parser = argparse.ArgumentParser(
         prog="anonymize",
         description=(
@@ -123,21 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = parser.add_argument_group("detection")
     models.add_argument("--faces", type=_none_or, default="centerface", metavar="MODEL",
-                        help="face detector: centerface, mtcnn or none")
+                        help=f"face detector: {', '.join(FACE_BACKENDS)} or none")
     models.add_argument("--plates", type=_none_or, default="yolov8-plates", metavar="MODEL",
-                        help="plate detector: yolov8-plates or none")
+                        help=f"plate detector: {', '.join(PLATE_BACKENDS)} or none")
     models.add_argument("--multiscale", action=argparse.BooleanOptionalAction, default=None,
                         help="extra passes: a mirrored view of each image for faces (fewer "
                              "false alarms, same recall) and overlapping tiles for plates on "
                              "photos of 1000 px or more (default: on; --no-multiscale about "
                              "halves the face detector's time)")
-    models.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    models.add_argument("--device", default="auto", choices=list(DEVICES),
                         help="where the models run; auto takes a GPU when onnxruntime-gpu has one")
 
     look = parser.add_argument_group("anonymization")
-    look.add_argument("--mode", default=None, choices=["blur", "pixelate", "fill"],
+    look.add_argument("--mode", default=None, choices=list(MODES),
                       help="how regions are hidden (default: blur)")
-    look.add_argument("--shape", default=None, choices=["auto", "rectangle", "ellipse"],
+    look.add_argument("--shape", default=None, choices=list(SHAPES),
                       help="region shape; auto = ellipses for faces, rectangles for plates")
     look.add_argument("--box-scale", type=float, default=None, metavar="S",
                       help="grow each box by S around its centre before hiding (default 1.3)")
@@ -148,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default 0.1; ignored with --obfuscation-kernel)")
     look.add_argument("--fill-color", type=_color, default=None, metavar="R,G,B",
                       help="colour for --mode fill (default 0,0,0)")
-    look.add_argument("--jpeg-quality", type=int, default=engine.DEFAULT_JPEG_QUALITY,
+    look.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY,
                       metavar="Q", help="quality of JPEG copies (1-100)")
 
     run = parser.add_argument_group("throughput and output")
@@ -185,95 +176,34 @@ def blur_settings(args: argparse.Namespace) -> Any:
     return BlurSettings(**overrides)
 
 
-def _thresholds(args: argparse.Namespace) -> dict[str, float] | None:
-    given = {k: v for k, v in (("face", args.face_threshold), ("plate", args.plate_threshold))
-             if v is not None}
-    return given or None
+def detector_config(args: argparse.Namespace) -> DetectorConfig:
+    """The ``DetectorConfig`` the options describe."""
+    return DetectorConfig(
+        faces=args.faces, plates=args.plates, face_threshold=args.face_threshold,
+        plate_threshold=args.plate_threshold,
+        multiscale=True if args.multiscale is None else args.multiscale, device=args.device)
 
 
 def _check_dataset_name(name: str, overwrite: bool) -> None:
     import fiftyone as fo
 
     if fo.dataset_exists(name) and not overwrite:
-        raise engine.PlanError(
+        raise folders.PlanError(
             f"a FiftyOne dataset named '{name}' already exists (add --overwrite-dataset to replace it)")
 
 
-def load_into_dataset(name: str, results: Sequence[engine.FileResult], settings: Any,
-                      jpeg_quality: int, provenance: dict, overwrite: bool = False) -> Any:
-    """A persistent FiftyOne dataset of the originals, with the boxes, the copies' paths (an
-    App media field, so the App can show either) and, for failed images, the reason — the
-    same fields ``pipeline.anonymize_images`` writes, so the pipeline can take it from here."""
-    import fiftyone as fo
-
-    from .jobs import pipeline as pl
-
-    if fo.dataset_exists(name):
-        if not overwrite:
-            raise engine.PlanError(f"a FiftyOne dataset named '{name}' already exists")
-        fo.delete_dataset(name)
-    dataset = fo.Dataset(name, persistent=True)
-    dataset.add_sample_field(pl.DEFAULT_LABEL_FIELD, fo.EmbeddedDocumentField,
-                             embedded_doc_type=fo.Detections)
-    fp_field = pl.fingerprint_field(pl.DEFAULT_OUTPUT_FIELD)
-    for field_name in (pl.DEFAULT_OUTPUT_FIELD, fp_field, pl.DEFAULT_ERROR_FIELD):
-        dataset.add_sample_field(field_name, fo.StringField)
-    settings_dict = settings.to_dict()
-    samples = []
-    for r in results:
-        sample = fo.Sample(filepath=str(r.job.source.absolute()))
-        if r.ok:
-            sample[pl.DEFAULT_LABEL_FIELD] = pl.to_fo_detections(r.detections)
-            sample[pl.DEFAULT_OUTPUT_FIELD] = str(r.job.target.absolute())
-            sample[fp_field] = pl.copy_fingerprint(r.detections, settings_dict, jpeg_quality)
-        else:
-            sample[pl.DEFAULT_ERROR_FIELD] = f"{r.stage}: {r.error}"
-        samples.append(sample)
-    dataset.add_samples(samples, progress=False)
-    dataset.app_config.media_fields = [*dataset.app_config.media_fields, pl.DEFAULT_OUTPUT_FIELD]
-    dataset.save()
-    pl.record_field_provenance(
-        dataset, pl.DEFAULT_LABEL_FIELD, "Faces and licence plates found by fiftyone-anonymizer",
-        {"produced_by": "fiftyone-anonymizer command line", **provenance})
-    pl.record_field_provenance(
-        dataset, pl.DEFAULT_OUTPUT_FIELD, "Path of the anonymized copy written by fiftyone-anonymizer",
-        {"produced_by": "fiftyone-anonymizer command line", "settings": settings_dict,
-         "jpeg_quality": jpeg_quality})
-    return dataset
-
-
-def _summary(results: Sequence[engine.FileResult], seconds: float, plan: engine.FolderPlan,
+def _summary(results: Sequence[engine.Result], seconds: float, plan: folders.FolderPlan,
              write_detections: bool) -> str:
     done = [r for r in results if r.ok]
     boxes = Counter(d.label for r in done for d in r.detections)
-    box_text = count_text(boxes)
     rate = len(results) / seconds if seconds > 0 else 0.0
     lines = [f"anonymized {len(done)} of {len(results)} images in {seconds:.1f} s "
-             f"({rate:.1f} images/s); found {box_text}",
+             f"({rate:.1f} images/s); found {count_text(boxes)}",
              f"copies in {plan.output_dir}" + (" with a detections file beside each"
                                                if write_detections else "")]
     if len(done) < len(results):
         lines.append(f"{len(results) - len(done)} image(s) FAILED (no copy written):")
     return "\n".join(lines)
-
-
-def _uses_gpu(detector: Any) -> bool:
-    """Whether any backend's onnxruntime session runs on CUDA."""
-    backends = getattr(detector, "backends", [detector])
-    return any("CUDA" in str(getattr(b, "provider", "")) for b in backends)
-
-
-def _configure_threads(args: argparse.Namespace, options: engine.EngineOptions) -> None:
-    """Thread counts for onnxruntime (detectors) and TensorFlow (blur), set before either
-    starts: an explicit ``--threads`` wins over the environment, which wins over our tuned
-    default. Our own threads already run one image per core, so each library call gets a
-    share of the cores rather than all of them (oversubscription slows everything)."""
-    per_call = str(args.threads or engine.default_intra_op_threads(options))
-    if args.threads is not None or (not os.environ.get(THREADS_ENV) and args.device != "cuda"):
-        os.environ[THREADS_ENV] = per_call
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", per_call)
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no CUDA-probe noise on CPU machines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -284,16 +214,17 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.jpeg_quality <= 100:
         print("error: --jpeg-quality must be in 1..100", file=err)
         return 2
-    if args.faces is None and args.plates is None:
-        print("error: --faces none and --plates none leave nothing to find", file=err)
-        return 2
     try:
+        config = detector_config(args)
         settings = blur_settings(args)
-        extensions = engine.parse_extensions(args.image_extensions)
-        plan = engine.plan_folder(args.input, args.image_output, extensions, args.write_detections)
+        steps = engine.Steps(settings=settings, jpeg_quality=args.jpeg_quality,
+                             sidecar=folders.seed_detections_file)
+        extensions = folders.parse_extensions(args.image_extensions)
+        plan = folders.plan_folder(args.input, args.image_output, extensions,
+                                   args.write_detections)
         if args.dataset:
             _check_dataset_name(args.dataset, args.overwrite_dataset)
-    except (engine.PlanError, ValueError) as exc:
+    except ValueError as exc:  # PlanError too
         print(f"error: {exc}", file=err)
         return 2
     if plan.unmatched:
@@ -304,48 +235,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"no images with extension(s) {', '.join(extensions)} under {plan.input_dir}", file=err)
         return 0
 
-    overrides = {"batch_size": args.batch_size, "io_workers": args.workers,
-                 "detect_workers": args.workers, "jpeg_quality": args.jpeg_quality}
-    options = engine.default_options("cpu" if args.device == "auto" else args.device, **overrides)
-    _configure_threads(args, options)
-    # The blur's TensorFlow loads while the detectors do (it takes seconds of its own).
-    threading.Thread(target=engine.warm_up_blur, args=(settings,), daemon=True).start()
-    from . import detectors
-
     start = time.perf_counter()
     if not args.quiet:
         print("loading models ...", file=err)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no CUDA-probe noise on CPU machines
     try:
-        detector = detectors.build_detector(
-            faces=args.faces, plates=args.plates, thresholds=_thresholds(args),
-            multiscale=args.multiscale, device=args.device)
+        _, detector, options = engine.prepare(
+            config, settings, threads=args.threads, batch_size=args.batch_size,
+            io_workers=args.workers, detect_workers=args.workers)
     except Exception as exc:  # weights missing, unknown model name, no GPU
         print(f"error: cannot load the detectors: {exc}", file=err)
         return 2
-    if args.device == "auto" and _uses_gpu(detector):  # "auto" found a GPU: batch for it
-        options = engine.default_options("cuda", **overrides)
+    steps = engine.Steps(detector, steps.settings, steps.jpeg_quality, sidecar=steps.sidecar)
 
     from tqdm import tqdm
 
-    results: list[engine.FileResult] = []
+    results: list[engine.Result] = []
     with tqdm(total=len(plan.jobs), unit="img", disable=args.quiet, file=err,
               dynamic_ncols=True, desc="anonymizing") as bar:
-        for result in engine.process_files(plan.jobs, detector, settings, options):
+        for result in engine.run(plan.items(), steps, options):
             results.append(result)
             if not result.ok:
-                bar.write(f"FAILED {result.job.source}: {result.error}", file=err)
+                bar.write(f"FAILED {result.item.source}: {result.error}", file=err)
             bar.update()
     seconds = time.perf_counter() - start
 
     if args.dataset:
-        dataset = load_into_dataset(args.dataset, results, settings, args.jpeg_quality,
-                                    detectors.describe(detector), args.overwrite_dataset)
+        from .jobs.ingest import dataset_from_results
+
+        dataset = dataset_from_results(args.dataset, results, config, detector, settings,
+                                       args.jpeg_quality, plan.output_dir, args.overwrite_dataset)
         print(f"dataset '{dataset.name}': {len(dataset)} samples "
               f"(open it with: fiftyone app launch {dataset.name})")
     print(_summary(results, seconds, plan, args.write_detections), flush=True)
     failed = [r for r in results if not r.ok]
     for r in failed:
-        print(f"  {r.job.source}: {r.error} ({r.stage})", file=err)
+        print(f"  {r.item.source}: {r.error} ({r.stage})", file=err)
     return 1 if failed else 0
 
 

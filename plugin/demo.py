@@ -98,18 +98,20 @@ def before_after(samples, label_field: str, output_field: str, path: Path, row_h
 def run(output: Path, persistent: bool = False) -> dict:
     import fiftyone as fo
 
-    from .jobs import pipeline
+    from .jobs.anonymize import anonymize_images
+    from .jobs.detect import detect_faces_and_plates
+    from .jobs.schema import DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD
 
     started = time.time()
     originals = write_examples(output / "originals")
     dataset = fo.Dataset(DATASET_NAME, overwrite=True, persistent=persistent)
     dataset.add_samples([fo.Sample(filepath=str(p)) for p in originals])
 
-    detect = pipeline.detect_faces_and_plates(dataset)
+    detect = detect_faces_and_plates(dataset)
     print(detect.summary())
-    anonymize = pipeline.anonymize_images(dataset, output_dir=output / "anonymized")
+    anonymize = anonymize_images(dataset, output_dir=output / "anonymized")
     print(anonymize.summary())
-    picture = before_after(dataset, pipeline.DEFAULT_LABEL_FIELD, pipeline.DEFAULT_OUTPUT_FIELD,
+    picture = before_after(dataset, DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD,
                            output / "before_after.jpg")
     print(f"before/after picture: {picture}")
     print(f"anonymized copies:    {output / 'anonymized'}")

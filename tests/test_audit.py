@@ -214,7 +214,12 @@ def test_audit_needs_an_anonymization_first(make_dataset, tmp_path):
 def test_astronaut_missed_face_is_flagged_then_cleared(make_dataset, tmp_path):
     import fiftyone as fo
 
-    from fiftyone_anonymizer import anonymize_images, audit_anonymization, detect_faces_and_plates
+    from fiftyone_anonymizer import (
+        DetectorConfig,
+        anonymize_images,
+        audit_anonymization,
+        detect_faces_and_plates,
+    )
 
     src = _astronaut_jpeg(tmp_path / "astronaut.jpg")
     ds = make_dataset([fo.Sample(filepath=str(src), nothing=fo.Detections(),
@@ -223,9 +228,9 @@ def test_astronaut_missed_face_is_flagged_then_cleared(make_dataset, tmp_path):
     # Anonymized with no boxes at all: the copy shows her face (it scores about 0.87). The
     # default audit thresholds also flag faint false alarms on her suit collar (scores up to
     # about 0.2, depending on the detector's calibration); stay well above them.
-    strict = {"face": 0.3, "plate": 0.3}
+    strict = DetectorConfig(face_threshold=0.3, plate_threshold=0.3)
     anonymize_images(ds, tmp_path / "out", label_fields=["nothing"])
-    report = audit_anonymization(ds, gt_field="ground_truth", thresholds=strict)
+    report = audit_anonymization(ds, gt_field="ground_truth", detector=strict)
     sample = ds.first()
     assert report.residuals_per_class["face"] >= 1
     faces = [d for d in sample.anonymizer_residual.detections if d.label == "face"]
@@ -238,7 +243,7 @@ def test_astronaut_missed_face_is_flagged_then_cleared(make_dataset, tmp_path):
     # Detected and anonymized again: nothing left, the tag is gone.
     detect_faces_and_plates(ds)
     anonymize_images(ds, tmp_path / "out", label_fields=["anonymizer_detections"])
-    report = audit_anonymization(ds, gt_field="ground_truth", thresholds=strict)
+    report = audit_anonymization(ds, gt_field="ground_truth", detector=strict)
     sample.reload()
     assert not report.residuals_per_class, sample.anonymizer_residual
     assert sample.anonymizer_residual.detections == []
@@ -293,7 +298,7 @@ def shared_dataset(shared_data):
     """The subset with its boxes as ground truth and our detections (one quick pass)."""
     import fiftyone as fo
 
-    from fiftyone_anonymizer import detect_faces_and_plates
+    from fiftyone_anonymizer import DetectorConfig, detect_faces_and_plates
 
     items = _subset(shared_data)
     ds = fo.Dataset(f"audit-shared-{id(items)}", overwrite=True)
@@ -302,7 +307,7 @@ def shared_dataset(shared_data):
             fo.Detection(label=label, bounding_box=list(box)) for label, box in boxes]))
         for path, _w, _h, boxes in items
     ])
-    detect_faces_and_plates(ds, multiscale=False)
+    detect_faces_and_plates(ds, detector=DetectorConfig(multiscale=False))
     yield ds
     fo.delete_dataset(ds.name)
 

@@ -186,13 +186,54 @@ def test_pipeline_takes_over_the_command_line_dataset(full_run):
     # pipeline sees the command line's copies as current and redoes only the failed image.
     import fiftyone as fo
 
-    from fiftyone_anonymizer.jobs import pipeline
+    from fiftyone_anonymizer.jobs import anonymize as pipeline
 
     ds = fo.load_dataset(full_run.dataset)
     before = {p: Path(p).stat().st_mtime_ns for p in ds.values("anonymized_filepath") if p}
     report = pipeline.anonymize_images(ds, output_dir=full_run.out)
     assert (report.skipped, report.processed, len(report.failed)) == (5, 0, 1), report.to_dict()
     assert {p: Path(p).stat().st_mtime_ns for p in before} == before
+
+
+def test_command_line_and_sdk_write_the_same_schema(full_run, make_dataset, tmp_path):
+    """``anonymize --dataset`` and the SDK's detect + anonymize write the same field names,
+    types, media fields and provenance (the same recipe and detector configuration)."""
+    import fiftyone as fo
+
+    from fiftyone_anonymizer import anonymize_images, detect_faces_and_plates
+
+    cli_ds = fo.load_dataset(full_run.dataset)
+    sdk_ds = make_dataset([fo.Sample(filepath=p) for p in cli_ds.values("filepath")])
+    detect_faces_and_plates(sdk_ds)
+    anonymize_images(sdk_ds, tmp_path / "sdk-copies")
+
+    def ours(ds):
+        return {name: (type(f).__name__, getattr(f, "document_type", None))
+                for name, f in ds.get_field_schema().items() if name.startswith("anonymi")}
+
+    assert ours(cli_ds) == ours(sdk_ds)
+    assert set(ours(cli_ds)) == {"anonymizer_detections", "anonymized_filepath",
+                                 "anonymized_filepath_fingerprint", "anonymizer_error"}
+    assert cli_ds.app_config.media_fields == sdk_ds.app_config.media_fields
+
+    for name in ("anonymizer_detections", "anonymized_filepath"):
+        cli_info, sdk_info = cli_ds.get_field(name).info, sdk_ds.get_field(name).info
+        assert set(cli_info) == set(sdk_info), name
+        assert cli_info["produced_by"].endswith("command line")
+        for key in set(cli_info) - {"produced_by", "output_dir"}:
+            assert cli_info[key] == sdk_info[key], (name, key)
+    assert sdk_ds.get_field("anonymized_filepath").info["output_dir"] == str(tmp_path / "sdk-copies")
+    assert cli_ds.get_field("anonymized_filepath").info["output_dir"] == str(full_run.out)
+
+    # The same boxes (to float noise: thread counts differ between the two processes).
+    def boxes(ds):
+        return {p: [(d.label, *d.bounding_box) for d in v.detections]
+                for p, v in zip(ds.values("filepath"), ds.values("anonymizer_detections")) if v}
+
+    cli_boxes, sdk_boxes = boxes(cli_ds), boxes(sdk_ds)
+    assert len(cli_boxes) == 5 and set(cli_boxes) == set(sdk_boxes)
+    for path, found in cli_boxes.items():
+        assert found == [pytest.approx(row, abs=1e-4) for row in sdk_boxes[path]], path
 
 
 def test_no_write_detections_and_output_inside_input(tmp_path):

@@ -113,7 +113,7 @@ def test_anonymize_operator_writes_mirrored_metadata_free_copies(make_dataset, p
 def test_output_folder_over_the_sources_is_refused(make_dataset, photo_tree):
     import fiftyone as fo
 
-    from fiftyone_anonymizer.jobs import pipeline
+    from fiftyone_anonymizer.jobs import anonymize as pipeline
 
     paths = sorted(photo_tree.rglob("*.jpg"))
     ds = make_dataset([fo.Sample(filepath=str(p), ground_truth=_gt(fo)) for p in paths])
@@ -128,7 +128,7 @@ def test_output_folder_over_the_sources_is_refused(make_dataset, photo_tree):
 def test_confidence_and_class_filters_choose_the_boxes(make_dataset, tmp_path):
     import fiftyone as fo
 
-    from fiftyone_anonymizer.jobs import pipeline
+    from fiftyone_anonymizer.jobs import anonymize as pipeline
 
     src = tmp_path / "src"
     src.mkdir()
@@ -183,7 +183,7 @@ def _bad_input_tree(root: Path) -> dict[str, Path]:
 def test_bad_inputs_fail_clearly_and_the_job_goes_on(make_dataset, tmp_path):
     import fiftyone as fo
 
-    from fiftyone_anonymizer.jobs import pipeline
+    from fiftyone_anonymizer.jobs import anonymize as pipeline
 
     files = _bad_input_tree(tmp_path / "src")
     before = {k: _sha(p) for k, p in files.items() if p.exists()}
@@ -260,7 +260,7 @@ def test_detect_and_anonymize_bad_inputs_with_the_real_models(make_dataset, tmp_
 def test_share_clones_only_anonymized_samples_with_copies_as_media(make_dataset, photo_tree, tmp_path):
     import fiftyone as fo
 
-    from fiftyone_anonymizer.jobs import pipeline
+    from fiftyone_anonymizer.jobs import anonymize as pipeline
 
     paths = sorted(photo_tree.rglob("*.jpg"))
     missing = photo_tree / "gone.jpg"

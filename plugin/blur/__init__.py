@@ -120,6 +120,15 @@ class BlurSettings:
         d["fill_color"] = [int(c) for c in self.fill_color]
         return d
 
+    @classmethod
+    def from_dict(cls, values: dict) -> BlurSettings:
+        """The inverse of :meth:`to_dict` (e.g. read back from a field's provenance); keys this
+        version does not know are ignored."""
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        if "fill_color" in known:
+            known["fill_color"] = tuple(int(c) for c in known["fill_color"])
+        return cls(**known)
+
 
 # --------------------------------------------------------------------------------------------
 # Kernels

@@ -21,6 +21,10 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 # Large scans are legitimate input; keep Pillow's bomb check but at a higher ceiling.
 Image.MAX_IMAGE_PIXELS = 400_000_000
 
+#: Quality of JPEG (and WebP) copies unless asked otherwise: visually lossless, no chroma
+#: subsampling (see ``encode_image``).
+DEFAULT_JPEG_QUALITY = 95
+
 #: Formats a copy can be written in; anything else is refused with a clear reason.
 WRITABLE_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"}
 _EXTENSION_FORMATS = {
@@ -153,7 +157,7 @@ def copy_format(loaded: LoadedImage) -> str:
     raise ValueError(f"cannot write a copy in the source's format {loaded.format!r}")
 
 
-def encode_image(pixels: np.ndarray, fmt: str, jpeg_quality: int = 95) -> bytes:
+def encode_image(pixels: np.ndarray, fmt: str, jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
     """Encode pixels in ``fmt`` with no metadata at all (no EXIF, XMP, ICC, comments, thumbnail)."""
     fmt = fmt.upper()
     if fmt not in WRITABLE_FORMATS:
@@ -192,8 +196,3 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
-def write_image(path: str | os.PathLike, pixels: np.ndarray, fmt: str | None = None,
-                jpeg_quality: int = 95) -> None:
-    """Encode and atomically write ``pixels``; the format defaults to the file extension's."""
-    write_bytes_atomic(path, encode_image(pixels, fmt or format_for_path(path), jpeg_quality))

@@ -11,7 +11,10 @@ Importing this module is cheap: onnxruntime and TensorFlow load when a backend i
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,8 +23,9 @@ import numpy as np
 from ..core.boxes import FACE, PLATE, Detection, merge_detections
 
 __all__ = [
-    "DEFAULT_THRESHOLDS", "FACE_BACKENDS", "PLATE_BACKENDS", "Detector", "MergedDetector",
-    "build_detector", "build_backend", "backend_settings", "describe",
+    "DEFAULT_THRESHOLDS", "DEVICES", "FACE_BACKENDS", "PLATE_BACKENDS", "Detector",
+    "DetectorConfig", "MergedDetector", "build_detector", "build_backend", "backend_settings",
+    "describe",
 ]
 
 #: Per-class score thresholds of the default backends (CenterFace, YOLOv8 plates), chosen on
@@ -34,6 +38,8 @@ MTCNN_THRESHOLD = 0.7
 
 FACE_BACKENDS = ("centerface", "mtcnn")
 PLATE_BACKENDS = ("yolov8-plates",)
+#: Where the models run: "auto" takes a GPU when onnxruntime-gpu offers one.
+DEVICES = ("auto", "cpu", "cuda")
 
 #: Whether the extra passes (CenterFace mirrored view, plate tiles on large photos) run by default.
 DEFAULT_MULTISCALE = True
@@ -209,3 +215,85 @@ def describe(detector: Any) -> dict:
         "merge_iou": getattr(detector, "merge_iou", None),
         "packages": {k: v for k, v in packages.items() if v is not None},
     })
+
+
+# --------------------------------------------------------------------------------------------
+# The configuration every job and front end passes around
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Which detectors run and how: the one object the jobs, the command line and the operators
+    pass around, recorded in each field's provenance and read back by the audit.
+
+    Args:
+        faces: face backend (:data:`FACE_BACKENDS`) or None for no faces
+        plates: plate backend (:data:`PLATE_BACKENDS`) or None for no plates
+        face_threshold: minimum face score; None: the backend's calibrated default
+        plate_threshold: minimum plate score; None: :data:`DEFAULT_THRESHOLDS`
+        multiscale: the extra passes (mirrored face view, plate tiles on large photos)
+        device: :data:`DEVICES`
+    """
+
+    faces: str | None = "centerface"
+    plates: str | None = "yolov8-plates"
+    face_threshold: float | None = None
+    plate_threshold: float | None = None
+    multiscale: bool = DEFAULT_MULTISCALE
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.faces is not None and self.faces not in FACE_BACKENDS:
+            raise ValueError(f"faces must be one of {FACE_BACKENDS} or None, not {self.faces!r}")
+        if self.plates is not None and self.plates not in PLATE_BACKENDS:
+            raise ValueError(f"plates must be one of {PLATE_BACKENDS} or None, not {self.plates!r}")
+        if self.faces is None and self.plates is None:
+            raise ValueError("no face and no plate detector: nothing to find")
+        for name in ("face_threshold", "plate_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < float(value) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be one of {DEVICES}, not {self.device!r}")
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The thresholds given explicitly, per class (the rest take the defaults)."""
+        given = {FACE: self.face_threshold, PLATE: self.plate_threshold}
+        return {k: float(v) for k, v in given.items() if v is not None}
+
+    def replace(self, **changes: Any) -> DetectorConfig:
+        """A copy with ``changes`` applied (None values are kept as None)."""
+        return DetectorConfig(**{**asdict(self), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form, for provenance and operator parameters."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DetectorConfig:
+        """The inverse of :meth:`to_dict`; unknown keys (e.g. from a newer version) are ignored,
+        and ``"none"`` stands for None (the forms' spelling)."""
+        known = {f.name for f in fields(cls)}
+        kept = {k: (None if v == "none" else v) for k, v in values.items() if k in known}
+        return cls(**kept)
+
+    def build(self) -> Detector:
+        """The merged detector; built once per process and configuration, then shared (an App
+        or worker process runs many jobs, and loading the models takes seconds)."""
+        key = json.dumps(self.to_dict(), sort_keys=True)
+        with _BUILT_LOCK:
+            detector = _BUILT.get(key)
+            if detector is None:
+                detector = build_detector(self.faces, self.plates, self.thresholds or None,
+                                          self.multiscale, self.device)
+                _BUILT[key] = detector
+                while len(_BUILT) > _BUILT_MAX:
+                    _BUILT.popitem(last=False)
+            _BUILT.move_to_end(key)
+            return detector
+
+
+_BUILT: OrderedDict[str, Detector] = OrderedDict()
+_BUILT_LOCK = threading.Lock()
+_BUILT_MAX = 2  # the job's detectors and the audit's: a few hundred MB each at most

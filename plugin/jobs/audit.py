@@ -29,24 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import metrics
+from .. import engine, metrics
 from ..core.boxes import Detection
-from ..core.images import load_image
 from ..detectors import DEFAULT_THRESHOLDS
-from .pipeline import (
-    DEFAULT_ERROR_FIELD,
-    DEFAULT_LABEL_FIELD,
-    DEFAULT_OUTPUT_FIELD,
-    Progress,
-    batched,
-    copy_fingerprint,
-    failure_reason,
-    fingerprint_field,
-    from_fo_detections,
-    notify_progress,
-    prefetch,
-    record_field_provenance,
-)
+from . import schema
+from .report import Progress, with_progress
+from .schema import DEFAULT_ERROR_FIELD, DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD
 
 DEFAULT_RESIDUAL_FIELD = "anonymizer_residual"
 DEFAULT_UNCOVERED_FIELD = "anonymizer_uncovered"
@@ -115,51 +103,6 @@ class AuditReport:
 
 
 # --------------------------------------------------------------------------------------------
-# What anonymize did, from its provenance
-
-
-@dataclass(frozen=True)
-class AnonymizeRecord:
-    """The recipe ``anonymize_images`` recorded: enough to rebuild every obscured region."""
-
-    label_fields: tuple[str, ...]
-    classes: tuple[str, ...] | None
-    min_confidence: float | dict[str, float] | None
-    settings: Any  # blur.BlurSettings
-    settings_dict: dict[str, Any]
-    jpeg_quality: int
-
-    def boxes(self, labels_per_field: Sequence[Any]) -> list[Detection]:
-        """The boxes anonymize obscured, in its order (so the fingerprint can be recomputed)."""
-        return [d for labels in labels_per_field
-                for d in from_fo_detections(labels, self.classes, self.min_confidence)]
-
-
-def read_record(sample_collection, output_field: str = DEFAULT_OUTPUT_FIELD) -> AnonymizeRecord:
-    """Read the recipe from ``output_field``'s info; a clear error when there is none."""
-    from ..blur import BlurSettings
-
-    fld = sample_collection.get_field(output_field)
-    info = (fld.info or {}) if fld is not None else {}
-    if "settings" not in info or "label_fields" not in info:
-        raise ValueError(f"field '{output_field}' records no anonymization: run anonymize_images first")
-    known = BlurSettings.__dataclass_fields__
-    values = {k: v for k, v in info["settings"].items() if k in known}
-    if "fill_color" in values:
-        values["fill_color"] = tuple(values["fill_color"])
-    settings = BlurSettings(**values)
-    classes = info.get("classes")
-    return AnonymizeRecord(
-        label_fields=tuple(info["label_fields"]),
-        classes=tuple(classes) if classes else None,
-        min_confidence=info.get("min_confidence"),
-        settings=settings,
-        settings_dict=info["settings"],
-        jpeg_quality=int(info.get("jpeg_quality", 95)),
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # The residual rule, per image
 
 
@@ -204,16 +147,16 @@ class _SampleResult:
     stale: bool
 
 
-def _audit_sample(sid: str, filepath: str, image: np.ndarray, found: Sequence[Detection],
-                  used: Sequence[Detection], truths: Sequence[Detection], record: AnonymizeRecord,
-                  stale: bool, min_covered: float = RESIDUAL_MIN_COVERED) -> _SampleResult:
-    """Apply the residual and coverage rules to one copy."""
+def _audit_sample(sid: str, filepath: str, height: int, width: int, found: Sequence[Detection],
+                  used: Sequence[Detection], truths: Sequence[Detection],
+                  recipe: schema.AnonymizeRecipe, stale: bool,
+                  min_covered: float = RESIDUAL_MIN_COVERED) -> _SampleResult:
+    """Apply the residual and coverage rules to one copy of ``height`` x ``width`` pixels."""
     from ..blur import obscured_region
 
-    height, width = image.shape[:2]
-    mask = np.asarray(obscured_region(height, width, list(used), record.settings), dtype=bool)
-    if record.classes:
-        found = [d for d in found if d.label in record.classes]
+    mask = np.asarray(obscured_region(height, width, list(used), recipe.settings), dtype=bool)
+    if recipe.classes:
+        found = [d for d in found if d.label in recipe.classes]
     leaks = uncovered_truths(truths, mask)
     return _SampleResult(
         sid, filepath, residuals(found, mask, min_covered),
@@ -223,23 +166,23 @@ def _audit_sample(sid: str, filepath: str, image: np.ndarray, found: Sequence[De
     )
 
 
-def _default_pred_field(record: AnonymizeRecord, gt_field: str | None, dataset) -> str | None:
+def _default_pred_field(recipe: schema.AnonymizeRecipe, gt_field: str | None, dataset) -> str | None:
     """The label field to evaluate: the first one anonymize used that is not the ground truth;
     else (anonymized with the ground truth itself) our detections, if the dataset has them."""
-    for name in record.label_fields:
+    for name in recipe.label_fields:
         if name != gt_field:
             return name
     return DEFAULT_LABEL_FIELD if dataset.has_field(DEFAULT_LABEL_FIELD) else None
 
 
-def _confidence_filter(record: AnonymizeRecord):
+def _confidence_filter(recipe: schema.AnonymizeRecipe):
     """A ``filter_labels`` expression keeping the boxes anonymize kept (None: keep all)."""
     from fiftyone import ViewField as F
 
     conds = []
-    if record.classes:
-        conds.append(F("label").is_in(list(record.classes)))
-    floor = record.min_confidence
+    if recipe.classes:
+        conds.append(F("label").is_in(list(recipe.classes)))
+    floor = recipe.min_confidence
     no_score = F("confidence") == None  # noqa: E711 (a MongoDB expression)
     if isinstance(floor, dict) and floor:
         per_class = [(F("label") == k) & (F("confidence") < float(v)) for k, v in floor.items()]
@@ -258,22 +201,22 @@ def _confidence_filter(record: AnonymizeRecord):
 
 
 def _evaluate(view, gt_field: str, pred_field: str, eval_key: str,
-              record: AnonymizeRecord) -> dict[str, dict[str, int]]:
+              recipe: schema.AnonymizeRecipe) -> dict[str, dict[str, int]]:
     """FiftyOne's own evaluation of the obscured boxes; true positives and truths per class."""
     dataset = view._dataset
     if eval_key in dataset.list_evaluations():
         dataset.delete_evaluation(eval_key)
-    expr = _confidence_filter(record)
+    expr = _confidence_filter(recipe)
     target = view.filter_labels(pred_field, expr, only_matches=False) if expr is not None else view
     target.evaluate_detections(
         pred_field, gt_field=gt_field, eval_key=eval_key, iou=EVAL_IOU, classwise=True,
-        classes=list(record.classes) if record.classes else None, progress=False)
+        classes=list(recipe.classes) if recipe.classes else None, progress=False)
     labels, outcomes = view.values([f"{gt_field}.detections.label",
                                     f"{gt_field}.detections.{eval_key}"])
     counts: dict[str, dict[str, int]] = {}
     for sample_labels, sample_outcomes in zip(labels, outcomes):
         for label, outcome in zip(sample_labels or [], sample_outcomes or []):
-            if record.classes and label not in record.classes:
+            if recipe.classes and label not in recipe.classes:
                 continue
             row = counts.setdefault(label, {"truths": 0, "tp": 0})
             row["truths"] += 1
@@ -300,6 +243,28 @@ def _worst(results: Sequence[_SampleResult], limit: int) -> list[dict[str, Any]]
     return rows[:limit]
 
 
+def audit_detector(sample_collection, recipe: schema.AnonymizeRecipe,
+                   face_threshold: float | None = None,
+                   plate_threshold: float | None = None) -> Any:
+    """The audit's ``DetectorConfig``: the models and device recorded on the detections field
+    anonymize used (so the audit looks with the same eyes), every extra pass, and the audit's
+    own low thresholds (:data:`AUDIT_THRESHOLDS`) unless given."""
+    from ..detectors import DetectorConfig
+
+    base = DetectorConfig()
+    for name in recipe.label_fields:
+        fld = sample_collection.get_field(name)
+        recorded = ((fld.info or {}) if fld is not None else {}).get("config")
+        if recorded:
+            base = DetectorConfig.from_dict(recorded)
+            break
+    return base.replace(
+        face_threshold=face_threshold if face_threshold is not None else AUDIT_THRESHOLDS["face"],
+        plate_threshold=(plate_threshold if plate_threshold is not None
+                         else AUDIT_THRESHOLDS["plate"]),
+        multiscale=True)
+
+
 def audit_anonymization(
     sample_collection,
     output_field: str = DEFAULT_OUTPUT_FIELD,
@@ -309,44 +274,64 @@ def audit_anonymization(
     residual_field: str = DEFAULT_RESIDUAL_FIELD,
     uncovered_field: str = DEFAULT_UNCOVERED_FIELD,
     tag: str = DEFAULT_TAG,
-    faces: str | None = "centerface",
-    plates: str | None = "yolov8-plates",
-    thresholds: dict[str, float] | None = None,
-    multiscale: bool = True,
+    detector: Any = None,
     min_covered: float = RESIDUAL_MIN_COVERED,
-    batch_size: int = 4,
     error_field: str = DEFAULT_ERROR_FIELD,
-    detector=None,
     worst: int = WORST_SAMPLES,
     progress: Progress | None = None,
+    **engine_options: Any,
 ) -> AuditReport:
     """Search the anonymized copies of ``sample_collection`` for faces and plates left visible.
 
-    Every detection on a copy (``thresholds``, default :data:`AUDIT_THRESHOLDS`, all scales)
-    less than ``min_covered`` inside the obscured region is stored in ``residual_field`` (with
-    its ``covered`` share). Samples with a residual, with an uncovered true box or with a stale
-    copy are tagged ``tag``; audited samples without are untagged. With ``gt_field``, FiftyOne's
-    ``evaluate_detections`` is run on ``pred_field`` (default: the first label field anonymize
-    used) under ``eval_key``, and per-sample counts of uncovered true boxes go to
-    ``uncovered_field``. Samples without a copy are counted and left alone.
+    Every detection on a copy less than ``min_covered`` inside the obscured region is stored
+    in ``residual_field`` (with its ``covered`` share). Samples with a residual, with an
+    uncovered true box or with a stale copy are tagged ``tag``; audited samples without are
+    untagged. With ``gt_field``, FiftyOne's ``evaluate_detections`` is run on ``pred_field``
+    (default: the first label field anonymize used) under ``eval_key``, and per-sample counts
+    of uncovered true boxes go to ``uncovered_field``. Samples without a copy are counted and
+    left alone.
+
+    Example usage::
+
+        import fiftyone_anonymizer as anon
+
+        report = anon.audit_anonymization(dataset, gt_field="ground_truth")
+        print(report.summary())
+        review = dataset.match_tags("needs_review")
+
+    Args:
+        sample_collection: a dataset or view that was anonymized
+        output_field: the field holding the copies' paths (and the recipe in its info)
+        gt_field: optional ground-truth ``fo.Detections`` field to evaluate against
+        pred_field: the field evaluated against ``gt_field`` (default: see above)
+        eval_key: FiftyOne evaluation key
+        residual_field: where residual detections go
+        uncovered_field: per-sample count of uncovered true boxes (with ``gt_field``)
+        tag: the review tag
+        detector: a ``DetectorConfig`` or a ready detector; default :func:`audit_detector`
+        min_covered: a detection less obscured than this share is a residual
+        error_field: the error field anonymize wrote (failed samples are not audited)
+        worst: how many samples to list in the report, worst first
+        progress: ``progress(fraction, label)`` callback
+        **engine_options: ``engine.EngineOptions`` fields
+
+    Returns:
+        an :class:`AuditReport`
     """
     from fiftyone import ViewField as F
 
-    from .. import detectors as det_mod
-
-    record = read_record(sample_collection, output_field)
+    recipe = schema.AnonymizeRecipe.read(sample_collection, output_field)
     if gt_field is not None and not sample_collection.has_field(gt_field):
         raise ValueError(f"ground-truth field '{gt_field}' is not on the dataset")
-    missing = [f for f in record.label_fields if not sample_collection.has_field(f)]
+    missing = [f for f in recipe.label_fields if not sample_collection.has_field(f)]
     if missing:
         raise ValueError(f"label field(s) used by anonymize are gone: {missing}")
-    thresholds = {**AUDIT_THRESHOLDS, **(thresholds or {})}
     if detector is None:
-        detector = det_mod.build_detector(faces=faces, plates=plates, thresholds=thresholds,
-                                          multiscale=multiscale)
+        detector = audit_detector(sample_collection, recipe)
+    config, built, options = engine.prepare(detector, **engine_options)
     dataset = sample_collection._dataset
-    fp_field = fingerprint_field(output_field)
-    fields = ["id", "filepath", output_field, *record.label_fields]
+    fp_field = schema.fingerprint_field(output_field)
+    fields = ["id", "filepath", output_field, *recipe.label_fields]
     has_fp, has_err = sample_collection.has_field(fp_field), sample_collection.has_field(error_field)
     ids, paths, copies, *labels = sample_collection.values(fields)
     stored_fps = sample_collection.values(fp_field) if has_fp else [None] * len(ids)
@@ -359,41 +344,28 @@ def audit_anonymization(
         if not copy or errors[i] or not os.path.isfile(copy):
             report.not_anonymized += 1
             continue
-        used = record.boxes([per_field[i] for per_field in labels])
-        stale = stored_fps[i] != copy_fingerprint(used, record.settings_dict, record.jpeg_quality)
-        gt = from_fo_detections(truths[i], record.classes) if gt_field else []
-        todo.append((sid, path, copy, used, gt, stale))
+        used = recipe.boxes([per_field[i] for per_field in labels])
+        stale = stored_fps[i] != recipe.fingerprint(used)
+        gt = schema.from_fo_detections(truths[i], recipe.classes) if gt_field else []
+        todo.append(engine.Item((sid, path, used, gt, stale), source=copy))
 
     _ensure_fields(dataset, residual_field, uncovered_field if gt_field else None)
     results: list[_SampleResult] = []
-    done = 0
-    for batch in batched(prefetch(todo, lambda item: load_image(item[2]).rgb), max(1, batch_size)):
-        good = []
-        for item, image in batch:
-            if isinstance(image, BaseException):
-                report.failed[item[2]] = failure_reason(image)
-            else:
-                good.append((item, image))
-        if good:
-            try:
-                found = detector.detect([image for _, image in good])
-            except Exception as exc:  # one bad batch should not end the audit
-                found = None
-                for item, _ in good:
-                    report.failed[item[2]] = failure_reason(exc)
-            for k, ((sid, path, _copy, used, gt, stale), image) in enumerate(
-                    good if found is not None else []):
-                results.append(_audit_sample(sid, path, image, found[k], used, gt, record, stale,
-                                             min_covered))
-        done += len(batch)
-        notify_progress(progress, done, len(todo), "audited")
+    for result in with_progress(engine.run(todo, engine.Steps(detector=built), options),
+                                len(todo), "audited", progress):
+        sid, path, used, gt, stale = result.item.key
+        if not result.ok:
+            report.failed[str(result.item.source)] = result.error
+            continue
+        results.append(_audit_sample(sid, path, result.height, result.width, result.detections,
+                                     used, gt, recipe, stale, min_covered))
 
-    residual_values = {r.sid: _residual_labels(r.residuals) for r in results}
-    if residual_values:
-        sample_collection.set_values(residual_field, residual_values, key_field="id")
-    if gt_field and results:
-        sample_collection.set_values(
-            uncovered_field, {r.sid: sum(r.uncovered.values()) for r in results}, key_field="id")
+    with schema.SampleWriter(sample_collection) as writer:
+        for r in results:
+            values: dict[str, Any] = {residual_field: _residual_labels(r.residuals)}
+            if gt_field:
+                values[uncovered_field] = sum(r.uncovered.values())
+            writer.write(r.sid, values)
     flagged = [r.sid for r in results if r.residuals or r.stale or any(r.uncovered.values())]
     clear = [r.sid for r in results if r.sid not in set(flagged)]
     if flagged:
@@ -409,13 +381,13 @@ def audit_anonymization(
     report.worst = _worst(results, worst)
 
     if gt_field and results:
-        pred_field = pred_field or _default_pred_field(record, gt_field, dataset)
+        pred_field = pred_field or _default_pred_field(recipe, gt_field, dataset)
         counts: dict[str, dict[str, int]] = {}
         if pred_field is not None:
             audited_view = sample_collection.exists(output_field)
             if has_err:
                 audited_view = audited_view.match(F(error_field) == None)  # noqa: E711
-            counts = _evaluate(audited_view, gt_field, pred_field, eval_key, record)
+            counts = _evaluate(audited_view, gt_field, pred_field, eval_key, recipe)
             report.pred_field, report.eval_key = pred_field, eval_key
         truth_totals: Counter = Counter()
         uncovered_totals: Counter = Counter()
@@ -439,10 +411,10 @@ def audit_anonymization(
     report.settings = {
         "output_field": output_field, "residual_field": residual_field, "tag": tag,
         "uncovered_field": uncovered_field if gt_field else None,
-        "thresholds": thresholds, "multiscale": multiscale, "min_covered": min_covered,
-        "eval_iou": EVAL_IOU, "detector": _describe(det_mod, detector),
+        "min_covered": min_covered, "eval_iou": EVAL_IOU,
+        "detector": schema.detection_provenance(config, built),
     }
-    record_field_provenance(
+    schema.record_provenance(
         dataset, residual_field,
         "Faces and plates found on the anonymized copy outside the obscured regions "
         "(fiftyone-anonymizer audit)",
@@ -450,9 +422,3 @@ def audit_anonymization(
     )
     return report
 
-
-def _describe(det_mod, detector) -> dict[str, Any]:
-    try:
-        return det_mod.describe(detector)
-    except Exception:  # a stand-in detector (tests, custom models) need not be describable
-        return {"detector": type(detector).__name__}

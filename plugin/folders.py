@@ -1,0 +1,162 @@
+"""Folders as a source of engine items: which images, where their copies and detections go.
+
+The command line (``cli.py``) is a thin layer over :func:`plan_folder` and ``engine.run``;
+both are usable from Python::
+
+    plan = plan_folder("photos/", "anonymized/")
+    steps = engine.Steps(detector, BlurSettings(), sidecar=seed_detections_file)
+    for result in engine.run(plan.items(), steps):
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .core.boxes import Detection
+from .engine import Item
+
+DEFAULT_EXTENSIONS = ("jpg", "png")  # the original tool's default
+#: Extensions worth a note when present but not asked for.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "jpe", "png", "webp", "bmp", "tif", "tiff", "gif", "heic", "heif")
+
+
+class PlanError(ValueError):
+    """The folders cannot be processed as asked (missing input, copies would replace originals)."""
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One image to anonymize: where it is, where its copy and detections file go."""
+
+    source: Path
+    target: Path
+    detections_path: Path | None = None
+
+
+@dataclass
+class FolderPlan:
+    """The jobs for one input folder."""
+
+    input_dir: Path
+    output_dir: Path
+    jobs: list[FileJob] = field(default_factory=list)
+    # Image files left out because their extension was not asked for, per extension: the
+    # command line mentions them so a ".jpeg" folder is not mistaken for an anonymized one.
+    unmatched: dict[str, int] = field(default_factory=dict)
+
+    def items(self) -> Iterator[Item]:
+        """The engine's items, keyed by their :class:`FileJob`."""
+        for job in self.jobs:
+            yield Item(key=job, source=job.source, target=job.target, sidecar=job.detections_path)
+
+
+def parse_extensions(spec: str | Iterable[str]) -> tuple[str, ...]:
+    """``"jpg,PNG, .jpeg"`` -> ``("jpg", "png", "jpeg")``: lower case, no dots, no blanks."""
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    exts = tuple(dict.fromkeys(p.strip().lstrip(".").lower() for p in parts if p.strip().lstrip(".")))
+    if not exts:
+        raise PlanError(f"no image extensions in {spec!r}")
+    return exts
+
+
+def find_images(input_dir: Path, extensions: Sequence[str],
+                unmatched: dict[str, int] | None = None) -> list[Path]:
+    """Files under ``input_dir`` (recursively, symlinked folders entered once) whose extension
+    matches case-insensitively, sorted (hidden files too: the original processed them).
+    Image files with other extensions are counted per extension into ``unmatched``.
+
+    The original matched case-sensitively and missed ``.JPG`` from cameras: a privacy leak.
+    """
+    wanted = {f".{e.lower()}" for e in extensions}
+    found: list[Path] = []
+    seen_dirs: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(input_dir, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames.sort()
+        for name in filenames:
+            ext = os.path.splitext(name)[1].lower()
+            if ext in wanted:
+                found.append(Path(dirpath) / name)
+            elif unmatched is not None and ext[1:] in IMAGE_EXTENSIONS:
+                unmatched[ext] = unmatched.get(ext, 0) + 1
+    return sorted(found)
+
+
+def detections_paths(targets: Sequence[Path]) -> list[Path]:
+    """The original's ``<stem>.json`` beside each copy; ``<name>.json`` (e.g. ``a.jpg.json``)
+    for files whose stems collide in one folder (``a.jpg`` and ``a.png``), so none is lost."""
+    stems: dict[Path, int] = {}
+    for t in targets:
+        stems[t.with_suffix(".json")] = stems.get(t.with_suffix(".json"), 0) + 1
+    return [t.with_suffix(".json") if stems[t.with_suffix(".json")] == 1
+            else t.with_name(t.name + ".json") for t in targets]
+
+
+def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+                write_detections: bool = True) -> FolderPlan:
+    """Mirror every matching image of ``input_dir`` under ``output_dir`` (same relative path,
+    same name).
+
+    Every matching file under ``input_dir`` is an input, also inside an output folder that
+    lies within it: skipping that folder could silently leave originals there unprocessed
+    or overwrite them.
+
+    Args:
+        input_dir: the folder of originals, walked recursively
+        output_dir: the folder for the copies
+        extensions: file extensions to take, case-insensitively
+        write_detections: plan a detections file beside each copy
+
+    Raises:
+        PlanError: the input is missing, or a copy or detections file would land on an input
+            file (so re-running into an output folder inside the input is refused until the
+            earlier copies are moved away)
+    """
+    src = Path(input_dir).expanduser().absolute()
+    out = Path(output_dir).expanduser().absolute()
+    if not src.is_dir():
+        raise PlanError(f"input folder not found: {src}")
+    if out.exists() and not out.is_dir():
+        raise PlanError(f"--image-output is a file, not a folder: {out}")
+    if os.path.realpath(out) == os.path.realpath(src):
+        raise PlanError(f"the output folder {out} is the input folder: copies would replace the originals")
+    unmatched: dict[str, int] = {}
+    sources = find_images(src, extensions, unmatched)
+    targets = [out / s.relative_to(src) for s in sources]
+    json_paths = detections_paths(targets) if write_detections else [None] * len(targets)
+    originals = {os.path.realpath(s): s for s in sources}
+    for t, j in zip(targets, json_paths):
+        for written in (t, j):
+            hit = originals.get(os.path.realpath(written)) if written is not None else None
+            if hit is not None:
+                raise PlanError(
+                    f"writing {written} would replace the input file {hit} (every image under "
+                    f"--input is an input; if it is an earlier copy, move the old output away "
+                    f"or choose an --image-output outside the input)")
+    jobs = [FileJob(s, t, j) for s, t, j in zip(sources, targets, json_paths)]
+    return FolderPlan(src, out, jobs, unmatched)
+
+
+def seed_detections(detections: Sequence[Detection], width: int, height: int) -> list[dict]:
+    """The original tool's detections file: absolute pixel floats, ``kind`` face or plate."""
+    out = []
+    for d in detections:
+        x0, y0, x1, y1 = d.to_pixels(width, height)
+        out.append({"y_min": float(y0), "x_min": float(x0), "y_max": float(y1),
+                    "x_max": float(x1), "score": float(d.score), "kind": d.label})
+    return out
+
+
+def seed_detections_file(detections: Sequence[Detection], width: int, height: int) -> bytes:
+    """:func:`seed_detections` as the file's bytes (``engine.Steps.sidecar``)."""
+    return json.dumps(seed_detections(detections, width, height), indent=2).encode()

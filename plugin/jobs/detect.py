@@ -1,0 +1,78 @@
+"""The detect job: faces and plates of a view's images, stored as ``fo.Detections``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import engine
+from . import schema
+from .report import JobReport, Progress, with_progress
+
+
+def detect_faces_and_plates(
+    sample_collection,
+    label_field: str = schema.DEFAULT_LABEL_FIELD,
+    detector: Any = None,
+    overwrite: bool = False,
+    error_field: str = schema.DEFAULT_ERROR_FIELD,
+    progress: Progress | None = None,
+    **engine_options: Any,
+) -> JobReport:
+    """Run the face and plate detectors and store ``fo.Detections`` in ``label_field``.
+
+    Samples that already have ``label_field`` are skipped unless ``overwrite``. A sample
+    whose image cannot be read gets the reason in ``error_field`` and no labels. What
+    produced the labels (configuration, models, sha256, versions) goes into the field's info.
+
+    Example usage::
+
+        import fiftyone as fo
+        import fiftyone_anonymizer as anon
+
+        dataset = fo.load_dataset("street-photos")
+        anon.detect_faces_and_plates(dataset, detector=anon.DetectorConfig(face_threshold=0.1))
+
+    Args:
+        sample_collection: a dataset or view
+        label_field: where the detections go
+        detector: a ``DetectorConfig`` (default: ``DetectorConfig()``) or a ready detector
+        overwrite: detect again on samples that already have ``label_field``
+        error_field: where a failed sample's reason goes
+        progress: ``progress(fraction, label)`` callback
+        **engine_options: ``engine.EngineOptions`` fields (e.g. ``batch_size``)
+
+    Returns:
+        a :class:`JobReport`
+    """
+    from ..detectors import DetectorConfig
+
+    config, built, options = engine.prepare(
+        DetectorConfig() if detector is None else detector, **engine_options)
+    dataset = sample_collection._dataset
+    report = JobReport("detect")
+    ids, paths = sample_collection.values(["id", "filepath"])
+    has_labels = sample_collection.has_field(label_field)
+    existing = sample_collection.values(label_field) if has_labels else [None] * len(ids)
+    report.samples = len(ids)
+    todo = [engine.Item((sid, path), source=path)
+            for sid, path, have in zip(ids, paths, existing) if have is None or overwrite]
+    report.skipped = len(ids) - len(todo)
+
+    schema.declare_detections_field(dataset, label_field)
+    schema.declare_string_fields(dataset, error_field)
+    results = engine.run(todo, engine.Steps(detector=built), options)
+    with schema.SampleWriter(sample_collection) as writer:
+        for result in with_progress(results, len(todo), "detected", progress):
+            sid, path = result.item.key
+            if not result.ok:
+                writer.write(sid, {error_field: report.fail(path, result.error)})
+                continue
+            writer.write(sid, {label_field: schema.to_fo_detections(result.detections),
+                               error_field: None})
+            report.processed += 1
+            report.boxes_per_class.update(d.label for d in result.detections)
+
+    schema.record_detections(dataset, label_field, "fiftyone-anonymizer detect_faces_and_plates",
+                             config, built)
+    report.extra["label_field"] = label_field
+    return report

@@ -1,0 +1,71 @@
+"""A FiftyOne dataset from the command line's results, in the schema the jobs write.
+
+``anonymize --dataset NAME`` loads the originals with their boxes, copies and errors through the
+same schema module as ``detect_faces_and_plates`` and ``anonymize_images``, so those jobs, the
+audit and share take it from there as if they had made it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core.images import DEFAULT_JPEG_QUALITY
+from ..engine import DETECT, Result
+from . import schema
+
+
+def dataset_from_results(name: str, results: Sequence[Result], config: Any, detector: Any,
+                         settings: Any, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                         output_dir: str | Path | None = None, overwrite: bool = False):
+    """A persistent dataset of the originals, with the boxes, the copies' paths (an App media
+    field) and fingerprints, and for failed images the reason.
+
+    Args:
+        name: the dataset's name
+        results: the engine's results of a detect-and-anonymize run over files
+        config: the ``DetectorConfig`` the detector was built from
+        detector: the detector that ran
+        settings: the ``BlurSettings`` the copies were made with
+        jpeg_quality: the copies' JPEG quality
+        output_dir: the folder the copies went to
+        overwrite: replace an existing dataset of that name instead of refusing
+
+    Returns:
+        the ``fo.Dataset``
+    """
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        if not overwrite:
+            raise ValueError(f"a FiftyOne dataset named '{name}' already exists")
+        fo.delete_dataset(name)
+    label_field, output_field = schema.DEFAULT_LABEL_FIELD, schema.DEFAULT_OUTPUT_FIELD
+    error_field = schema.DEFAULT_ERROR_FIELD
+    recipe = schema.AnonymizeRecipe(
+        label_fields=(label_field,), settings=settings, jpeg_quality=jpeg_quality,
+        output_dir=str(Path(output_dir).absolute()) if output_dir is not None else None)
+
+    dataset = fo.Dataset(name, persistent=True)
+    schema.declare_detections_field(dataset, label_field)
+    schema.declare_copy_fields(dataset, output_field, error_field)
+    ids = dataset.add_samples(
+        [fo.Sample(filepath=str(Path(r.item.source).absolute())) for r in results], progress=False)
+    fp_field = schema.fingerprint_field(output_field)
+    with schema.SampleWriter(dataset) as writer:
+        for sid, r in zip(ids, results, strict=True):
+            if r.ok:
+                writer.write(sid, {
+                    label_field: schema.to_fo_detections(r.detections),
+                    output_field: str(Path(r.item.target).absolute()),
+                    fp_field: recipe.fingerprint(r.detections),
+                    error_field: None,
+                })
+            else:
+                job = "detect" if r.stage == DETECT else "anonymize"
+                writer.write(sid, {error_field: f"{job}: {r.error}"})
+    produced_by = "fiftyone-anonymizer command line"
+    schema.record_detections(dataset, label_field, produced_by, config, detector)
+    schema.record_copies(dataset, output_field, produced_by, recipe)
+    return dataset

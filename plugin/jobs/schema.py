@@ -1,0 +1,276 @@
+"""The FiftyOne schema of this plugin: field names, labels, fingerprints, provenance, writes.
+
+Every job and front end that touches a dataset goes through here, so the field layout exists
+once: the detect job, the anonymize job, the audit, share, and the command line's ``--dataset``.
+
+Fields (defaults; each job lets the user rename its own):
+
+* ``anonymizer_detections``: ``fo.Detections`` (``face`` / ``plate``, confidence, box); its
+  field ``info`` records what produced them (:func:`detection_provenance`).
+* ``anonymized_filepath``: the path of the anonymized copy, an App media field; its ``info``
+  records the recipe (:class:`AnonymizeRecipe`), enough to rebuild every obscured region.
+* ``anonymized_filepath_fingerprint``: per sample, what the copy was made from
+  (:meth:`AnonymizeRecipe.fingerprint`), so a rerun redoes only what changed.
+* ``anonymizer_error``: why the sample failed (``"<job>: <reason>"``), None when it did not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..core.boxes import Detection
+from ..core.images import DEFAULT_JPEG_QUALITY
+
+DEFAULT_LABEL_FIELD = "anonymizer_detections"
+DEFAULT_OUTPUT_FIELD = "anonymized_filepath"
+DEFAULT_ERROR_FIELD = "anonymizer_error"
+SAVE_EVERY = 32  # samples per database write: a killed job loses at most this much work
+
+
+def fingerprint_field(output_field: str) -> str:
+    """The field holding each copy's fingerprint beside ``output_field`` (the copy's path)."""
+    return f"{output_field}_fingerprint"
+
+
+# --------------------------------------------------------------------------------------------
+# Labels
+
+
+def to_fo_detections(detections: Sequence[Detection]):
+    """Our boxes as an ``fo.Detections``."""
+    import fiftyone as fo
+
+    return fo.Detections(detections=[
+        fo.Detection(label=d.label, confidence=float(d.score), bounding_box=list(d.box))
+        for d in detections
+    ])
+
+
+def from_fo_detections(labels, classes: Sequence[str] | None = None,
+                       min_confidence: float | Mapping[str, float] | None = None) -> list[Detection]:
+    """Our boxes from an ``fo.Detections`` (or None), filtered by class and confidence.
+
+    A label without a confidence (ground truth, hand-drawn fixes) always passes the
+    confidence filter: someone decided it must be obscured.
+
+    Args:
+        labels: an ``fo.Detections`` or None
+        classes: labels to keep (None or empty: all)
+        min_confidence: a floor for every class, or per class
+    """
+    if labels is None:
+        return []
+    out = []
+    for det in labels.detections:
+        if classes and det.label not in classes:
+            continue
+        conf = det.confidence
+        floor = min_confidence.get(det.label) if isinstance(min_confidence, Mapping) else min_confidence
+        if conf is not None and floor is not None and conf < floor:
+            continue
+        if det.bounding_box is None:
+            continue
+        out.append(Detection(det.label or "", 1.0 if conf is None else float(conf),
+                             tuple(float(v) for v in det.bounding_box)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# What anonymize did: its recipe, recorded in the output field's info
+
+
+@dataclass(frozen=True)
+class AnonymizeRecipe:
+    """How the copies were made: which boxes, which look, which quality, where.
+
+    Args:
+        label_fields: the ``fo.Detections`` fields whose boxes were obscured
+        classes: the labels obscured (None: all)
+        min_confidence: the confidence floor, for every class or per class
+        settings: ``blur.BlurSettings``
+        jpeg_quality: quality of JPEG copies
+        output_dir: the folder the copies went to
+    """
+
+    label_fields: tuple[str, ...]
+    classes: tuple[str, ...] | None = None
+    min_confidence: float | Mapping[str, float] | None = None
+    settings: Any = None
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    output_dir: str | None = None
+
+    def boxes(self, labels_per_field: Sequence[Any]) -> list[Detection]:
+        """The boxes obscured for one sample, given its value of each label field in order."""
+        return [d for labels in labels_per_field
+                for d in from_fo_detections(labels, self.classes, self.min_confidence)]
+
+    def fingerprint(self, boxes: Sequence[Detection]) -> str:
+        """What a copy depends on besides its source: the boxes, the look and the quality."""
+        return copy_fingerprint(boxes, self.settings.to_dict(), self.jpeg_quality)
+
+    def to_info(self) -> dict[str, Any]:
+        return {
+            "label_fields": list(self.label_fields),
+            "classes": list(self.classes) if self.classes else None,
+            "min_confidence": (dict(self.min_confidence) if isinstance(self.min_confidence, Mapping)
+                               else self.min_confidence),
+            "settings": self.settings.to_dict(),
+            "output_dir": self.output_dir,
+            "jpeg_quality": self.jpeg_quality,
+        }
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> AnonymizeRecipe:
+        from ..blur import BlurSettings
+
+        classes = info.get("classes")
+        return cls(
+            label_fields=tuple(info["label_fields"]),
+            classes=tuple(classes) if classes else None,
+            min_confidence=info.get("min_confidence"),
+            settings=BlurSettings.from_dict(info["settings"]),
+            jpeg_quality=int(info.get("jpeg_quality", DEFAULT_JPEG_QUALITY)),
+            output_dir=info.get("output_dir"),
+        )
+
+    @classmethod
+    def read(cls, sample_collection, output_field: str = DEFAULT_OUTPUT_FIELD) -> AnonymizeRecipe:
+        """The recipe recorded on ``output_field``; a clear error when there is none."""
+        fld = sample_collection.get_field(output_field)
+        info = (fld.info or {}) if fld is not None else {}
+        if "settings" not in info or "label_fields" not in info:
+            raise ValueError(
+                f"field '{output_field}' records no anonymization: run anonymize_images first")
+        return cls.from_info(info)
+
+
+def copy_fingerprint(detections: Sequence[Detection], settings_dict: dict, quality: int) -> str:
+    payload = json.dumps(
+        {"boxes": [[d.label, round(d.score, 4), [round(v, 6) for v in d.box]] for d in detections],
+         "settings": settings_dict, "quality": quality},
+        sort_keys=True,
+    )
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Fields: declared, described, registered
+
+
+def declare_detections_field(dataset, name: str) -> None:
+    import fiftyone as fo
+
+    if not dataset.has_field(name):
+        dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+
+
+def declare_string_fields(dataset, *names: str) -> None:
+    import fiftyone as fo
+
+    for name in names:
+        if not dataset.has_field(name):
+            dataset.add_sample_field(name, fo.StringField)
+
+
+def declare_copy_fields(dataset, output_field: str, error_field: str) -> None:
+    """The copy's path, its fingerprint and the error field; the path becomes a media field."""
+    declare_string_fields(dataset, output_field, fingerprint_field(output_field), error_field)
+    if output_field not in dataset.app_config.media_fields:
+        dataset.app_config.media_fields = [*dataset.app_config.media_fields, output_field]
+        dataset.save()
+
+
+def record_provenance(dataset, field_name: str, description: str, info: Mapping[str, Any]) -> None:
+    """Describe a field the FiftyOne way (field description and info), visible in the App."""
+    fld = dataset.get_field(field_name)
+    if fld is None:
+        return
+    fld.description = description
+    fld.info = json.loads(json.dumps(dict(info), default=str))
+    fld.save()
+
+
+def record_detections(dataset, label_field: str, produced_by: str, config: Any,
+                      detector: Any) -> None:
+    """Provenance of a detections field: the configuration and what it built (models, sha256,
+    versions, thresholds)."""
+    record_provenance(dataset, label_field, "Faces and licence plates found by fiftyone-anonymizer",
+                      {"produced_by": produced_by, **detection_provenance(config, detector)})
+
+
+def record_copies(dataset, output_field: str, produced_by: str, recipe: AnonymizeRecipe) -> None:
+    """Provenance of a copies field: the recipe (read back by the audit and by reruns)."""
+    record_provenance(dataset, output_field,
+                      "Path of the anonymized copy written by fiftyone-anonymizer",
+                      {"produced_by": produced_by, **recipe.to_info()})
+
+
+def detection_provenance(config: Any, detector: Any) -> dict[str, Any]:
+    """``config.to_dict()`` (None for a detector given directly) and ``detectors.describe``;
+    a stand-in detector (tests, custom models) is named by its type."""
+    from .. import detectors
+
+    try:
+        described = detectors.describe(detector)
+    except Exception:
+        described = {"detector": type(detector).__name__}
+    return {"config": config.to_dict() if config is not None else None, **described}
+
+
+# --------------------------------------------------------------------------------------------
+# Writes
+
+
+class SampleWriter:
+    """The one place the jobs write sample fields: buffered, one atomic update per sample.
+
+    Each sample's fields (labels, copy path, fingerprint, error) are set in a single database
+    update, so a job killed at any moment never leaves a sample with its copy's path from one
+    run and its fingerprint or error from another. Writes go out every ``every`` samples and
+    when the writer closes (also on an exception: what finished is real work).
+
+    Args:
+        collection: the dataset or view the job runs on
+        every: samples per database round trip
+    """
+
+    def __init__(self, collection, every: int = SAVE_EVERY) -> None:
+        self._dataset = collection._dataset
+        self._every = every
+        self._pending: dict[str, dict[str, Any]] = {}
+
+    def write(self, sample_id: str, values: Mapping[str, Any]) -> None:
+        """Set ``values`` (field -> label, string, number or None) on one sample."""
+        self._pending.setdefault(sample_id, {}).update(values)
+        if len(self._pending) >= self._every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        from bson import ObjectId
+        from pymongo import UpdateOne
+
+        now = datetime.utcnow()
+        ops = [UpdateOne({"_id": ObjectId(sid)},
+                         {"$set": {**{k: _to_mongo(v) for k, v in values.items()},
+                                   "last_modified_at": now}})
+               for sid, values in self._pending.items()]
+        ids = list(self._pending)
+        self._pending = {}
+        self._dataset._bulk_write(ops, ids=ids)
+
+    def __enter__(self) -> SampleWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+
+
+def _to_mongo(value: Any) -> Any:
+    return value.to_mongo() if hasattr(value, "to_mongo") else value
