@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.boxes import Detection
+from .core.paths import output_dir_problem
 from .engine import Item
 
 DEFAULT_EXTENSIONS = ("jpg", "png")  # the original tool's default
@@ -107,9 +108,8 @@ def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     """Mirror every matching image of ``input_dir`` under ``output_dir`` (same relative path,
     same name).
 
-    Every matching file under ``input_dir`` is an input, also inside an output folder that
-    lies within it: skipping that folder could silently leave originals there unprocessed
-    or overwrite them.
+    The output folder follows :func:`core.paths.output_dir_problem`: not the input folder, not
+    inside it (a later run would read the copies as inputs), not a system folder.
 
     Args:
         input_dir: the folder of originals, walked recursively
@@ -118,18 +118,16 @@ def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
         write_detections: plan a detections file beside each copy
 
     Raises:
-        PlanError: the input is missing, or a copy or detections file would land on an input
-            file (so re-running into an output folder inside the input is refused until the
-            earlier copies are moved away)
+        PlanError: the input is missing, the output folder breaks the rule, or a copy or
+            detections file would land on an input file
     """
     src = Path(input_dir).expanduser().absolute()
     out = Path(output_dir).expanduser().absolute()
     if not src.is_dir():
         raise PlanError(f"input folder not found: {src}")
-    if out.exists() and not out.is_dir():
-        raise PlanError(f"--image-output is a file, not a folder: {out}")
-    if os.path.realpath(out) == os.path.realpath(src):
-        raise PlanError(f"the output folder {out} is the input folder: copies would replace the originals")
+    problem = output_dir_problem(out, [src])
+    if problem:
+        raise PlanError(problem)
     unmatched: dict[str, int] = {}
     sources = find_images(src, extensions, unmatched)
     targets = [out / s.relative_to(src) for s in sources]

@@ -96,8 +96,12 @@ def _matched_truths(truths, preds, iou: float = 0.3) -> int:
 
 
 def _astronaut_jpeg(path: Path) -> Path:
+    """The astronaut as a JPEG in a ``src`` folder beside ``path`` (copies go beside it, never
+    inside a source folder)."""
     from skimage import data
 
+    path = path.parent / "src" / path.name
+    path.parent.mkdir(exist_ok=True)
     Image.fromarray(data.astronaut()).save(path, quality=95)
     return path
 

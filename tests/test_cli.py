@@ -181,20 +181,6 @@ def test_dataset_has_detections_copies_and_errors(full_run):
     assert broken.anonymized_filepath is None and broken.anonymizer_error
 
 
-def test_pipeline_takes_over_the_command_line_dataset(full_run):
-    # The dataset carries the copies' fingerprints where the pipeline looks for them, so the
-    # pipeline sees the command line's copies as current and redoes only the failed image.
-    import fiftyone as fo
-
-    from fiftyone_anonymizer.jobs import anonymize as pipeline
-
-    ds = fo.load_dataset(full_run.dataset)
-    before = {p: Path(p).stat().st_mtime_ns for p in ds.values("anonymized_filepath") if p}
-    report = pipeline.anonymize_images(ds, output_dir=full_run.out)
-    assert (report.skipped, report.processed, len(report.failed)) == (5, 0, 1), report.to_dict()
-    assert {p: Path(p).stat().st_mtime_ns for p in before} == before
-
-
 def test_command_line_and_sdk_write_the_same_schema(full_run, make_dataset, tmp_path):
     """``anonymize --dataset`` and the SDK's detect + anonymize write the same field names,
     types, media fields and provenance (the same recipe and detector configuration)."""
@@ -220,7 +206,7 @@ def test_command_line_and_sdk_write_the_same_schema(full_run, make_dataset, tmp_
         cli_info, sdk_info = cli_ds.get_field(name).info, sdk_ds.get_field(name).info
         assert set(cli_info) == set(sdk_info), name
         assert cli_info["produced_by"].endswith("command line")
-        for key in set(cli_info) - {"produced_by", "output_dir"}:
+        for key in set(cli_info) - {"produced_by", "output_dir", "recipes"}:
             assert cli_info[key] == sdk_info[key], (name, key)
     assert sdk_ds.get_field("anonymized_filepath").info["output_dir"] == str(tmp_path / "sdk-copies")
     assert cli_ds.get_field("anonymized_filepath").info["output_dir"] == str(full_run.out)
@@ -236,28 +222,45 @@ def test_command_line_and_sdk_write_the_same_schema(full_run, make_dataset, tmp_
         assert found == [pytest.approx(row, abs=1e-4) for row in sdk_boxes[path]], path
 
 
-def test_no_write_detections_and_output_inside_input(tmp_path):
+def test_pipeline_takes_over_the_command_line_dataset(full_run):
+    # The dataset carries the copies' fingerprints where the pipeline looks for them, so the
+    # pipeline sees the command line's copies as current and redoes only the failed image.
+    import fiftyone as fo
+
+    from fiftyone_anonymizer.jobs import anonymize as pipeline
+
+    ds = fo.load_dataset(full_run.dataset)
+    before = {p: Path(p).stat().st_mtime_ns for p in ds.values("anonymized_filepath") if p}
+    report = pipeline.anonymize_images(ds, output_dir=full_run.out)
+    assert (report.skipped, report.processed, len(report.failed)) == (5, 0, 1), report.to_dict()
+    assert {p: Path(p).stat().st_mtime_ns for p in before} == before
+
+
+def test_no_write_detections_and_output_inside_input_refused(tmp_path):
     tree = tmp_path / "photos"
     (tree / "sub").mkdir(parents=True)
     Image.fromarray(astronaut()).save(tree / "sub" / "one.png")
     Image.fromarray(astronaut()).save(tree / "two.jpeg")  # not in the default jpg,png
-    out = tree / "anonymized"  # inside the input: allowed while no copy lands on an input
+    before = sha256_tree(tree)
+    # Inside the input, copies would sit among the originals and a later run would read them
+    # as inputs: refused before any work, with the reason.
+    inside = run_cli("--input", tree, "--image-output", tree / "anonymized", "--quiet")
+    assert inside.returncode == 2 and "inside the source folder" in inside.stderr
+    assert sha256_tree(tree) == before
+
+    out = tmp_path / "anonymized"  # beside the input
     proc = run_cli("--input", tree, "--image-output", out, "--no-write-detections",
                    "--plates", "none", "--quiet")
     assert proc.returncode == 0, proc.output
     assert "1 .jpeg" in proc.stderr  # left out, and the user is told
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["sub/one.png"]
 
-    # A second run would read the first run's copy as an input and write over it: refused.
-    again = run_cli("--input", tree, "--image-output", out, "--quiet")
-    assert again.returncode == 2 and "would replace the input file" in again.stderr
-
 
 def test_refuses_output_folder_that_is_the_input(tmp_path):
     Image.fromarray(astronaut()).save(tmp_path / "x.jpg")
     before = sha256_tree(tmp_path)
     proc = run_cli("--input", tmp_path, "--image-output", tmp_path / "." , "--quiet")
-    assert proc.returncode == 2 and "replace the originals" in proc.stderr
+    assert proc.returncode == 2 and "is a source folder" in proc.stderr
     assert sha256_tree(tmp_path) == before
 
 

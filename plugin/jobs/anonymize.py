@@ -9,43 +9,35 @@ from typing import Any
 
 from .. import engine
 from ..core.images import DEFAULT_JPEG_QUALITY
+from ..core.paths import common_root, mirrored_path, output_dir_problem, source_folders
 from . import schema
 from .report import JobReport, Progress, with_progress
 
 
-def common_root(paths: Sequence[str]) -> Path:
-    """The deepest folder holding every one of ``paths``."""
-    dirs = {os.path.dirname(os.path.abspath(p)) for p in paths}
-    return Path(os.path.commonpath(list(dirs))) if dirs else Path("/")
-
-
-def output_path_for(source: str, source_root: Path, output_dir: Path) -> Path:
-    """Mirror ``source`` under ``output_dir`` relative to ``source_root`` (no name collisions)."""
-    rel = os.path.relpath(os.path.abspath(source), source_root)
-    if rel.startswith(".."):
-        rel = os.path.abspath(source).lstrip(os.sep)
-    return output_dir / rel
-
-
 def check_output_dir(output_dir: str | os.PathLike, source_paths: Sequence[str],
                      source_root: Path | None = None) -> str | None:
-    """The reason ``output_dir`` is unsafe (a copy would replace an original), or None."""
+    """Why copies of ``source_paths`` may not go to ``output_dir`` (:mod:`core.paths`' rule, and
+    no copy may land on a source file), or None."""
+    problem = output_dir_problem(output_dir, source_folders(source_paths))
+    if problem:
+        return problem
     out = Path(output_dir).expanduser().resolve()
     root = source_root or common_root(source_paths)
     sources = {os.path.realpath(p) for p in source_paths}
-    if out == root.resolve():
-        return f"the output folder {out} is the source folder: copies would replace the originals"
     for path in source_paths:
-        if os.path.realpath(output_path_for(path, root, out)) in sources:
+        if os.path.realpath(mirrored_path(path, root, out)) in sources:
             return f"the output folder {out} would overwrite source media ({path})"
     return None
 
 
-def _copy_is_current(copy_path: str | None, source: str, stored_fp: str | None, fp: str) -> bool:
-    if not copy_path or stored_fp != fp or not os.path.isfile(copy_path):
+def copy_is_current(stored_path: str | None, target: Path, source: str, stored_fp: str | None,
+                    fp: str) -> bool:
+    """A copy is current when it is where this run would write it, was made from the same
+    recipe and boxes (the fingerprint), still exists and is newer than its source."""
+    if stored_path != str(target) or stored_fp != fp or not target.is_file():
         return False
     try:
-        return os.path.getmtime(copy_path) >= os.path.getmtime(source)
+        return target.stat().st_mtime >= os.path.getmtime(source)
     except OSError:
         return False
 
@@ -69,8 +61,8 @@ def anonymize_images(
     The boxes of every field in ``label_fields`` (ours, ground truth, any model's) are
     obscured, filtered by ``classes`` and ``min_confidence``. Copies mirror the source tree
     under ``output_dir``, are written atomically with no metadata, in the source's format.
-    A copy that is already up to date (same boxes, same settings, newer than its source) is
-    skipped unless ``overwrite``. ``output_field`` is added to the App's media fields, and the
+    A copy that is already up to date (same place, boxes and settings, newer than its source)
+    is skipped unless ``overwrite``; a new output folder means new copies. ``output_field`` is added to the App's media fields, and the
     recipe goes into its info (the audit reads it back).
 
     Example usage::
@@ -129,14 +121,15 @@ def anonymize_images(
     todo = []
     for i, (sid, path) in enumerate(zip(ids, paths)):
         boxes = recipe.boxes([per_field[i] for per_field in labels])
-        fp = recipe.fingerprint(boxes)
-        if not overwrite and _copy_is_current(copies[i], path, fps[i], fp):
+        target = mirrored_path(path, source_root, out_dir)
+        fp = recipe.fingerprint(boxes, target)
+        if not overwrite and copy_is_current(copies[i], target, path, fps[i], fp):
             report.skipped += 1
             continue
-        target = output_path_for(path, source_root, out_dir)
         todo.append(engine.Item((sid, path, fp), source=path, boxes=boxes, target=target))
 
     _, _, options = engine.prepare(settings=recipe.settings, **engine_options)
+    schema.record_copies(dataset, output_field, "fiftyone-anonymizer anonymize_images", recipe)
     results = engine.run(todo, steps, options)
     with schema.SampleWriter(sample_collection) as writer:
         for result in with_progress(results, len(todo), "anonymized", progress):
@@ -150,6 +143,5 @@ def anonymize_images(
             report.processed += 1
             report.boxes_per_class.update(d.label for d in result.obscured)
 
-    schema.record_copies(dataset, output_field, "fiftyone-anonymizer anonymize_images", recipe)
     report.extra.update(output_field=output_field, output_dir=str(out_dir))
     return report

@@ -320,10 +320,12 @@ def audit_anonymization(
     """
     from fiftyone import ViewField as F
 
-    recipe = schema.AnonymizeRecipe.read(sample_collection, output_field)
+    recipes = schema.AnonymizeRecipe.read_all(sample_collection, output_field)
+    recipe = recipes[""]  # the latest
     if gt_field is not None and not sample_collection.has_field(gt_field):
         raise ValueError(f"ground-truth field '{gt_field}' is not on the dataset")
-    missing = [f for f in recipe.label_fields if not sample_collection.has_field(f)]
+    label_fields = list(dict.fromkeys(f for r in recipes.values() for f in r.label_fields))
+    missing = [f for f in label_fields if not sample_collection.has_field(f)]
     if missing:
         raise ValueError(f"label field(s) used by anonymize are gone: {missing}")
     if detector is None:
@@ -331,9 +333,10 @@ def audit_anonymization(
     config, built, options = engine.prepare(detector, **engine_options)
     dataset = sample_collection._dataset
     fp_field = schema.fingerprint_field(output_field)
-    fields = ["id", "filepath", output_field, *recipe.label_fields]
     has_fp, has_err = sample_collection.has_field(fp_field), sample_collection.has_field(error_field)
-    ids, paths, copies, *labels = sample_collection.values(fields)
+    ids, paths, copies, *labels = sample_collection.values(
+        ["id", "filepath", output_field, *label_fields])
+    by_field = dict(zip(label_fields, labels))
     stored_fps = sample_collection.values(fp_field) if has_fp else [None] * len(ids)
     errors = sample_collection.values(error_field) if has_err else [None] * len(ids)
     truths = sample_collection.values(gt_field) if gt_field else [None] * len(ids)
@@ -344,21 +347,22 @@ def audit_anonymization(
         if not copy or errors[i] or not os.path.isfile(copy):
             report.not_anonymized += 1
             continue
-        used = recipe.boxes([per_field[i] for per_field in labels])
-        stale = stored_fps[i] != recipe.fingerprint(used)
-        gt = schema.from_fo_detections(truths[i], recipe.classes) if gt_field else []
-        todo.append(engine.Item((sid, path, used, gt, stale), source=copy))
+        own = recipes.get(schema.recipe_id_of(stored_fps[i]), recipe)  # this copy's recipe
+        used = own.boxes([by_field[name][i] for name in own.label_fields])
+        stale = stored_fps[i] != own.fingerprint(used, copy)
+        gt = schema.from_fo_detections(truths[i], own.classes) if gt_field else []
+        todo.append(engine.Item((sid, path, used, gt, stale, own), source=copy))
 
     _ensure_fields(dataset, residual_field, uncovered_field if gt_field else None)
     results: list[_SampleResult] = []
     for result in with_progress(engine.run(todo, engine.Steps(detector=built), options),
                                 len(todo), "audited", progress):
-        sid, path, used, gt, stale = result.item.key
+        sid, path, used, gt, stale, own = result.item.key
         if not result.ok:
             report.failed[str(result.item.source)] = result.error
             continue
         results.append(_audit_sample(sid, path, result.height, result.width, result.detections,
-                                     used, gt, recipe, stale, min_covered))
+                                     used, gt, own, stale, min_covered))
 
     with schema.SampleWriter(sample_collection) as writer:
         for r in results:

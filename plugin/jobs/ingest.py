@@ -15,6 +15,8 @@ from ..core.images import DEFAULT_JPEG_QUALITY
 from ..engine import DETECT, Result
 from . import schema
 
+PRODUCED_BY = "fiftyone-anonymizer command line"
+
 
 def dataset_from_results(name: str, results: Sequence[Result], config: Any, detector: Any,
                          settings: Any, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
@@ -53,19 +55,18 @@ def dataset_from_results(name: str, results: Sequence[Result], config: Any, dete
     ids = dataset.add_samples(
         [fo.Sample(filepath=str(Path(r.item.source).absolute())) for r in results], progress=False)
     fp_field = schema.fingerprint_field(output_field)
+    schema.record_copies(dataset, output_field, PRODUCED_BY, recipe)
     with schema.SampleWriter(dataset) as writer:
         for sid, r in zip(ids, results, strict=True):
             if r.ok:
                 writer.write(sid, {
                     label_field: schema.to_fo_detections(r.detections),
                     output_field: str(Path(r.item.target).absolute()),
-                    fp_field: recipe.fingerprint(r.detections),
+                    fp_field: recipe.fingerprint(r.detections, Path(r.item.target).absolute()),
                     error_field: None,
                 })
             else:
                 job = "detect" if r.stage == DETECT else "anonymize"
                 writer.write(sid, {error_field: f"{job}: {r.error}"})
-    produced_by = "fiftyone-anonymizer command line"
-    schema.record_detections(dataset, label_field, produced_by, config, detector)
-    schema.record_copies(dataset, output_field, produced_by, recipe)
+    schema.record_detections(dataset, label_field, PRODUCED_BY, config, detector)
     return dataset

@@ -9,8 +9,9 @@ Fields (defaults; each job lets the user rename its own):
   field ``info`` records what produced them (:func:`detection_provenance`).
 * ``anonymized_filepath``: the path of the anonymized copy, an App media field; its ``info``
   records the recipe (:class:`AnonymizeRecipe`), enough to rebuild every obscured region.
-* ``anonymized_filepath_fingerprint``: per sample, what the copy was made from
-  (:meth:`AnonymizeRecipe.fingerprint`), so a rerun redoes only what changed.
+* ``anonymized_filepath_fingerprint``: per sample, what the copy was made from (its recipe's id,
+  the boxes and the copy's path: :meth:`AnonymizeRecipe.fingerprint`), so a rerun redoes only
+  what changed, and the audit finds the recipe of each copy.
 * ``anonymizer_error``: why the sample failed (``"<job>: <reason>"``), None when it did not.
 """
 
@@ -18,9 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..core.boxes import Detection
@@ -30,6 +35,7 @@ DEFAULT_LABEL_FIELD = "anonymizer_detections"
 DEFAULT_OUTPUT_FIELD = "anonymized_filepath"
 DEFAULT_ERROR_FIELD = "anonymizer_error"
 SAVE_EVERY = 32  # samples per database write: a killed job loses at most this much work
+LOCKS_COLLECTION = "fiftyone_anonymizer_locks"
 
 
 def fingerprint_field(output_field: str) -> str:
@@ -109,9 +115,20 @@ class AnonymizeRecipe:
         return [d for labels in labels_per_field
                 for d in from_fo_detections(labels, self.classes, self.min_confidence)]
 
-    def fingerprint(self, boxes: Sequence[Detection]) -> str:
-        """What a copy depends on besides its source: the boxes, the look and the quality."""
-        return copy_fingerprint(boxes, self.settings.to_dict(), self.jpeg_quality)
+    @property
+    def recipe_id(self) -> str:
+        """A short name for this recipe; each copy's fingerprint starts with it, so the copy's
+        recipe can be found among those its field's info records."""
+        payload = json.dumps(self.to_info(), sort_keys=True, default=str)
+        return hashlib.sha1(payload.encode()).hexdigest()[:8]
+
+    def fingerprint(self, boxes: Sequence[Detection], target: str | os.PathLike) -> str:
+        """What a copy depends on besides its source: this recipe (look, quality, folder), the
+        boxes and the copy's own path. ``"<recipe id>-<hash>"``."""
+        payload = json.dumps(
+            {"boxes": [[d.label, round(d.score, 4), [round(v, 6) for v in d.box]] for d in boxes],
+             "target": os.fspath(target)}, sort_keys=True)
+        return f"{self.recipe_id}-{hashlib.sha1(payload.encode()).hexdigest()[:16]}"
 
     def to_info(self) -> dict[str, Any]:
         return {
@@ -140,22 +157,33 @@ class AnonymizeRecipe:
 
     @classmethod
     def read(cls, sample_collection, output_field: str = DEFAULT_OUTPUT_FIELD) -> AnonymizeRecipe:
-        """The recipe recorded on ``output_field``; a clear error when there is none."""
-        fld = sample_collection.get_field(output_field)
-        info = (fld.info or {}) if fld is not None else {}
-        if "settings" not in info or "label_fields" not in info:
-            raise ValueError(
-                f"field '{output_field}' records no anonymization: run anonymize_images first")
-        return cls.from_info(info)
+        """The latest recipe recorded on ``output_field``; a clear error when there is none."""
+        return cls.from_info(_copies_info(sample_collection, output_field))
+
+    @classmethod
+    def read_all(cls, sample_collection, output_field: str = DEFAULT_OUTPUT_FIELD
+                 ) -> dict[str, AnonymizeRecipe]:
+        """Every recipe the field's copies were made with, by recipe id (see :meth:`fingerprint`);
+        the latest also under ``""``, for copies fingerprinted before recipe ids existed."""
+        info = _copies_info(sample_collection, output_field)
+        recipes = {rid: cls.from_info(entry) for rid, entry in info.get("recipes", {}).items()}
+        recipes[""] = cls.from_info(info)
+        return recipes
 
 
-def copy_fingerprint(detections: Sequence[Detection], settings_dict: dict, quality: int) -> str:
-    payload = json.dumps(
-        {"boxes": [[d.label, round(d.score, 4), [round(v, 6) for v in d.box]] for d in detections],
-         "settings": settings_dict, "quality": quality},
-        sort_keys=True,
-    )
-    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+def recipe_id_of(fingerprint: str | None) -> str:
+    """The recipe id a copy's fingerprint starts with (``""`` for older fingerprints)."""
+    head, sep, _ = (fingerprint or "").partition("-")
+    return head if sep else ""
+
+
+def _copies_info(sample_collection, output_field: str) -> dict[str, Any]:
+    fld = sample_collection.get_field(output_field)
+    info = (fld.info or {}) if fld is not None else {}
+    if "settings" not in info or "label_fields" not in info:
+        raise ValueError(
+            f"field '{output_field}' records no anonymization: run anonymize_images first")
+    return info
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,10 +232,60 @@ def record_detections(dataset, label_field: str, produced_by: str, config: Any,
 
 
 def record_copies(dataset, output_field: str, produced_by: str, recipe: AnonymizeRecipe) -> None:
-    """Provenance of a copies field: the recipe (read back by the audit and by reruns)."""
-    record_provenance(dataset, output_field,
-                      "Path of the anonymized copy written by fiftyone-anonymizer",
-                      {"produced_by": produced_by, **recipe.to_info()})
+    """Record ``recipe`` on the copies field before any copy made with it is stored, so the
+    field's info always names the recipe of every value: the latest at the top level (what the
+    audit and the App show), and under ``recipes`` every recipe still in use, by id (two runs
+    into different folders or with different looks can share a field). Runs that start at the
+    same time take turns (:func:`field_lock`)."""
+    with field_lock(dataset, output_field):
+        dataset.reload()
+        fld = dataset.get_field(output_field)
+        old = (fld.info or {}) if fld is not None else {}
+        in_use = {recipe_id_of(fp) for fp in dataset.values(fingerprint_field(output_field))
+                  if fp} if dataset.has_field(fingerprint_field(output_field)) else set()
+        # A recipe stays while copies use it, or while a run that recorded it may still be
+        # writing its first copies.
+        recent = (datetime.utcnow() - timedelta(days=1)).isoformat()
+        recipes = {rid: entry for rid, entry in old.get("recipes", {}).items()
+                   if rid in in_use or entry.get("recorded_at", "") > recent}
+        recipes[recipe.recipe_id] = {**recipe.to_info(),
+                                     "recorded_at": datetime.utcnow().isoformat()}
+        record_provenance(dataset, output_field,
+                          "Path of the anonymized copy written by fiftyone-anonymizer",
+                          {"produced_by": produced_by, **recipe.to_info(), "recipes": recipes})
+
+
+@contextmanager
+def field_lock(dataset, field_name: str, timeout_s: float = 60.0,
+               stale_after_s: float = 120.0) -> Iterator[None]:
+    """Hold a lock on one field of one dataset, in FiftyOne's own database (so processes on
+    other machines sharing it take turns too). A lock older than ``stale_after_s`` belongs to
+    a process that died holding it and is taken over.
+
+    Raises:
+        TimeoutError: another process held it for ``timeout_s``
+    """
+    from fiftyone.core.odm.database import get_db_conn
+    from pymongo.errors import DuplicateKeyError
+
+    locks = get_db_conn()[LOCKS_COLLECTION]
+    key = f"{dataset._doc.id}:{field_name}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = datetime.utcnow()
+        try:
+            locks.insert_one({"_id": key, "at": now, "host": socket.gethostname(),
+                              "pid": os.getpid()})
+            break
+        except DuplicateKeyError:
+            locks.delete_one({"_id": key, "at": {"$lt": now - timedelta(seconds=stale_after_s)}})
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"field '{field_name}' is locked by another run") from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        locks.delete_one({"_id": key})
 
 
 def detection_provenance(config: Any, detector: Any) -> dict[str, Any]:
