@@ -25,6 +25,7 @@ from . import engine, folders
 from .blur import MODES, SHAPES
 from .core.boxes import count_text
 from .core.images import DEFAULT_JPEG_QUALITY
+from .core.paths import output_dir_unwritable
 from .core.weights import CACHE_ENV as WEIGHTS_ENV
 from .detectors import DEFAULT_THRESHOLDS, DEVICES, FACE_BACKENDS, PLATE_BACKENDS, DetectorConfig
 from .engine import THREADS_ENV
@@ -75,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Blur faces and licence plates in every image of a folder tree and write the copies "
             "to another folder with the same layout and names. Copies are written in the "
             "source's format, with EXIF orientation applied and no metadata (no EXIF/GPS, "
-            "no ICC); originals are only read. Copies are always rewritten."),
+            "no ICC); originals are only read. A rerun skips the copies that are current (same "
+            "source, models and settings), so an interrupted run resumes; --overwrite redoes "
+            "them."),
         epilog=(
             "Differences from the original anonymizer: extensions match case-insensitively "
             "(.JPG is found), EXIF orientation is applied before detection, thresholds default "
@@ -155,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also load the images into a persistent FiftyOne dataset NAME with "
                           "the boxes in 'anonymizer_detections' and the copies in "
                           "'anonymized_filepath' (a media field), to review them in the App")
+    run.add_argument("--overwrite", action="store_true",
+                     help="redo every copy, also those an earlier run made that are current")
     run.add_argument("--overwrite-dataset", action="store_true",
                      help="replace an existing dataset NAME instead of refusing")
     run.add_argument("--quiet", "-q", action="store_true",
@@ -192,18 +197,27 @@ def _check_dataset_name(name: str, overwrite: bool) -> None:
             f"a FiftyOne dataset named '{name}' already exists (add --overwrite-dataset to replace it)")
 
 
-def _summary(results: Sequence[engine.Result], seconds: float, plan: folders.FolderPlan,
-             write_detections: bool) -> str:
+def _summary(results: Sequence[engine.Result], skipped: int, seconds: float,
+             plan: folders.FolderPlan, write_detections: bool) -> str:
     done = [r for r in results if r.ok]
     boxes = Counter(d.label for r in done for d in r.detections)
-    rate = len(results) / seconds if seconds > 0 else 0.0
+    made = len(done) - skipped
+    rate = (len(results) - skipped) / seconds if seconds > 0 else 0.0
     lines = [f"anonymized {len(done)} of {len(results)} images in {seconds:.1f} s "
-             f"({rate:.1f} images/s); found {count_text(boxes)}",
+             f"({rate:.1f} images/s); found {count_text(boxes)}"
+             + (f"; {skipped} were current already ({made} made now)" if skipped else ""),
              f"copies in {plan.output_dir}" + (" with a detections file beside each"
                                                if write_detections else "")]
     if len(done) < len(results):
         lines.append(f"{len(results) - len(done)} image(s) FAILED (no copy written):")
     return "\n".join(lines)
+
+
+def _resume_recipe(config: DetectorConfig, steps: engine.Steps) -> dict:
+    from . import __version__
+
+    return {"detector": config.to_dict(), "settings": steps.settings.to_dict(),
+            "jpeg_quality": steps.jpeg_quality, "version": __version__}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -234,15 +248,27 @@ def run(args: argparse.Namespace) -> int:
     if not plan.jobs:
         print(f"no images with extension(s) {', '.join(extensions)} under {plan.input_dir}", file=err)
         return 0
+    unwritable = output_dir_unwritable(plan.output_dir)
+    if unwritable:
+        print(f"error: {unwritable}", file=err)
+        return 2
+
+    resume = folders.ResumeLog(plan.output_dir, _resume_recipe(config, steps))
+    resume.compact(plan)
+    current = {} if args.overwrite else {job: resume.current(plan, job) for job in plan.jobs}
+    todo = [job for job in plan.jobs if current.get(job) is None]
+    done_before = {job: engine.Result(engine.Item(job, job.source, target=job.target),
+                                      detections=boxes, obscured=boxes)
+                   for job, boxes in current.items() if boxes is not None}
 
     start = time.perf_counter()
     if not args.quiet:
-        print("loading models ...", file=err)
+        print("loading models ..." if todo else "every copy is current", file=err)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no CUDA-probe noise on CPU machines
     try:
         _, detector, options = engine.prepare(
             config, settings, threads=args.threads, batch_size=args.batch_size,
-            io_workers=args.workers, detect_workers=args.workers)
+            io_workers=args.workers, detect_workers=args.workers) if todo else (None, None, None)
     except Exception as exc:  # weights missing, unknown model name, no GPU
         print(f"error: cannot load the detectors: {exc}", file=err)
         return 2
@@ -250,28 +276,47 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    results: list[engine.Result] = []
-    with tqdm(total=len(plan.jobs), unit="img", disable=args.quiet, file=err,
+    made: dict[folders.FileJob, engine.Result] = {}
+    stopped = None
+    with tqdm(total=len(todo), unit="img", disable=args.quiet or not todo, file=err,
               dynamic_ncols=True, desc="anonymizing") as bar:
-        for result in engine.run(plan.items(), steps, options):
-            results.append(result)
-            if not result.ok:
-                bar.write(f"FAILED {result.item.source}: {result.error}", file=err)
-            bar.update()
+        try:
+            for result in engine.run((job_item for job_item in plan.items()
+                                      if job_item.key not in done_before), steps, options):
+                made[result.item.key] = result
+                if result.ok:
+                    resume.record(plan, result.item.key, result.detections)
+                else:
+                    bar.write(f"FAILED {result.item.source}: {result.error}", file=err)
+                bar.update()
+        except engine.FatalError as exc:
+            stopped = str(exc)
     seconds = time.perf_counter() - start
+    results = [done_before.get(job) or made.get(job) for job in plan.jobs]
+    finished = [r for r in results if r is not None]
 
-    if args.dataset:
+    if args.dataset and stopped is None:
         from .jobs.ingest import dataset_from_results
+        from .jobs.schema import DatabaseLost
 
-        dataset = dataset_from_results(args.dataset, results, config, detector, settings,
-                                       args.jpeg_quality, plan.output_dir, args.overwrite_dataset)
+        try:
+            dataset = dataset_from_results(args.dataset, finished, config, detector, settings,
+                                           args.jpeg_quality, plan.output_dir,
+                                           args.overwrite_dataset)
+        except DatabaseLost as exc:
+            print(f"error: {exc}", file=err)
+            return 1
         print(f"dataset '{dataset.name}': {len(dataset)} samples "
               f"(open it with: fiftyone app launch {dataset.name})")
-    print(_summary(results, seconds, plan, args.write_detections), flush=True)
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        print(f"  {r.item.source}: {r.error} ({r.stage})", file=err)
-    return 1 if failed else 0
+    print(_summary(finished, len(done_before), seconds, plan, args.write_detections), flush=True)
+    for r in finished:
+        if not r.ok:
+            print(f"  {r.item.source}: {r.error} ({r.stage})", file=err)
+    if stopped is not None:
+        print(f"error: {stopped}; {len(plan.jobs) - len(finished)} image(s) not reached; copies "
+              f"written are complete; run the same command again to resume", file=err)
+        return 1
+    return 0 if all(r.ok for r in finished) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

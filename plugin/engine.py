@@ -20,6 +20,8 @@ view and write the results into fields, the command line makes them from a folde
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import threading
 from collections import deque
@@ -34,11 +36,16 @@ import numpy as np
 from .core.boxes import Detection
 from .core.images import (
     DEFAULT_JPEG_QUALITY,
+    LARGE_PIXELS,
     ImageReadError,
+    LargeImage,
     LoadedImage,
     copy_format,
     encode_image,
+    image_size,
     load_image,
+    load_large,
+    save_image_atomic,
     write_bytes_atomic,
 )
 
@@ -46,6 +53,13 @@ from .core.images import (
 READ, DETECT, OBSCURE, WRITE = "read", "detect", "anonymize", "write"
 
 THREADS_ENV = "FO_ANONYMIZER_THREADS"  # onnxruntime threads per call (detectors/onnx_runtime.py)
+#: Write errors that every later item would meet too: the run stops instead of failing them all.
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class FatalError(RuntimeError):
+    """The run stopped early: a condition every remaining item would fail on (no space left,
+    a read-only output). Items finished before it came back as results."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +123,7 @@ class Result:
     error: str | None = None
     stage: str | None = None
     pixels: np.ndarray | None = None
+    fatal: bool = False  # the error stops the run (see FATAL_ERRNOS)
 
     @property
     def ok(self) -> bool:
@@ -135,12 +150,15 @@ class EngineOptions:
         io_workers: threads decoding, and (separately) threads obscuring, encoding and writing
         detect_workers: concurrent detector calls (onnxruntime sessions are thread-safe)
         window: batches in flight (bounds memory); 0: enough to keep every thread busy
+        max_pixels: image pixels in flight at most (bounds memory whatever the sizes); an
+            image larger than this runs alone
     """
 
     batch_size: int = 4
     io_workers: int = 2
     detect_workers: int = 2
     window: int = 0
+    max_pixels: int = 120_000_000
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "io_workers", "detect_workers"):
@@ -265,15 +283,28 @@ def warm_up_blur(settings: Any = None) -> None:
 # The stages
 
 
-def _decode(item: Item) -> LoadedImage | BaseException:
+def _decode(item: Item) -> LoadedImage | LargeImage | BaseException:
+    """The item's pixels: decoded in full, or for a large file (:data:`LARGE_PIXELS`) what the
+    detectors need (the full decode waits for the obscure stage)."""
     if item.image is not None:
         return item.image
     try:
         if item.source is None:
             raise ValueError("the item has neither a source file nor pixels")
+        size = image_size(item.source)
+        if size is not None and size[0] * size[1] > LARGE_PIXELS:
+            return load_large(item.source)
         return load_image(item.source)
     except Exception as exc:  # reported per item by the caller
         return exc
+
+
+def _pixels(item: Item) -> int:
+    """What an item weighs in memory while in flight, in pixels (header only, no decode)."""
+    if item.image is not None:
+        return int(np.prod(item.image.pixels.shape[:2]))
+    size = image_size(item.source) if item.source is not None else None
+    return size[0] * size[1] if size else 0
 
 
 def detect_per_item(detector: Any, images: Sequence[np.ndarray]) -> list[Any]:
@@ -308,7 +339,10 @@ def _finish(item: Item, decode: Future, detect: Future, index: int, steps: Steps
     loaded = decode.result()
     if isinstance(loaded, BaseException):
         return Result(item, error=failure_reason(loaded), stage=READ)
-    height, width = loaded.pixels.shape[:2]
+    if isinstance(loaded, LargeImage):
+        width, height = loaded.size
+    else:
+        height, width = loaded.pixels.shape[:2]
     result = Result(item, width=width, height=height)
     found = detect.result()[index]
     if isinstance(found, BaseException):
@@ -319,6 +353,8 @@ def _finish(item: Item, decode: Future, detect: Future, index: int, steps: Steps
     result.obscured = known + (found or [])
     if steps.settings is None:
         return result
+    if isinstance(loaded, LargeImage):
+        return _finish_large(result, loaded, steps)
     try:
         from . import blur
 
@@ -332,13 +368,50 @@ def _finish(item: Item, decode: Future, detect: Future, index: int, steps: Steps
         return result
     if steps.keep_pixels:
         result.pixels = pixels
+    return _write(result, lambda target: write_bytes_atomic(target, data)
+                  if data is not None else None, steps)
+
+
+def _finish_large(result: Result, loaded: LargeImage, steps: Steps) -> Result:
+    """Obscure a large image in place, window by window, and encode it straight to its file."""
     try:
-        if data is not None:
-            write_bytes_atomic(item.target, data)
+        from . import blur
+
+        _return_free_memory()  # what the detectors' large inputs left, before the full decode
+        image = loaded.full()
+    except Exception as exc:
+        result.error, result.stage = failure_reason(exc), READ
+        return result
+    try:
+        warm_up_blur(steps.settings)
+        blur.anonymize_pil_in_place(image, result.obscured, steps.settings)
+        fmt = copy_format(loaded)
+    except Exception as exc:
+        result.error, result.stage = failure_reason(exc), OBSCURE
+        return result
+    return _write(result, lambda target: save_image_atomic(
+        image, target, fmt, steps.jpeg_quality), steps)
+
+
+def _return_free_memory() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise): before a large
+    image's full decode, the peak is what the process holds plus that image."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _write(result: Result, write_copy: Callable[[Path], None], steps: Steps) -> Result:
+    """Write the copy (with ``write_copy``) and the sidecar; a full or read-only disk is fatal."""
+    item = result.item
+    try:
+        if item.target is not None:
+            write_copy(item.target)
         if item.sidecar is not None and steps.sidecar is not None:
-            write_bytes_atomic(item.sidecar, steps.sidecar(result.detections, width, height))
+            write_bytes_atomic(item.sidecar,
+                               steps.sidecar(result.detections, result.width, result.height))
     except OSError as exc:
         result.error, result.stage = f"cannot write the copy: {exc}", WRITE
+        result.fatal = exc.errno in FATAL_ERRNOS
     return result
 
 
@@ -361,7 +434,9 @@ def run(items: Iterable[Item], steps: Steps, options: EngineOptions | None = Non
     finishers (obscure, encode, write). Items are pulled lazily and at most
     ``options.batches_in_flight`` batches are in flight, so memory stays bounded on any number
     of items. Stopping the iteration cancels what has not started; writes are atomic, so
-    nothing half-written is left.
+    nothing half-written is left. A write error that every later item would meet too (no
+    space left, read-only file system) stops the run: the items in flight still come back,
+    then :class:`FatalError` is raised.
 
     Args:
         items: the images, pulled as they are needed
@@ -375,26 +450,39 @@ def run(items: Iterable[Item], steps: Steps, options: EngineOptions | None = Non
     decoders = ThreadPoolExecutor(options.io_workers, thread_name_prefix="anon-decode")
     detectors = ThreadPoolExecutor(options.detect_workers, thread_name_prefix="anon-detect")
     finishers = ThreadPoolExecutor(options.io_workers, thread_name_prefix="anon-finish")
-    pending: deque[list[Future]] = deque()
+    pending: deque[tuple[list[Future], int]] = deque()  # batches in flight, their pixels
 
-    def submit(batch: list[Item]) -> None:
+    def submit(batch: list[Item], weight: int) -> None:
         decodes = [decoders.submit(_decode, item) for item in batch]
         found = detectors.submit(_detect, steps.detector, decodes)
-        pending.append([finishers.submit(_finish, item, decode, found, i, steps)
-                        for i, (item, decode) in enumerate(zip(batch, decodes))])
+        pending.append(([finishers.submit(_finish, item, decode, found, i, steps)
+                         for i, (item, decode) in enumerate(zip(batch, decodes))], weight))
+
+    fatal: Result | None = None
+
+    def oldest() -> Iterator[Result]:
+        nonlocal fatal
+        futures, _ = pending.popleft()
+        for future in futures:
+            result = future.result()
+            fatal = fatal or (result if result.fatal else None)
+            yield result
 
     try:
-        for _ in range(options.batches_in_flight):
-            batch = next(batches, None)
-            if batch is None:
+        for batch in batches:
+            weight = sum(_pixels(item) for item in batch)
+            # Room for it: fewer batches than the window, and its pixels within the budget
+            # (a batch larger than the whole budget runs alone).
+            while pending and (len(pending) >= options.batches_in_flight or
+                               sum(w for _, w in pending) + weight > options.max_pixels):
+                yield from oldest()
+            if fatal is not None:
                 break
-            submit(batch)
+            submit(batch, weight)
         while pending:
-            for future in pending.popleft():
-                yield future.result()
-            batch = next(batches, None)
-            if batch is not None:
-                submit(batch)
+            yield from oldest()
+        if fatal is not None:
+            raise FatalError(f"stopped: {fatal.error} (while writing {fatal.item.target})")
     finally:
         for pool in (decoders, detectors, finishers):
             pool.shutdown(wait=True, cancel_futures=True)

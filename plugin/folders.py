@@ -11,6 +11,7 @@ both are usable from Python::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.boxes import Detection
+from .core.images import write_bytes_atomic
 from .core.paths import output_dir_problem
 from .engine import Item
 
@@ -158,3 +160,82 @@ def seed_detections(detections: Sequence[Detection], width: int, height: int) ->
 def seed_detections_file(detections: Sequence[Detection], width: int, height: int) -> bytes:
     """:func:`seed_detections` as the file's bytes (``engine.Steps.sidecar``)."""
     return json.dumps(seed_detections(detections, width, height), indent=2).encode()
+
+
+# --------------------------------------------------------------------------------------------
+# Resuming: which copies of an earlier run are current
+
+
+RESUME_LOG = ".anonymizer-resume.jsonl"
+
+
+class ResumeLog:
+    """What earlier runs wrote into an output folder, so a rerun skips the copies that are
+    current and an interrupted 100 000-image run goes on where it stopped.
+
+    One JSON line per copy, appended after the copy is in place: its path (relative to the
+    output folder), a fingerprint of what it was made from (the source file's size and
+    modification time, the detector configuration, the blur settings, the JPEG quality and the
+    plugin's version, hashed: no original metadata is stored) and the boxes it obscured. A copy
+    is current when its line's fingerprint matches and the copy (and its detections file, when
+    asked for) exists and is newer than its source. A line cut short by a kill is ignored; the
+    log is compacted when a run starts.
+
+    Args:
+        output_dir: the run's output folder
+        recipe: what every copy of this run depends on besides its source (JSON-safe)
+    """
+
+    def __init__(self, output_dir: Path, recipe: dict) -> None:
+        self.path = Path(output_dir) / RESUME_LOG
+        self._recipe = json.dumps(recipe, sort_keys=True, default=str)
+        self._entries: dict[str, dict] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self._entries[entry["path"]] = entry
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a kill
+
+    def fingerprint(self, job: FileJob) -> str:
+        stat = job.source.stat()
+        payload = f"{self._recipe}|{stat.st_size}|{stat.st_mtime_ns}|{job.target.name}"
+        return hashlib.sha1(payload.encode()).hexdigest()[:20]
+
+    def current(self, plan: FolderPlan, job: FileJob) -> list[Detection] | None:
+        """The boxes of ``job``'s copy when it is current, else None."""
+        entry = self._entries.get(str(job.target.relative_to(plan.output_dir)))
+        try:
+            if entry is None or entry.get("fp") != self.fingerprint(job):
+                return None
+            made = job.target.stat().st_mtime
+            if made < job.source.stat().st_mtime:
+                return None
+            if job.detections_path is not None and not job.detections_path.is_file():
+                return None
+        except OSError:
+            return None
+        return [Detection(label, score, tuple(box)) for label, score, box in entry["boxes"]]
+
+    def compact(self, plan: FolderPlan) -> None:
+        """Rewrite the log with only the entries of copies that still exist (atomically); this
+        also drops a line a kill cut short, which the next line appended would extend."""
+        if not self.path.exists():
+            return
+        kept = [e for rel, e in self._entries.items() if (plan.output_dir / rel).is_file()]
+        text = "".join(json.dumps(e) + "\n" for e in kept)
+        write_bytes_atomic(self.path, text.encode())
+
+    def record(self, plan: FolderPlan, job: FileJob, boxes: Sequence[Detection]) -> None:
+        """Append one copy's line (a single write: lines of concurrent runs never interleave)."""
+        entry = {"path": str(job.target.relative_to(plan.output_dir)),
+                 "fp": self.fingerprint(job),
+                 "boxes": [[d.label, round(d.score, 5), [round(v, 7) for v in d.box]]
+                           for d in boxes]}
+        data = (json.dumps(entry) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)

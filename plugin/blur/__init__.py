@@ -891,6 +891,7 @@ _POOL_LOCK = threading.Lock()
 # 28 % x 36 % face on a 12000x8000 photo 0.80 -> 0.54 s; a whole 1080p frame at the seed's
 # fixed 21 px kernel (TensorFlow-bound) unchanged, 78 vs 79 ms.
 STRIP_PIXELS = 500_000
+STRIP_MAX_PIXELS = 4_000_000
 STRIP_MIN_ROWS = 64
 
 
@@ -924,11 +925,15 @@ if hasattr(os, "register_at_fork"):
 
 def _strips(regions: Sequence[tuple[int, int, int, int]], workers: int
             ) -> list[tuple[int, int, int, int]]:
-    """``regions`` with each large one cut into up to ``workers`` strips of whole rows."""
+    """``regions`` with each large one cut into up to ``workers`` strips of whole rows (more
+    when a strip would exceed ``STRIP_MAX_PIXELS``)."""
     out = []
     for y0, x0, y1, x1 in regions:
         pixels = (y1 - y0) * (x1 - x0)
         n = max(1, min(workers, pixels // STRIP_PIXELS, (y1 - y0) // STRIP_MIN_ROWS))
+        # Whatever the workers, no strip above STRIP_MAX_PIXELS: a face filling a 100 MP
+        # scan must not need gigabytes of float32 layers at once.
+        n = max(n, min(-(-pixels // STRIP_MAX_PIXELS), (y1 - y0) // STRIP_MIN_ROWS))
         cuts = [y0 + (i * (y1 - y0)) // n for i in range(n + 1)]
         out.extend((cuts[i], x0, cuts[i + 1], x1) for i in range(n))
     return out
@@ -960,16 +965,21 @@ def anonymize_image(
     height, width = image.shape[:2]
     if height == 0 or width == 0:
         return out
-    rects = _rects(height, width, detections, settings)
+    _obscure_rects(image, out, _rects(height, width, detections, settings), settings)
+    return out
+
+
+def _obscure_rects(image: np.ndarray, out: np.ndarray, rects: Sequence[_Rect],
+                   settings: BlurSettings) -> None:
+    """Obscure ``rects`` (pixel boxes of ``image``) into ``out``, a copy of ``image``."""
+    height, width = image.shape[:2]
     if not rects:
-        return out
+        return
     colour = image[:, :, None] if image.ndim == 2 else image[:, :, : min(3, image.shape[2])]
     target = out[:, :, None] if out.ndim == 2 else out[:, :, : colour.shape[2]]
     f = _feather_half(settings)
     pool = _region_pool()
-    regions = _plan(height, width, rects, f)
-    if pool is not None:
-        regions = _strips(regions, pool_workers())
+    regions = _strips(_plan(height, width, rects, f), pool_workers() if pool is not None else 1)
     work = [(region, _rects_in(rects, region, f)) for region in regions]
     windows: dict[int, list[tuple[int, int, int, int]]] = {}
     if settings.mode == "blur":
@@ -980,13 +990,56 @@ def anonymize_image(
     if pool is None or len(work) == 1:
         for region, inside in work:
             _anonymize_region(colour, target, inside, region, settings, f, grid)
-        return out
+        return
     _funcs()  # TensorFlow loaded and the functions traced once, before any thread uses them
     jobs = [pool.submit(_anonymize_region, colour, target, inside, region, settings, f, grid)
             for region, inside in work]
     for job in jobs:
         job.result()
-    return out
+
+
+def _window_reach(rect: _Rect, settings: BlurSettings) -> int:
+    """Pixels beyond its region that obscuring ``rect`` reads: the kernel's reach and its
+    cells (blur), a mosaic block (pixelate), nothing (fill)."""
+    if settings.mode == "fill":
+        return 0
+    if settings.mode == "pixelate":
+        return max(2, int(round(2 * box_sigma(settings, rect.size, rect.size)))) + 1
+    return _reach(rect.key) + 2 * rect.key[3]
+
+
+def anonymize_pil_in_place(image, detections: Sequence[Detection],
+                           settings: BlurSettings = BlurSettings()) -> None:
+    """Obscure a Pillow image (mode L, RGB or RGBA) in place, one window at a time: for images
+    too large to hold twice (a 20000 x 20000 scan is 1.2 GB of pixels).
+
+    Each region is cut out with a margin wide enough for everything its pixels depend on
+    (kernel reach, cells, feather), the window's origin on a multiple of every cell size in
+    it so cells stay aligned to the image origin, obscured as an image of its own with the
+    same pixel boxes, and pasted back: byte for byte what :func:`anonymize_image` gives.
+    """
+    from PIL import Image
+
+    width, height = image.size
+    rects = _rects(height, width, detections, settings)
+    f = _feather_half(settings)
+    for region in _regions(height, width, rects, f):
+        inside = _rects_in(rects, region, f)
+        factors = {r.key[3] for r in inside} or {1}
+        align = math.lcm(*factors)
+        if align > 4096:  # cells of very different sizes: align the largest, the rest are
+            align = max(factors)  # within a level of the whole-image result
+        margin = max(_window_reach(r, settings) for r in inside) + f
+        y0, x0, y1, x1 = region
+        wy0, wx0 = (max(0, y0 - margin) // align) * align, (max(0, x0 - margin) // align) * align
+        wy1, wx1 = min(height, y1 + margin), min(width, x1 + margin)
+        window = np.asarray(image.crop((wx0, wy0, wx1, wy1)))
+        out = window.copy()
+        shifted = [_Rect(r.y0 - wy0, r.x0 - wx0, r.y1 - wy0, r.x1 - wx0, r.ellipse, r.key, r.size)
+                   for r in inside]
+        _obscure_rects(window, out, shifted, settings)
+        core = np.ascontiguousarray(out[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0])
+        image.paste(Image.fromarray(core), (x0, y0))
 
 
 def anonymize_batch(

@@ -8,6 +8,8 @@ later run could read the copies as inputs. System folders are refused outright.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -68,3 +70,31 @@ def mirrored_path(source: str | os.PathLike, source_root: Path, output_dir: Path
     if rel.startswith(".."):
         rel = os.path.abspath(source).lstrip(os.sep)
     return output_dir / rel
+
+
+#: Below this much free space an output folder is refused up front (a job that would fail on
+#: its first copies should not start).
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+def output_dir_unwritable(output_dir: str | os.PathLike) -> str | None:
+    """Why no copy could be written into ``output_dir`` (it cannot be created, is read-only,
+    or its disk is full), or None. Creates the folder: a job calls this just before it starts.
+    """
+    out = Path(output_dir).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".anonymizer-probe-")
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+        free = shutil.disk_usage(out).free
+    except OSError as exc:
+        return f"cannot write into the output folder {out}: {exc.strerror or exc}"
+    if free < MIN_FREE_BYTES:
+        return (f"only {free / 2**20:.0f} MB free on the disk of the output folder {out}; "
+                f"free some space first")
+    return None

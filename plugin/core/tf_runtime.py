@@ -96,6 +96,10 @@ def import_tensorflow():
 
     # TensorFlow's own info/warning logs only when the user asked for them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN's graph rewrites print "oneDNN custom operations are on" (and, without AVX-512,
+    # an "E0000 ... DT_UINT8" line that reads like an error) whatever the log level says, and
+    # gave the blur no measurable speed (models/ and README bench); off unless the user chose.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     with _TF_IMPORT_LOCK:
         skip = (
             "tensorflow" not in sys.modules

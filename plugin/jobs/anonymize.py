@@ -9,7 +9,13 @@ from typing import Any
 
 from .. import engine
 from ..core.images import DEFAULT_JPEG_QUALITY
-from ..core.paths import common_root, mirrored_path, output_dir_problem, source_folders
+from ..core.paths import (
+    common_root,
+    mirrored_path,
+    output_dir_problem,
+    output_dir_unwritable,
+    source_folders,
+)
 from . import schema
 from .report import JobReport, Progress, with_progress
 
@@ -42,6 +48,7 @@ def copy_is_current(stored_path: str | None, target: Path, source: str, stored_f
         return False
 
 
+@schema.guarded
 def anonymize_images(
     sample_collection,
     output_dir: str | os.PathLike,
@@ -92,6 +99,13 @@ def anonymize_images(
 
     Returns:
         a :class:`JobReport`
+
+    Raises:
+        ValueError: the output folder breaks the rule of :mod:`core.paths`, cannot be written,
+            or its disk is full; nothing was done
+        engine.FatalError: the disk filled up or turned read-only during the run; what was
+            written is recorded, a rerun redoes the rest
+        schema.DatabaseLost: FiftyOne's database went away; a rerun redoes what is not current
     """
     from ..blur import BlurSettings
 
@@ -128,6 +142,10 @@ def anonymize_images(
             continue
         todo.append(engine.Item((sid, path, fp), source=path, boxes=boxes, target=target))
 
+    if todo:
+        unwritable = output_dir_unwritable(out_dir)
+        if unwritable:
+            raise ValueError(unwritable)
     _, _, options = engine.prepare(settings=recipe.settings, **engine_options)
     schema.record_copies(dataset, output_field, "fiftyone-anonymizer anonymize_images", recipe)
     results = engine.run(todo, steps, options)

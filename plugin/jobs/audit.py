@@ -265,6 +265,7 @@ def audit_detector(sample_collection, recipe: schema.AnonymizeRecipe,
         multiscale=True)
 
 
+@schema.guarded
 def audit_anonymization(
     sample_collection,
     output_field: str = DEFAULT_OUTPUT_FIELD,

@@ -9,6 +9,7 @@ from . import schema
 from .report import JobReport, Progress, with_progress
 
 
+@schema.guarded
 def detect_faces_and_plates(
     sample_collection,
     label_field: str = schema.DEFAULT_LABEL_FIELD,

@@ -17,19 +17,22 @@ Fields (defaults; each job lets the user rename its own):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core.boxes import Detection
 from ..core.images import DEFAULT_JPEG_QUALITY
+
+T = TypeVar("T")
 
 DEFAULT_LABEL_FIELD = "anonymizer_detections"
 DEFAULT_OUTPUT_FIELD = "anonymized_filepath"
@@ -341,13 +344,56 @@ class SampleWriter:
                for sid, values in self._pending.items()]
         ids = list(self._pending)
         self._pending = {}
-        self._dataset._bulk_write(ops, ids=ids)
+        with database_guard(DATABASE_TIMEOUT_S):
+            self._dataset._bulk_write(ops, ids=ids)
 
     def __enter__(self) -> SampleWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None and issubclass(exc_type, DatabaseLost):
+            return  # nothing more can be written; the error says how to resume
         self.flush()
+
+
+#: Seconds a database call may take before the job calls the database lost (pymongo's own
+#: default waits 30 s for a server that is gone, then prints a page of traceback).
+DATABASE_TIMEOUT_S = 10.0
+
+
+class DatabaseLost(RuntimeError):
+    """FiftyOne's database cannot be reached; the message says what happened and how to resume."""
+
+
+@contextmanager
+def database_guard(timeout_s: float | None = None) -> Iterator[None]:
+    """Turn a lost database into one plain :class:`DatabaseLost` (within ``timeout_s``, if
+    given, instead of pymongo's 30 s)."""
+    import pymongo
+    from pymongo.errors import ConnectionFailure, PyMongoError
+
+    try:
+        with pymongo.timeout(timeout_s) if timeout_s else nullcontext():
+            yield
+    except PyMongoError as exc:
+        if not isinstance(exc, ConnectionFailure) and not getattr(exc, "timeout", False):
+            raise
+        raise DatabaseLost(
+            f"lost the connection to FiftyOne's database ({type(exc).__name__}); the copies "
+            f"written so far are complete, the samples' fields are as the last save left them; "
+            f"run the same job again once the database is back: it redoes only what is not "
+            f"current") from None
+
+
+def guarded(job: Callable[..., T]) -> Callable[..., T]:
+    """A job whose lost database ends in :class:`DatabaseLost` (see :func:`database_guard`)."""
+
+    @functools.wraps(job)
+    def run(*args: Any, **kwargs: Any) -> T:
+        with database_guard():
+            return job(*args, **kwargs)
+
+    return run
 
 
 def _to_mongo(value: Any) -> Any:

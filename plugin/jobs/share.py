@@ -25,6 +25,7 @@ def anonymized_view(sample_collection, output_field: str = schema.DEFAULT_OUTPUT
     return view.select(present, ordered=True)
 
 
+@schema.guarded
 def share_anonymized(
     sample_collection,
     name: str | None = None,
