@@ -334,7 +334,8 @@ def _detect(detector: Any, decodes: Sequence[Future]) -> list[Any]:
     return out
 
 
-def _finish(item: Item, decode: Future, detect: Future, index: int, steps: Steps) -> Result:
+def _finish(item: Item, decode: Future, detect: Future, index: int, steps: Steps,
+            stop: threading.Event) -> Result:
     """Obscure, encode and write one item (each only when asked for)."""
     loaded = decode.result()
     if isinstance(loaded, BaseException):
@@ -354,7 +355,7 @@ def _finish(item: Item, decode: Future, detect: Future, index: int, steps: Steps
     if steps.settings is None:
         return result
     if isinstance(loaded, LargeImage):
-        return _finish_large(result, loaded, steps)
+        return _finish_large(result, loaded, steps, stop)
     try:
         from . import blur
 
@@ -369,10 +370,11 @@ def _finish(item: Item, decode: Future, detect: Future, index: int, steps: Steps
     if steps.keep_pixels:
         result.pixels = pixels
     return _write(result, lambda target: write_bytes_atomic(target, data)
-                  if data is not None else None, steps)
+                  if data is not None else None, steps, stop)
 
 
-def _finish_large(result: Result, loaded: LargeImage, steps: Steps) -> Result:
+def _finish_large(result: Result, loaded: LargeImage, steps: Steps,
+                  stop: threading.Event) -> Result:
     """Obscure a large image in place, window by window, and encode it straight to its file."""
     try:
         from . import blur
@@ -390,7 +392,7 @@ def _finish_large(result: Result, loaded: LargeImage, steps: Steps) -> Result:
         result.error, result.stage = failure_reason(exc), OBSCURE
         return result
     return _write(result, lambda target: save_image_atomic(
-        image, target, fmt, steps.jpeg_quality), steps)
+        image, target, fmt, steps.jpeg_quality), steps, stop)
 
 
 def _return_free_memory() -> None:
@@ -400,9 +402,13 @@ def _return_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _write(result: Result, write_copy: Callable[[Path], None], steps: Steps) -> Result:
+def _write(result: Result, write_copy: Callable[[Path], None], steps: Steps,
+           stop: threading.Event) -> Result:
     """Write the copy (with ``write_copy``) and the sidecar; a full or read-only disk is fatal."""
     item = result.item
+    if stop.is_set():
+        result.error, result.stage = "not written: the run stopped", WRITE
+        return result
     try:
         if item.target is not None:
             write_copy(item.target)
@@ -412,6 +418,8 @@ def _write(result: Result, write_copy: Callable[[Path], None], steps: Steps) -> 
     except OSError as exc:
         result.error, result.stage = f"cannot write the copy: {exc}", WRITE
         result.fatal = exc.errno in FATAL_ERRNOS
+        if result.fatal:
+            stop.set()  # the items still in flight write nothing more
     return result
 
 
@@ -435,8 +443,9 @@ def run(items: Iterable[Item], steps: Steps, options: EngineOptions | None = Non
     ``options.batches_in_flight`` batches are in flight, so memory stays bounded on any number
     of items. Stopping the iteration cancels what has not started; writes are atomic, so
     nothing half-written is left. A write error that every later item would meet too (no
-    space left, read-only file system) stops the run: the items in flight still come back,
-    then :class:`FatalError` is raised.
+    space left, read-only file system) stops the run: its result comes back, the items after
+    it are not reached (those in flight write nothing more), then :class:`FatalError` is
+    raised.
 
     Args:
         items: the images, pulled as they are needed
@@ -455,18 +464,21 @@ def run(items: Iterable[Item], steps: Steps, options: EngineOptions | None = Non
     def submit(batch: list[Item], weight: int) -> None:
         decodes = [decoders.submit(_decode, item) for item in batch]
         found = detectors.submit(_detect, steps.detector, decodes)
-        pending.append(([finishers.submit(_finish, item, decode, found, i, steps)
+        pending.append(([finishers.submit(_finish, item, decode, found, i, steps, stop)
                          for i, (item, decode) in enumerate(zip(batch, decodes))], weight))
 
     fatal: Result | None = None
+    stop = threading.Event()  # set by the first fatal write
 
     def oldest() -> Iterator[Result]:
+        """The oldest batch's results; after a fatal one, the rest are not reached."""
         nonlocal fatal
         futures, _ = pending.popleft()
         for future in futures:
             result = future.result()
-            fatal = fatal or (result if result.fatal else None)
-            yield result
+            if fatal is None:
+                fatal = result if result.fatal else None
+                yield result
 
     try:
         for batch in batches:
