@@ -44,6 +44,7 @@ else:
         "anonymize_images": "jobs.anonymize",
         "share_anonymized": "jobs.share",
         "audit_anonymization": "jobs.audit",
+        "anonymization_status": "jobs.status",
     }
 
     def __getattr__(name: str):
@@ -53,8 +54,9 @@ else:
         raise AttributeError(f"module {_PACKAGE!r} has no attribute {name!r}")
 
     def register(p) -> None:
-        """Called by FiftyOne's plugin loader: register every operator of this plugin."""
-        from . import operators
+        """Called by FiftyOne's plugin loader: register every operator and panel."""
+        from . import operators, panel
 
         for operator_cls in operators.OPERATORS:
             p.register(operator_cls)
+        p.register(panel.AnonymizationPanel)

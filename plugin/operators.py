@@ -1,14 +1,21 @@
 """FiftyOne operators: thin forms over the jobs in :mod:`jobs`.
 
-Each operator builds its form in a module-level ``_<name>_inputs(ctx, inputs)`` helper, and its
-``execute`` is one library call with progress. Each also has a documented ``__call__`` so the
-same work runs from Python through FiftyOne's operator machinery
-(``foo.get_operator(uri)(view, ...)``), immediately or delegated.
+Each operator builds its form in a module-level ``_<name>_inputs(ctx, inputs)`` helper that
+checks every value before Execute (the error shows next to its field), and its ``execute`` is
+one library call. Run from the App, the job streams its progress and ends with a readable
+result (tables, rounded figures, buttons that open the samples concerned) and a reload of
+the dataset; run delegated or from Python, it returns the job's report as a dict. Each also
+has a documented ``__call__`` so the same work runs from Python through FiftyOne's operator
+machinery (``foo.get_operator(uri)(view, ...)``), immediately or delegated.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fiftyone.operators as foo
@@ -19,17 +26,21 @@ from .jobs import schema
 PLUGIN_NAME = "@fiftyone-anonymizer/anonymize"
 _EXPORT_TYPES = ("FiftyOneDataset", "COCODetectionDataset", "YOLOv5Dataset",
                  "VOCDetectionDataset", "ImageDirectory")
+#: A hidden form parameter: set by the App's forms, so a run from the App streams its progress
+#: and shows its result; runs from Python (and delegated ones) return the report instead.
+STREAM_PARAM = "stream_to_app"
 
 
 # --------------------------------------------------------------------------------------------
-# Shared pieces
+# Running a job: streamed into the App, or returned
 
 
-def _config(name: str, label: str, description: str):
-    """Every operator here: a dynamic form, run now or by a delegated worker."""
+def _config(name: str, label: str, description: str, unlisted: bool = False):
+    """Every job operator here: a dynamic form, run now (streaming) or by a delegated worker."""
     return foo.OperatorConfig(
-        name=name, label=label, description=description, dynamic=True,
+        name=name, label=label, description=description, dynamic=True, unlisted=unlisted,
         allow_immediate_execution=True, allow_delegated_execution=True,
+        execute_as_generator=True,
     )
 
 
@@ -38,16 +49,133 @@ def _execute(uri: str, sample_collection, params: dict[str, Any], delegate: bool
     return foo.execute_operator(uri, ctx, request_delegation=delegate)
 
 
-def _progress(ctx):
-    def report(fraction: float, label: str) -> None:
-        ctx.set_progress(progress=fraction, label=label)
+def _form(inputs: types.Object) -> types.Object:
+    """Every job form carries the hidden flag that makes a run from the App stream."""
+    inputs.bool(STREAM_PARAM, default=True, view=types.HiddenView())
+    return inputs
 
-    return report
+
+def _run(ctx, job: Callable[[Callable[[float, str], None]], dict],
+         outputs: Callable[[dict], types.Object], title: str):
+    """Run ``job(progress)``. In the App: a generator streaming the progress, then a reload
+    and the result as ``outputs`` show it. Delegated or from Python: the result dict."""
+    if ctx.delegated or not ctx.params.get(STREAM_PARAM, False):
+        def progress(fraction: float, label: str) -> None:
+            ctx.set_progress(progress=fraction, label=label)
+
+        return _readable(job(progress))
+    return _stream(ctx, job, outputs, title)
 
 
-def _reload(ctx) -> None:
-    if not ctx.delegated:
-        ctx.trigger("reload_dataset")
+def _stream(ctx, job, outputs, title: str) -> Iterator[Any]:
+    """The job in a thread; its progress reaches the App as it comes."""
+    updates: queue.Queue = queue.Queue()
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["value"] = job(lambda f, label: updates.put((f, label)))
+        except BaseException as exc:  # re-raised below, where the App shows it
+            result["error"] = exc
+        finally:
+            updates.put(None)
+
+    threading.Thread(target=work, daemon=True, name="anonymizer-job").start()
+    yield ctx.ops.set_progress(label="starting (models load on first use) ...", progress=0.0)
+    while (update := updates.get()) is not None:
+        yield ctx.ops.set_progress(label=update[1], progress=update[0])
+    if "error" in result:
+        raise result["error"]
+    yield ctx.ops.reload_dataset()
+    readable = _readable(result["value"])
+    yield ctx.ops.show_output(
+        types.Property(outputs(readable), view=types.View(label=title)).to_json(), readable)
+
+
+def _readable(report: dict[str, Any]) -> dict[str, Any]:
+    """The report for people: figures rounded, failures as rows with the file's name."""
+    def rounded(value: Any) -> Any:
+        if isinstance(value, float):
+            return round(value, 3)
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [rounded(v) for v in value]
+        return value
+
+    out = rounded(dict(report))
+    out["failures"] = [{"file": Path(f["filepath"]).name, "folder": str(Path(f["filepath"]).parent),
+                        "reason": f["reason"]} for f in report.get("failures", [])]
+    if "boxes_per_class" in report:
+        out["boxes_table"] = [{"class": k, "boxes": v}
+                              for k, v in sorted(report["boxes_per_class"].items())]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+def _table(outputs: types.Object, name: str, label: str, columns: list[tuple[str, str]]) -> None:
+    view = types.TableView()
+    for key, column_label in columns:
+        view.add_column(key, label=column_label)
+    outputs.list(name, types.Object(), label=label, view=view)
+
+
+def _open_button(outputs: types.Object, name: str, label: str, **params: Any) -> None:
+    outputs.view(name, types.Button(label=label, operator=f"{PLUGIN_NAME}/open_samples",
+                                    params=params))
+
+
+def _job_outputs(results: dict[str, Any], extra: Callable[[types.Object], None] | None = None
+                 ) -> types.Object:
+    outputs = types.Object()
+    outputs.str("summary", label="Summary", view=types.MarkdownView())
+    outputs.int("samples", label="Samples in target")
+    outputs.int("processed", label="Samples processed")
+    outputs.int("skipped", label="Samples skipped (already done)")
+    outputs.int("failed", label="Samples failed")
+    if results.get("boxes_table"):
+        _table(outputs, "boxes_table", "Boxes per class", [("class", "Class"), ("boxes", "Boxes")])
+    for i, warning in enumerate(results.get("warnings", [])):
+        outputs.view(f"warning_{i}", types.Warning(label=warning))
+    if extra is not None:
+        extra(outputs)
+    if results.get("failures"):
+        _table(outputs, "failures", "Failures", [("file", "File"), ("reason", "Reason"),
+                                                 ("folder", "Folder")])
+        _open_button(outputs, "open_failed", "Open the failed samples",
+                     ids=results.get("failed_ids", []))
+    return outputs
+
+
+def _summary(results: dict[str, Any], what: str) -> str:
+    boxes = ", ".join(f"{n} {k}" for k, n in sorted(results.get("boxes_per_class", {}).items()))
+    return (f"**{results.get('processed', 0)}** {what}, {results.get('skipped', 0)} already done,"
+            f" **{results.get('failed', 0)}** failed" + (f"; {boxes}" if boxes else ""))
+
+
+# --------------------------------------------------------------------------------------------
+# Form pieces and checks
+
+
+def _invalid(prop, message: str) -> None:
+    prop.invalid = True
+    prop.error_message = message
+
+
+def _check_number(prop, value: Any, low: float, high: float, what: str) -> None:
+    """Flag ``prop`` unless ``value`` (when given) lies in ``[low, high]``."""
+    if value is None or value == "":
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        _invalid(prop, f"{what} must be a number")
+        return
+    if not low <= number <= high:
+        _invalid(prop, f"{what} must be between {low:g} and {high:g}, not {number:g}")
 
 
 def _detections_fields(ctx) -> list[str]:
@@ -63,17 +191,9 @@ def _label_fields(ctx) -> list[str]:
 
     if ctx.dataset is None:
         return []
-    return sorted(ctx.dataset.get_field_schema(embedded_doc_type=fol.Label))
-
-
-def _report_outputs(outputs: types.Object) -> None:
-    outputs.int("samples", label="Samples in target")
-    outputs.int("processed", label="Samples processed")
-    outputs.int("skipped", label="Samples skipped")
-    outputs.int("failed", label="Samples failed")
-    outputs.obj("boxes_per_class", label="Boxes per class", view=types.JSONView())
-    outputs.list("failures", types.Object(), label="Failures (file and reason)",
-                 view=types.JSONView())
+    audit = schema.audit_fields(ctx.dataset)
+    return sorted(f for f in ctx.dataset.get_field_schema(embedded_doc_type=fol.Label)
+                  if f not in audit)
 
 
 def _missing_copies(ctx, inputs: types.Object) -> bool:
@@ -88,7 +208,7 @@ def _missing_copies(ctx, inputs: types.Object) -> bool:
     return False
 
 
-def _detector_inputs(inputs: types.Object, face_default: float, plate_default: float,
+def _detector_inputs(ctx, inputs: types.Object, face_default: float, plate_default: float,
                      multiscale_help: str) -> None:
     from .detectors import FACE_BACKENDS, PLATE_BACKENDS
 
@@ -96,11 +216,15 @@ def _detector_inputs(inputs: types.Object, face_default: float, plate_default: f
                 view=types.DropdownView())
     inputs.enum("plates", [*PLATE_BACKENDS, "none"], default=PLATE_BACKENDS[0],
                 label="Plate model", view=types.DropdownView())
-    inputs.float("face_threshold", default=face_default, min=0.001, max=1.0,
-                 label="Face threshold", description="Keep faces scoring at least this")
-    inputs.float("plate_threshold", default=plate_default, min=0.001, max=1.0,
-                 label="Plate threshold", description="Keep plates scoring at least this")
+    for name, label, default in (("face_threshold", "Face threshold", face_default),
+                                 ("plate_threshold", "Plate threshold", plate_default)):
+        prop = inputs.float(name, default=default, min=0.001, max=1.0, label=label,
+                            description="Keep boxes scoring at least this (0.001 to 1)")
+        _check_number(prop, ctx.params.get(name), 0.001, 1.0, label)
     inputs.bool("multiscale", default=True, label="Extra passes", description=multiscale_help)
+    if ctx.params.get("faces") == "none" and ctx.params.get("plates") == "none":
+        prop = inputs.view("nothing", types.Warning(label="Choose at least one model"))
+        prop.invalid = True
 
 
 def detector_config_from_params(params: dict[str, Any]):
@@ -130,6 +254,19 @@ def blur_settings_from_params(params: dict[str, Any]):
     return BlurSettings(**common)
 
 
+def default_output_dir(ctx) -> str:
+    """Beside the data, never inside it: ``<folder holding every image>-anonymized``."""
+    from .core.paths import common_root
+
+    if ctx.dataset is None or not len(ctx.dataset):
+        return ""
+    root = common_root(ctx.dataset.distinct("filepath") if len(ctx.dataset) < 10_000
+                       else [ctx.dataset.first().filepath])
+    if root == root.parent:  # images straight under "/": nothing beside it
+        return ""
+    return str(root.parent / f"{root.name}-anonymized")
+
+
 # --------------------------------------------------------------------------------------------
 # Detect
 
@@ -138,16 +275,18 @@ def _detect_inputs(ctx, inputs: types.Object) -> None:
     from .detectors import DEFAULT_THRESHOLDS
 
     inputs.view_target(ctx)
-    inputs.str("label_field", label="Label field", default=schema.DEFAULT_LABEL_FIELD,
-               description="Field in which to store the detections")
-    _detector_inputs(inputs, DEFAULT_THRESHOLDS["face"], DEFAULT_THRESHOLDS["plate"],
+    label_field = inputs.str("label_field", label="Label field",
+                             default=schema.DEFAULT_LABEL_FIELD,
+                             description="Field in which to store the detections")
+    name = ctx.params.get("label_field") or schema.DEFAULT_LABEL_FIELD
+    if ctx.dataset is not None and ctx.dataset.has_field(name) \
+            and name not in _detections_fields(ctx):
+        _invalid(label_field, f"'{name}' exists and does not hold detections")
+    _detector_inputs(ctx, inputs, DEFAULT_THRESHOLDS["face"], DEFAULT_THRESHOLDS["plate"],
                      "Mirrored view for faces (fewer false alarms, same recall) and tiles for "
                      "plates on large photos; off is about twice as fast")
     inputs.bool("overwrite", default=False, label="Overwrite",
                 description="Run again on samples that already have the field")
-    if ctx.params.get("faces") == "none" and ctx.params.get("plates") == "none":
-        prop = inputs.view("nothing", types.Warning(label="Choose at least one model"))
-        prop.invalid = True
 
 
 class DetectFacesAndPlates(foo.Operator):
@@ -191,7 +330,7 @@ class DetectFacesAndPlates(foo.Operator):
         return _execute(self.uri, sample_collection, params, delegate)
 
     def resolve_input(self, ctx):
-        inputs = types.Object()
+        inputs = _form(types.Object())
         _detect_inputs(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Detect faces and plates"))
 
@@ -199,33 +338,25 @@ class DetectFacesAndPlates(foo.Operator):
         from .jobs.detect import detect_faces_and_plates
 
         p = ctx.params
-        report = detect_faces_and_plates(
-            ctx.target_view(),
-            label_field=p.get("label_field") or schema.DEFAULT_LABEL_FIELD,
-            detector=detector_config_from_params(p),
-            overwrite=bool(p.get("overwrite", False)),
-            progress=_progress(ctx),
-        )
-        _reload(ctx)
-        return report.to_dict()
+        view = ctx.target_view()
+
+        def job(progress):
+            report = detect_faces_and_plates(
+                view, label_field=p.get("label_field") or schema.DEFAULT_LABEL_FIELD,
+                detector=detector_config_from_params(p),
+                overwrite=bool(p.get("overwrite", False)), progress=progress).to_dict()
+            report["summary"] = _summary(report, "samples searched")
+            return report
+
+        return _run(ctx, job, lambda results: _job_outputs(results), "Detection finished")
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("label_field", label="Label field")
-        _report_outputs(outputs)
-        return types.Property(outputs, view=types.View(label="Detection finished"))
+        return types.Property(_job_outputs(ctx.results or {}),
+                              view=types.View(label="Detection finished"))
 
 
 # --------------------------------------------------------------------------------------------
 # Anonymize
-
-
-def _default_output_dir(ctx) -> str:
-    if ctx.dataset is None:
-        return ""
-    first = ctx.dataset.first() if len(ctx.dataset) else None
-    root = os.path.dirname(first.filepath) if first is not None else os.getcwd()
-    return os.path.join(os.path.dirname(root), "anonymized")
 
 
 def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
@@ -235,6 +366,7 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
     from .jobs.anonymize import check_output_dir
 
     defaults = BlurSettings()
+    p = ctx.params
     inputs.view_target(ctx)
     fields = _detections_fields(ctx)
     if not fields:
@@ -245,37 +377,62 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
         return False
     default_fields = ([schema.DEFAULT_LABEL_FIELD] if schema.DEFAULT_LABEL_FIELD in fields
                       else fields[:1])
-    inputs.list("label_fields", types.String(), default=default_fields,
-                label="Detection fields to obscure",
-                view=types.AutocompleteView(choices=[types.Choice(f, label=f) for f in fields]))
+    chosen = inputs.list("label_fields", types.String(), default=default_fields,
+                         label="Detection fields to obscure",
+                         view=types.AutocompleteView(
+                             choices=[types.Choice(f, label=f) for f in fields]))
+    unknown = [f for f in (p.get("label_fields") or []) if f not in fields]
+    if unknown:
+        _invalid(chosen, f"not a detections field of this dataset: {', '.join(unknown)}")
+    elif "label_fields" in p and not p["label_fields"]:
+        _invalid(chosen, "choose at least one field")
     inputs.list("classes", types.String(), default=["face", "plate"], label="Classes",
                 description="Labels to obscure; empty means every label")
-    inputs.float("min_confidence", default=None, label="Minimum confidence",
-                 description="Ignore boxes scoring below this (boxes without a score always count)")
-    default_dir = _default_output_dir(ctx)
+    floor = inputs.float("min_confidence", default=None, label="Minimum confidence",
+                         description="Ignore boxes scoring below this, 0 to 1 (boxes without "
+                                     "a score always count)")
+    _check_number(floor, p.get("min_confidence"), 0.0, 1.0, "Minimum confidence")
+    default_dir = default_output_dir(ctx)
     out = inputs.str("output_dir", default=default_dir, required=True, label="Output folder",
-                     description="Copies mirror the source tree here")
-    output_dir = ctx.params.get("output_dir") or default_dir
+                     description="Copies mirror the source tree here, beside the originals")
+    output_dir = p.get("output_dir") or default_dir
     if output_dir and ctx.dataset is not None:
-        reason = check_output_dir(output_dir, ctx.dataset.values("filepath"))
-        if reason:
-            out.invalid = True
-            out.error_message = reason
+        if not os.path.isabs(os.path.expanduser(output_dir)):
+            _invalid(out, "give an absolute path (the App's server resolves relative ones)")
+        else:
+            reason = check_output_dir(output_dir, ctx.dataset.distinct("filepath"))
+            if reason:
+                _invalid(out, reason)
     inputs.str("output_field", default=schema.DEFAULT_OUTPUT_FIELD, label="Output field")
+    inputs.bool("show_copies", default=True, label="Show the copies in the grid and modal",
+                description="Make the copies the App's default media for this dataset")
     inputs.enum("mode", list(MODES), default=defaults.mode, label="Mode", view=types.RadioGroup())
     inputs.enum("shape", list(SHAPES), default=defaults.shape, label="Shape",
                 description="auto: ellipses for faces, rectangles for plates",
                 view=types.DropdownView())
-    inputs.float("box_scale", default=defaults.box_scale, min=0.5, max=4.0, label="Box scale",
-                 description="Grow each box around its centre")
-    inputs.float("strength", default=defaults.strength, label="Strength",
-                 description="Blur sigma as a fraction of each box's size")
-    inputs.int("feather", default=defaults.feather, label="Feather (px)",
-               description="Smoothing kernel for soft edges; 0 for hard edges")
-    inputs.str("seed_kernel", default="", label="Seed kernel (optional)",
-               description="The original tool's obfuscation kernel, e.g. 21,2,9; overrides strength")
-    inputs.int("jpeg_quality", default=DEFAULT_JPEG_QUALITY, min=1, max=100,
-               label="JPEG quality")
+    scale = inputs.float("box_scale", default=defaults.box_scale, min=0.5, max=4.0,
+                         label="Box scale", description="Grow each box around its centre")
+    _check_number(scale, p.get("box_scale"), 0.5, 4.0, "Box scale")
+    strength = inputs.float("strength", default=defaults.strength, label="Strength",
+                            description="Blur sigma as a fraction of each box's size (0.01-1)")
+    _check_number(strength, p.get("strength"), 0.01, 1.0, "Strength")
+    feather = inputs.int("feather", default=defaults.feather, label="Feather (px)",
+                         description="Smoothing kernel for soft edges: 0, 1 or an odd size")
+    value = p.get("feather")
+    if value is not None and (not isinstance(value, (int, float)) or value < 0
+                              or (value > 1 and int(value) % 2 == 0)):
+        _invalid(feather, "feather must be 0, 1 or an odd number of pixels")
+    seed = inputs.str("seed_kernel", default="", label="Seed kernel (optional)",
+                      description="The original tool's obfuscation kernel, e.g. 21,2,9; "
+                                  "overrides strength")
+    if (p.get("seed_kernel") or "").strip():
+        try:
+            BlurSettings.from_seed_kernel(p["seed_kernel"].strip())
+        except ValueError as exc:
+            _invalid(seed, f"{exc} (write it as size,sigma,smoothing, e.g. 21,2,9)")
+    quality = inputs.int("jpeg_quality", default=DEFAULT_JPEG_QUALITY, min=1, max=100,
+                         label="JPEG quality")
+    _check_number(quality, p.get("jpeg_quality"), 1, 100, "JPEG quality")
     inputs.bool("overwrite", default=False, label="Overwrite",
                 description="Redo copies that are already up to date")
     return True
@@ -296,7 +453,7 @@ class AnonymizeImages(foo.Operator):
                  shape: str = "auto", box_scale: float | None = None,
                  strength: float | None = None, feather: int | None = None,
                  seed_kernel: str = "", jpeg_quality: int | None = None,
-                 overwrite: bool = False, delegate: bool = False):
+                 show_copies: bool = False, overwrite: bool = False, delegate: bool = False):
         """Write anonymized copies of ``sample_collection`` through the operator.
 
         Example usage::
@@ -306,7 +463,7 @@ class AnonymizeImages(foo.Operator):
 
             dataset = fo.load_dataset("street-photos")
             anonymize = foo.get_operator("@fiftyone-anonymizer/anonymize/anonymize_images")
-            anonymize(dataset, "/data/anonymized", seed_kernel="21,2,9")
+            anonymize(dataset, "/data/street-photos-anonymized", seed_kernel="21,2,9")
 
         Args:
             sample_collection: a dataset or view
@@ -322,6 +479,7 @@ class AnonymizeImages(foo.Operator):
             feather: soft edge width in pixels (None: the default)
             seed_kernel: the original tool's kernel, e.g. ``"21,2,9"``
             jpeg_quality: quality of JPEG copies (None: the default)
+            show_copies: make the copies the App's default media in grid and modal
             overwrite: redo copies that are up to date
             delegate: queue it for a delegated worker instead of running now
         """
@@ -330,7 +488,7 @@ class AnonymizeImages(foo.Operator):
             "label_fields": label_fields or [schema.DEFAULT_LABEL_FIELD],
             "classes": classes or [], "min_confidence": min_confidence,
             "output_field": output_field, "mode": mode, "shape": shape,
-            "seed_kernel": seed_kernel, "overwrite": overwrite,
+            "seed_kernel": seed_kernel, "show_copies": show_copies, "overwrite": overwrite,
         }
         for key, value in (("box_scale", box_scale), ("strength", strength),
                            ("feather", feather), ("jpeg_quality", jpeg_quality)):
@@ -339,7 +497,7 @@ class AnonymizeImages(foo.Operator):
         return _execute(self.uri, sample_collection, params, delegate)
 
     def resolve_input(self, ctx):
-        inputs = types.Object()
+        inputs = _form(types.Object())
         if not _anonymize_inputs(ctx, inputs):
             return types.Property(inputs)
         return types.Property(inputs, view=types.View(label="Anonymize images"))
@@ -349,27 +507,29 @@ class AnonymizeImages(foo.Operator):
         from .jobs.anonymize import anonymize_images
 
         p = ctx.params
-        report = anonymize_images(
-            ctx.target_view(),
-            output_dir=p["output_dir"],
-            label_fields=p.get("label_fields") or [schema.DEFAULT_LABEL_FIELD],
-            classes=p.get("classes") or None,
-            min_confidence=p.get("min_confidence"),
-            settings=blur_settings_from_params(p),
-            output_field=p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD,
-            overwrite=bool(p.get("overwrite", False)),
-            jpeg_quality=int(p.get("jpeg_quality") or DEFAULT_JPEG_QUALITY),
-            progress=_progress(ctx),
-        )
-        _reload(ctx)
-        return report.to_dict()
+        view = ctx.target_view()
+        output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+
+        def job(progress):
+            report = anonymize_images(
+                view, output_dir=p["output_dir"],
+                label_fields=p.get("label_fields") or [schema.DEFAULT_LABEL_FIELD],
+                classes=p.get("classes") or None, min_confidence=p.get("min_confidence"),
+                settings=blur_settings_from_params(p), output_field=output_field,
+                overwrite=bool(p.get("overwrite", False)),
+                jpeg_quality=int(p.get("jpeg_quality") or DEFAULT_JPEG_QUALITY),
+                progress=progress).to_dict()
+            if p.get("show_copies"):
+                schema.show_copies(view._dataset, output_field)
+            report["summary"] = _summary(report, "copies written") + (
+                f"; copies in `{report['output_dir']}`")
+            return report
+
+        return _run(ctx, job, lambda results: _job_outputs(results), "Anonymization finished")
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("output_field", label="Output field")
-        outputs.str("output_dir", label="Output folder")
-        _report_outputs(outputs)
-        return types.Property(outputs, view=types.View(label="Anonymization finished"))
+        return types.Property(_job_outputs(ctx.results or {}),
+                              view=types.View(label="Anonymization finished"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,23 +540,67 @@ def _share_inputs(ctx, inputs: types.Object) -> bool:
     """The share form; False when there are no copies to share."""
     import fiftyone as fo
 
+    from .jobs.share import DEFAULT_REVIEW_TAG, OVERRIDABLE, check_shareable
+
     inputs.view_target(ctx)
     if _missing_copies(ctx, inputs):
         return False
+    output_field = ctx.params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+    check = check_shareable(ctx.target_view(), output_field,
+                            review_tag=ctx.params.get("review_tag") or DEFAULT_REVIEW_TAG)
+    counts = check.counts()
+    include = bool(ctx.params.get("include_left_out", False))
+    shared = len(check.ready) + (sum(counts.get(r, 0) for r in OVERRIDABLE) if include else 0)
+    if counts:
+        inputs.view("left_out", types.Warning(
+            label=f"{shared} sample(s) will be shared; {check.summary()}",
+            description="Review them first (the 'Open' button in the anonymization panel), "
+                        "or include them below"))
+        inputs.bool("include_left_out", default=False,
+                    label="Share the samples tagged for review, not current or with nothing "
+                          "obscured anyway",
+                    description="Never those without a copy or that failed")
+    else:
+        inputs.view("ready", types.Notice(label=f"All {shared} sample(s) are ready to share"))
+    if shared == 0:
+        prop = inputs.view("nothing", types.Error(label="Nothing to share"))
+        prop.invalid = True
     default_name = f"{ctx.dataset.name}-anonymized" if ctx.dataset else "anonymized"
     name = inputs.str("name", default=default_name, label="New dataset name")
     inputs.bool("overwrite", default=False, label="Replace a dataset of that name")
     chosen = ctx.params.get("name") or default_name
     if fo.dataset_exists(chosen) and not ctx.params.get("overwrite", False):
-        name.invalid = True
-        name.error_message = f"A dataset named '{chosen}' exists; choose another name or replace it"
+        _invalid(name, f"A dataset named '{chosen}' exists; choose another name or replace it")
     label_fields = _label_fields(ctx)
-    inputs.list("label_fields", types.String(), default=label_fields, label="Label fields to keep",
-                view=types.AutocompleteView(choices=[types.Choice(f, label=f) for f in label_fields]))
-    inputs.str("export_dir", default=None, label="Also export to folder (optional)")
+    kept = inputs.list("label_fields", types.String(), default=label_fields,
+                       label="Label fields to keep",
+                       view=types.AutocompleteView(
+                           choices=[types.Choice(f, label=f) for f in label_fields]))
+    unknown = [f for f in (ctx.params.get("label_fields") or []) if f not in label_fields]
+    if unknown:
+        _invalid(kept, f"not a label field of this dataset: {', '.join(unknown)}")
+    export = inputs.str("export_dir", default=None, label="Also export to folder (optional)")
+    export_dir = ctx.params.get("export_dir")
+    if export_dir and not os.path.isabs(os.path.expanduser(export_dir)):
+        _invalid(export, "give an absolute path")
     inputs.enum("dataset_type", list(_EXPORT_TYPES), default="FiftyOneDataset",
                 label="Export format", view=types.DropdownView())
     return True
+
+
+def _share_outputs(results: dict[str, Any]) -> types.Object:
+    outputs = types.Object()
+    outputs.str("summary", label="Summary", view=types.MarkdownView())
+    outputs.str("dataset", label="New dataset")
+    outputs.int("processed", label="Samples shared")
+    if results.get("left_out_table"):
+        _table(outputs, "left_out_table", "Left out", [("reason", "Why"), ("samples", "Samples")])
+        _open_button(outputs, "open_left_out", "Open the samples left out",
+                     ids=results.get("left_out_ids", []))
+    outputs.list("label_fields", types.String(), label="Label fields kept")
+    if results.get("export_dir"):
+        outputs.str("export_dir", label="Exported to")
+    return outputs
 
 
 class ShareAnonymized(foo.Operator):
@@ -411,8 +615,8 @@ class ShareAnonymized(foo.Operator):
                  label_fields: list[str] | None = None, export_dir: str | None = None,
                  dataset_type: str = "FiftyOneDataset",
                  output_field: str = schema.DEFAULT_OUTPUT_FIELD, overwrite: bool = False,
-                 delegate: bool = False):
-        """Clone the anonymized samples of ``sample_collection`` into dataset ``name``.
+                 include_left_out: bool = False, delegate: bool = False):
+        """Clone the samples of ``sample_collection`` ready to share into dataset ``name``.
 
         Example usage::
 
@@ -427,20 +631,22 @@ class ShareAnonymized(foo.Operator):
         Args:
             sample_collection: a dataset or view
             name: the new dataset's name (default: ``<dataset>-anonymized``)
-            label_fields: label fields to keep (None: all)
+            label_fields: label fields to keep (None: all but the audit's)
             export_dir: optionally also export there, in ``dataset_type`` format
             dataset_type: the export format, e.g. ``"COCODetectionDataset"``
             output_field: the field holding the anonymized copies' paths
             overwrite: replace an existing dataset of that name
+            include_left_out: share samples tagged for review, not current or with nothing
+                obscured too
             delegate: queue it for a delegated worker instead of running now
         """
         params = {"name": name, "label_fields": label_fields, "export_dir": export_dir,
                   "dataset_type": dataset_type, "output_field": output_field,
-                  "overwrite": overwrite}
+                  "overwrite": overwrite, "include_left_out": include_left_out}
         return _execute(self.uri, sample_collection, params, delegate)
 
     def resolve_input(self, ctx):
-        inputs = types.Object()
+        inputs = _form(types.Object())
         if not _share_inputs(ctx, inputs):
             return types.Property(inputs)
         return types.Property(inputs, view=types.View(label="Share anonymized dataset"))
@@ -449,25 +655,29 @@ class ShareAnonymized(foo.Operator):
         from .jobs.share import share_anonymized
 
         p = ctx.params
-        _, report = share_anonymized(
-            ctx.target_view(),
-            name=p.get("name"),
-            label_fields=p.get("label_fields"),
-            export_dir=p.get("export_dir") or None,
-            dataset_type=p.get("dataset_type", "FiftyOneDataset"),
-            output_field=p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD,
-            overwrite=bool(p.get("overwrite", False)),
-        )
-        return report.to_dict()
+        view = ctx.target_view()
+
+        def job(progress):
+            progress(0.0, "cloning the samples ready to share")
+            _, report = share_anonymized(
+                view, name=p.get("name"), label_fields=p.get("label_fields"),
+                export_dir=p.get("export_dir") or None,
+                dataset_type=p.get("dataset_type", "FiftyOneDataset"),
+                output_field=p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD,
+                overwrite=bool(p.get("overwrite", False)),
+                include_left_out=bool(p.get("include_left_out", False)))
+            result = report.to_dict()
+            left = result.get("left_out", {})
+            result["left_out_table"] = [{"reason": k, "samples": v} for k, v in left.items()]
+            result["summary"] = (f"**{result['processed']}** samples shared as dataset "
+                                 f"`{result['dataset']}`" + (
+                                     f"; **{sum(left.values())}** left out" if left else ""))
+            return result
+
+        return _run(ctx, job, _share_outputs, "Shared")
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("dataset", label="New dataset")
-        outputs.int("processed", label="Samples shared")
-        outputs.int("skipped", label="Samples left out (no anonymized copy)")
-        outputs.list("label_fields", types.String(), label="Label fields kept")
-        outputs.str("export_dir", label="Exported to")
-        return types.Property(outputs, view=types.View(label="Shared"))
+        return types.Property(_share_outputs(ctx.results or {}), view=types.View(label="Shared"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,7 +691,8 @@ def _audit_inputs(ctx, inputs: types.Object) -> bool:
     inputs.view_target(ctx)
     if _missing_copies(ctx, inputs):
         return False
-    _detector_inputs(inputs, audit.AUDIT_THRESHOLDS["face"], audit.AUDIT_THRESHOLDS["plate"],
+    _detector_inputs(ctx, inputs, audit.AUDIT_THRESHOLDS["face"],
+                     audit.AUDIT_THRESHOLDS["plate"],
                      "Mirrored view for faces, tiles for plates on large photos: slower, fewer "
                      "misses and false alarms")
     inputs.str("residual_field", default=audit.DEFAULT_RESIDUAL_FIELD, label="Residual field",
@@ -496,6 +707,34 @@ def _audit_inputs(ctx, inputs: types.Object) -> bool:
     if ctx.params.get("gt_field"):
         inputs.str("eval_key", default=audit.DEFAULT_EVAL_KEY, label="Evaluation key")
     return True
+
+
+def _audit_outputs(results: dict[str, Any]) -> types.Object:
+    outputs = types.Object()
+    outputs.str("summary", label="Summary", view=types.MarkdownView())
+    outputs.int("audited", label="Samples audited")
+    outputs.int("flagged", label="Samples tagged for review")
+    outputs.int("not_anonymized", label="Samples without a copy (not audited)")
+    outputs.int("stale", label="Copies older than their boxes")
+    if results.get("flagged"):
+        _open_button(outputs, "open_review", "Open the review queue",
+                     tag=results.get("tag") or "needs_review")
+    if results.get("per_class_table"):
+        _table(outputs, "per_class_table", "Per class",
+               [("class", "Class"), ("likely", "Likely misses"), ("possible", "Possible"),
+                ("truths", "True boxes"), ("recall", "Recall"), ("coverage", "Coverage"),
+                ("uncovered", "Left visible")])
+    if results.get("worst"):
+        _table(outputs, "worst", "Samples to review first",
+               [("file", "File"), ("residuals", "Residuals"), ("uncovered", "Left visible"),
+                ("stale", "Stale")])
+        _open_button(outputs, "open_worst", "Open these samples",
+                     ids=[row["id"] for row in results["worst"]])
+    if results.get("failures"):
+        _table(outputs, "failures", "Failures", [("file", "File"), ("reason", "Reason")])
+        _open_button(outputs, "open_failed", "Open the failed samples",
+                     ids=results.get("failed_ids", []))
+    return outputs
 
 
 class AuditAnonymization(foo.Operator):
@@ -547,7 +786,7 @@ class AuditAnonymization(foo.Operator):
         return _execute(self.uri, sample_collection, params, delegate)
 
     def resolve_input(self, ctx):
-        inputs = types.Object()
+        inputs = _form(types.Object())
         if not _audit_inputs(ctx, inputs):
             return types.Property(inputs)
         return types.Property(inputs, view=types.View(label="Audit anonymization"))
@@ -558,42 +797,68 @@ class AuditAnonymization(foo.Operator):
         p = ctx.params
         view = ctx.target_view()
         output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
-        recipe = schema.AnonymizeRecipe.read(view, output_field)
-        detector = audit.audit_detector(view, recipe, p.get("face_threshold"),
-                                        p.get("plate_threshold"))
-        chosen = {k: None if p[k] == "none" else p[k]
-                  for k in ("faces", "plates", "multiscale") if k in p}
-        report = audit.audit_anonymization(
-            view,
-            output_field=output_field,
-            gt_field=p.get("gt_field") or None,
-            eval_key=p.get("eval_key") or audit.DEFAULT_EVAL_KEY,
-            residual_field=p.get("residual_field") or audit.DEFAULT_RESIDUAL_FIELD,
-            tag=p.get("tag") or audit.DEFAULT_TAG,
-            detector=detector.replace(**chosen),
-            progress=_progress(ctx),
-        )
-        _reload(ctx)
-        out = report.to_dict()
-        out["summary"] = report.summary()
-        return out
+        tag = p.get("tag") or audit.DEFAULT_TAG
+
+        def job(progress):
+            recipe = schema.AnonymizeRecipe.read(view, output_field)
+            detector = audit.audit_detector(view, recipe, p.get("face_threshold"),
+                                            p.get("plate_threshold"))
+            chosen = {k: None if p[k] == "none" else p[k]
+                      for k in ("faces", "plates", "multiscale") if k in p}
+            report = audit.audit_anonymization(
+                view, output_field=output_field, gt_field=p.get("gt_field") or None,
+                eval_key=p.get("eval_key") or audit.DEFAULT_EVAL_KEY,
+                residual_field=p.get("residual_field") or audit.DEFAULT_RESIDUAL_FIELD,
+                tag=tag, detector=detector.replace(**chosen), progress=progress)
+            result = report.to_dict()
+            result["tag"] = tag
+            result["summary"] = report.summary()
+            classes = sorted(set(result["per_class"]) | set(result["residuals_per_class"]))
+            result["per_class_table"] = [
+                {"class": k, "likely": result["likely_per_class"].get(k, 0),
+                 "possible": result["possible_per_class"].get(k, 0),
+                 **{key: result["per_class"].get(k, {}).get(key)
+                    for key in ("truths", "recall", "coverage", "uncovered")}}
+                for k in classes]
+            for row in result["worst"]:
+                row["file"] = Path(row["filepath"]).name
+            return result
+
+        return _run(ctx, job, _audit_outputs, "Audit finished")
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("summary", label="Summary")
-        outputs.int("audited", label="Samples audited")
-        outputs.int("flagged", label="Samples tagged for review")
-        outputs.int("not_anonymized", label="Samples without a copy (not audited)")
-        outputs.int("stale", label="Copies older than their boxes")
-        outputs.obj("residuals_per_class", label="Residual detections per class",
-                    view=types.JSONView())
-        outputs.obj("per_class", label="Against ground truth (recall, coverage)",
-                    view=types.JSONView())
-        outputs.list("worst", types.Object(), label="Samples to review first",
-                     view=types.JSONView())
-        outputs.list("failures", types.Object(), label="Failures (file and reason)",
-                     view=types.JSONView())
-        return types.Property(outputs, view=types.View(label="Audit finished"))
+        return types.Property(_audit_outputs(ctx.results or {}),
+                              view=types.View(label="Audit finished"))
 
 
-OPERATORS = [DetectFacesAndPlates, AnonymizeImages, ShareAnonymized, AuditAnonymization]
+# --------------------------------------------------------------------------------------------
+# Opening samples (the results' and the panel's buttons)
+
+
+class OpenSamples(foo.Operator):
+    """Show some samples in the App: by id, by tag, or the samples with a field set."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="open_samples", label="Anonymizer: open samples",
+                                  unlisted=True)
+
+    def execute(self, ctx):
+        from fiftyone import ViewField as F
+
+        p = ctx.params
+        dataset = ctx.dataset
+        if p.get("ids") is not None:
+            view = dataset.select(p["ids"], ordered=True)
+        elif p.get("tag"):
+            view = dataset.match_tags(p["tag"])
+        elif p.get("field"):
+            view = dataset.match(F(p["field"]) != None)  # noqa: E711 (a MongoDB expression)
+        else:
+            view = dataset.view()
+        ctx.ops.set_view(view=view)
+        return {"samples": len(view)}
+
+
+OPERATORS = [DetectFacesAndPlates, AnonymizeImages, ShareAnonymized, AuditAnonymization,
+             OpenSamples]

@@ -39,6 +39,8 @@ def test_operators_are_found_through_fiftyones_registry(make_dataset):
         assert f"{PLUGIN_NAME}/{name}" in uris
     op = foo.get_operator(f"{PLUGIN_NAME}/anonymize_images")
     assert op.config.allow_delegated_execution
+    for name in meta["panels"]:  # panels are operators too, registered the same way
+        assert f"{PLUGIN_NAME}/{name}" in uris
 
     # The loader bound the checkout's plugin/ folder as the one fiftyone_anonymizer package:
     # the operator classes it registered are the ones Python imports (no second copy).

@@ -91,7 +91,7 @@ def test_runs_that_start_together_both_land_in_the_info(make_dataset, tmp_path):
     from fiftyone_anonymizer.jobs import schema
 
     ds = _dataset(make_dataset, _photos(tmp_path / "src", per_folder=1))
-    schema.declare_copy_fields(ds, "anonymized_filepath", "anonymizer_error")
+    schema.declare_copy_fields(ds, "anonymized_filepath")
     made = [schema.AnonymizeRecipe(("ground_truth",), settings=BlurSettings(strength=s),
                                    output_dir=str(tmp_path / f"out-{i}"))
             for i, s in enumerate((0.1, 0.2, 0.3, 0.4))]

@@ -111,6 +111,11 @@ def anonymize_images(
 
     if isinstance(label_fields, str):
         label_fields = [label_fields]
+    floors = (min_confidence.values() if isinstance(min_confidence, Mapping)
+              else [] if min_confidence is None else [min_confidence])
+    if any(not 0.0 <= float(v) <= 1.0 for v in floors):
+        raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}: a "
+                         f"floor above every score would obscure nothing")
     recipe = schema.AnonymizeRecipe(
         label_fields=tuple(label_fields), classes=tuple(classes) if classes else None,
         min_confidence=min_confidence, settings=settings or BlurSettings(),
@@ -128,13 +133,17 @@ def anonymize_images(
         raise ValueError(reason)
 
     fp_field = schema.fingerprint_field(output_field)
-    schema.declare_copy_fields(dataset, output_field, error_field)
+    schema.declare_copy_fields(dataset, output_field)
+    errors = schema.error_values(dataset, error_field)
     ids, paths, copies, fps, *labels = sample_collection.values(
         ["id", "filepath", output_field, fp_field, *label_fields])
     report = JobReport("anonymize", samples=len(ids))
     todo = []
+    nothing_obscured = 0  # samples whose detections were all filtered away
     for i, (sid, path) in enumerate(zip(ids, paths)):
         boxes = recipe.boxes([per_field[i] for per_field in labels])
+        if not boxes and any(v is not None and v.detections for v in (f[i] for f in labels)):
+            nothing_obscured += 1
         target = mirrored_path(path, source_root, out_dir)
         fp = recipe.fingerprint(boxes, target)
         if not overwrite and copy_is_current(copies[i], target, path, fps[i], fp):
@@ -153,13 +162,17 @@ def anonymize_images(
         for result in with_progress(results, len(todo), "anonymized", progress):
             sid, path, fp = result.item.key
             if not result.ok:
-                writer.write(sid, {error_field: report.fail(path, result.error),
+                writer.write(sid, {**errors(report.fail(path, result.error, sid)),
                                    output_field: None})
                 continue
             writer.write(sid, {output_field: str(result.item.target), fp_field: fp,
-                               error_field: None})
+                               **errors(None)})
             report.processed += 1
             report.boxes_per_class.update(d.label for d in result.obscured)
 
     report.extra.update(output_field=output_field, output_dir=str(out_dir))
+    if nothing_obscured:
+        report.extra["warnings"] = [
+            f"{nothing_obscured} sample(s) have detections but none passed the class and "
+            f"confidence filters: their copies obscure nothing (share leaves them out)"]
     return report

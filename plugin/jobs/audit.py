@@ -59,9 +59,12 @@ class AuditReport:
     audited: int = 0
     not_anonymized: int = 0  # samples of the view without a usable copy (never shared)
     failed: dict[str, str] = field(default_factory=dict)  # filepath -> reason
+    failed_ids: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # ids whose copy predates their current boxes
     flagged: int = 0  # samples tagged for review
     residuals_per_class: Counter = field(default_factory=Counter)
+    likely_per_class: Counter = field(default_factory=Counter)  # residuals that tag the sample
+    possible_per_class: Counter = field(default_factory=Counter)  # stored, not tagged
     residual_samples: int = 0
     gt_field: str | None = None
     pred_field: str | None = None
@@ -78,10 +81,14 @@ class AuditReport:
             "not_anonymized": self.not_anonymized,
             "failed": len(self.failed),
             "failures": [{"filepath": k, "reason": v} for k, v in self.failed.items()],
+            "failed_ids": list(self.failed_ids),
             "stale": len(self.stale),
+            "stale_ids": list(self.stale),
             "flagged": self.flagged,
             "residual_samples": self.residual_samples,
             "residuals_per_class": dict(self.residuals_per_class),
+            "likely_per_class": dict(self.likely_per_class),
+            "possible_per_class": dict(self.possible_per_class),
             "residuals": sum(self.residuals_per_class.values()),
             "gt_field": self.gt_field,
             "pred_field": self.pred_field,
@@ -361,6 +368,7 @@ def audit_anonymization(
         sid, path, used, gt, stale, own = result.item.key
         if not result.ok:
             report.failed[str(result.item.source)] = result.error
+            report.failed_ids.append(sid)
             continue
         results.append(_audit_sample(sid, path, result.height, result.width, result.detections,
                                      used, gt, own, stale, min_covered))
@@ -383,6 +391,7 @@ def audit_anonymization(
     report.stale = [r.sid for r in results if r.stale]
     report.residual_samples = sum(1 for r in results if r.residuals)
     report.residuals_per_class = Counter(d.label for r in results for d, _ in r.residuals)
+    report.likely_per_class = Counter(report.residuals_per_class)  # every residual tags, for now
     report.worst = _worst(results, worst)
 
     if gt_field and results:
@@ -419,11 +428,14 @@ def audit_anonymization(
         "min_covered": min_covered, "eval_iou": EVAL_IOU,
         "detector": schema.detection_provenance(config, built),
     }
+    produced = {"produced_by": schema.AUDIT_PRODUCER, **report.settings}
     schema.record_provenance(
         dataset, residual_field,
         "Faces and plates found on the anonymized copy outside the obscured regions "
-        "(fiftyone-anonymizer audit)",
-        {"produced_by": "fiftyone-anonymizer audit_anonymization", **report.settings},
-    )
+        "(fiftyone-anonymizer audit)", produced)
+    if gt_field:
+        schema.record_provenance(
+            dataset, uncovered_field,
+            "True boxes left less than 70 % obscured (fiftyone-anonymizer audit)", produced)
     return report
 

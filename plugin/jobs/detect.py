@@ -60,16 +60,16 @@ def detect_faces_and_plates(
     report.skipped = len(ids) - len(todo)
 
     schema.declare_detections_field(dataset, label_field)
-    schema.declare_string_fields(dataset, error_field)
+    errors = schema.error_values(dataset, error_field)
     results = engine.run(todo, engine.Steps(detector=built), options)
     with schema.SampleWriter(sample_collection) as writer:
         for result in with_progress(results, len(todo), "detected", progress):
             sid, path = result.item.key
             if not result.ok:
-                writer.write(sid, {error_field: report.fail(path, result.error)})
+                writer.write(sid, errors(report.fail(path, result.error, sid)))
                 continue
             writer.write(sid, {label_field: schema.to_fo_detections(result.detections),
-                               error_field: None})
+                               **errors(None)})
             report.processed += 1
             report.boxes_per_class.update(d.label for d in result.detections)
 

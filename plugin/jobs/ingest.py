@@ -51,7 +51,8 @@ def dataset_from_results(name: str, results: Sequence[Result], config: Any, dete
 
     dataset = fo.Dataset(name, persistent=True)
     schema.declare_detections_field(dataset, label_field)
-    schema.declare_copy_fields(dataset, output_field, error_field)
+    schema.declare_copy_fields(dataset, output_field)
+    errors = schema.error_values(dataset, error_field)
     ids = dataset.add_samples(
         [fo.Sample(filepath=str(Path(r.item.source).absolute())) for r in results], progress=False)
     fp_field = schema.fingerprint_field(output_field)
@@ -63,10 +64,10 @@ def dataset_from_results(name: str, results: Sequence[Result], config: Any, dete
                     label_field: schema.to_fo_detections(r.detections),
                     output_field: str(Path(r.item.target).absolute()),
                     fp_field: recipe.fingerprint(r.detections, Path(r.item.target).absolute()),
-                    error_field: None,
+                    **errors(None),
                 })
             else:
                 job = "detect" if r.stage == DETECT else "anonymize"
-                writer.write(sid, {error_field: f"{job}: {r.error}"})
+                writer.write(sid, errors(f"{job}: {r.error}"))
     schema.record_detections(dataset, label_field, PRODUCED_BY, config, detector)
     return dataset

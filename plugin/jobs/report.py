@@ -25,12 +25,15 @@ class JobReport:
     processed: int = 0
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # filepath -> reason
+    failed_ids: list[str] = field(default_factory=list)  # the failed samples, to open them
     boxes_per_class: Counter = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def fail(self, filepath: str, reason: str) -> str:
+    def fail(self, filepath: str, reason: str, sample_id: str | None = None) -> str:
         """Count a failed sample; returns the text for its error field (``"<job>: <reason>"``)."""
         self.failed[filepath] = reason
+        if sample_id is not None:
+            self.failed_ids.append(sample_id)
         return f"{self.job}: {reason}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -41,6 +44,7 @@ class JobReport:
             "skipped": self.skipped,
             "failed": len(self.failed),
             "failures": [{"filepath": k, "reason": v} for k, v in self.failed.items()],
+            "failed_ids": list(self.failed_ids),
             "boxes_per_class": dict(self.boxes_per_class),
             **self.extra,
         }

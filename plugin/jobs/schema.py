@@ -208,12 +208,64 @@ def declare_string_fields(dataset, *names: str) -> None:
             dataset.add_sample_field(name, fo.StringField)
 
 
-def declare_copy_fields(dataset, output_field: str, error_field: str) -> None:
-    """The copy's path, its fingerprint and the error field; the path becomes a media field."""
-    declare_string_fields(dataset, output_field, fingerprint_field(output_field), error_field)
+def declare_copy_fields(dataset, output_field: str) -> None:
+    """The copy's path and its fingerprint; the path becomes a media field."""
+    declare_string_fields(dataset, output_field, fingerprint_field(output_field))
     if output_field not in dataset.app_config.media_fields:
         dataset.app_config.media_fields = [*dataset.app_config.media_fields, output_field]
         dataset.save()
+    group_fields(dataset)
+
+
+def error_values(dataset, error_field: str) -> Callable[[str | None], dict[str, Any]]:
+    """``values(reason)``: what to write into ``error_field`` for a sample. The field is
+    declared on the first failure only (a sidebar entry that is always empty misleads), and a
+    sample's old error is cleared only where the field exists."""
+    declared = [dataset.has_field(error_field)]
+
+    def values(reason: str | None) -> dict[str, Any]:
+        if reason is not None and not declared[0]:
+            declare_string_fields(dataset, error_field)
+            group_fields(dataset)
+            declared[0] = True
+        return {error_field: reason} if declared[0] else {}
+
+    return values
+
+
+SIDEBAR_GROUP = "anonymizer"
+
+
+def group_fields(dataset) -> None:
+    """Gather the plugin's bookkeeping fields (fingerprints, errors, audit results) into one
+    collapsed "anonymizer" group of the App's sidebar, so they do not crowd the user's own;
+    the labels and the copies' path stay where the user looks for them."""
+    import fiftyone as fo
+
+    ours = {name for name, fld in dataset.get_field_schema().items()
+            if name.endswith("_fingerprint") or name == DEFAULT_ERROR_FIELD
+            or str((fld.info or {}).get("produced_by", "")).startswith(AUDIT_PRODUCER)}
+    if not ours:
+        return
+    groups = dataset.app_config.sidebar_groups or fo.DatasetAppConfig.default_sidebar_groups(
+        dataset)
+    for group in groups:
+        group.paths = [path for path in group.paths if path not in ours]
+    existing = next((g for g in groups if g.name == SIDEBAR_GROUP), None)
+    if existing is None:
+        groups.append(fo.SidebarGroupDocument(name=SIDEBAR_GROUP, paths=sorted(ours),
+                                              expanded=False))
+    else:
+        existing.paths = sorted(ours)
+    dataset.app_config.sidebar_groups = groups
+    dataset.save()
+
+
+def show_copies(dataset, output_field: str) -> None:
+    """Make the copies the App's default media in the grid and the modal."""
+    dataset.app_config.grid_media_field = output_field
+    dataset.app_config.modal_media_field = output_field
+    dataset.save()
 
 
 def record_provenance(dataset, field_name: str, description: str, info: Mapping[str, Any]) -> None:
@@ -289,6 +341,16 @@ def field_lock(dataset, field_name: str, timeout_s: float = 60.0,
         yield
     finally:
         locks.delete_one({"_id": key})
+
+
+AUDIT_PRODUCER = "fiftyone-anonymizer audit_anonymization"
+
+
+def audit_fields(dataset) -> set[str]:
+    """The fields the audit wrote (residual detections, uncovered counts): review material
+    about the originals, never shared."""
+    return {name for name, fld in dataset.get_field_schema().items()
+            if (fld.info or {}).get("produced_by") == AUDIT_PRODUCER}
 
 
 def detection_provenance(config: Any, detector: Any) -> dict[str, Any]:

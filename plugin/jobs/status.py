@@ -1,0 +1,75 @@
+"""Where a dataset stands: detected, anonymized, current, flagged, failed, per class.
+
+What the App's anonymization panel shows, and what its buttons open; usable from Python too.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import schema
+from .share import DEFAULT_REVIEW_TAG, NOT_CURRENT, check_shareable
+
+#: The groups, in the order the panel lists them: (key, label).
+GROUPS = (
+    ("samples", "Samples"),
+    ("detected", "Detected"),
+    ("anonymized", "Anonymized"),
+    ("ready", "Ready to share"),
+    ("flagged", "Tagged for review"),
+    ("not_current", "Copy not current"),
+    ("failed", "Failed"),
+    ("not_anonymized", "Not anonymized yet"),
+)
+
+
+@dataclass
+class Status:
+    """Sample ids per group (see :data:`GROUPS`) and boxes per class."""
+
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    boxes_per_class: Counter = field(default_factory=Counter)
+
+    def counts(self) -> dict[str, int]:
+        return {key: len(self.groups.get(key, [])) for key, _ in GROUPS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counts": self.counts(), "boxes_per_class": dict(self.boxes_per_class)}
+
+
+def anonymization_status(sample_collection, label_field: str = schema.DEFAULT_LABEL_FIELD,
+                         output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+                         error_field: str = schema.DEFAULT_ERROR_FIELD,
+                         review_tag: str = DEFAULT_REVIEW_TAG) -> Status:
+    """The dataset's anonymization state, by group.
+
+    Args:
+        sample_collection: a dataset or view
+        label_field: the detections field
+        output_field: the copies' field
+        error_field: the error field
+        review_tag: the audit's review tag
+    """
+    from fiftyone import ViewField as F
+
+    status = Status()
+    ids = sample_collection.values("id")
+    status.groups["samples"] = ids
+    if sample_collection.has_field(label_field):
+        status.groups["detected"] = sample_collection.exists(label_field).values("id")
+        labels = sample_collection.values(f"{label_field}.detections.label")
+        status.boxes_per_class = Counter(label for row in labels for label in (row or []))
+    if sample_collection.has_field(error_field):
+        status.groups["failed"] = sample_collection.match(
+            F(error_field) != None).values("id")  # noqa: E711 (a MongoDB expression)
+    status.groups["flagged"] = sample_collection.match_tags(review_tag).values("id")
+    if sample_collection.has_field(output_field):
+        status.groups["anonymized"] = sample_collection.exists(output_field).values("id")
+        check = check_shareable(sample_collection, output_field, error_field, review_tag)
+        status.groups["ready"] = check.ready
+        status.groups["not_current"] = check.left_out.get(NOT_CURRENT, [])
+    done = set(status.groups.get("anonymized", []))
+    status.groups["not_anonymized"] = [sid for sid in ids if sid not in done]
+    return status
