@@ -26,8 +26,8 @@ from .jobs import schema
 PLUGIN_NAME = "@fiftyone-anonymizer/anonymize"
 _EXPORT_TYPES = ("FiftyOneDataset", "COCODetectionDataset", "YOLOv5Dataset",
                  "VOCDetectionDataset", "ImageDirectory")
-#: A hidden form parameter: set by the App's forms, so a run from the App streams its progress
-#: and shows its result; runs from Python (and delegated ones) return the report instead.
+#: Set to force (True) or refuse (False) streaming; by default a run from the App streams its
+#: progress and shows its result, a run from Python (and a delegated one) returns the report.
 STREAM_PARAM = "stream_to_app"
 
 
@@ -49,17 +49,20 @@ def _execute(uri: str, sample_collection, params: dict[str, Any], delegate: bool
     return foo.execute_operator(uri, ctx, request_delegation=delegate)
 
 
-def _form(inputs: types.Object) -> types.Object:
-    """Every job form carries the hidden flag that makes a run from the App stream."""
-    inputs.bool(STREAM_PARAM, default=True, view=types.HiddenView())
-    return inputs
+def _from_app(ctx) -> bool:
+    """Whether the App (not Python) asked for this run: only the App sends its UI state
+    (spaces, filters, extended selection) with the request."""
+    given = ctx.params.get(STREAM_PARAM)
+    if given is not None:
+        return bool(given)
+    return any(key in ctx.request_params for key in ("spaces", "extended", "filters"))
 
 
 def _run(ctx, job: Callable[[Callable[[float, str], None]], dict],
          outputs: Callable[[dict], types.Object], title: str):
     """Run ``job(progress)``. In the App: a generator streaming the progress, then a reload
     and the result as ``outputs`` show it. Delegated or from Python: the result dict."""
-    if ctx.delegated or not ctx.params.get(STREAM_PARAM, False):
+    if ctx.delegated or not _from_app(ctx):
         def progress(fraction: float, label: str) -> None:
             ctx.set_progress(progress=fraction, label=label)
 
@@ -81,7 +84,7 @@ def _stream(ctx, job, outputs, title: str) -> Iterator[Any]:
             updates.put(None)
 
     threading.Thread(target=work, daemon=True, name="anonymizer-job").start()
-    yield ctx.ops.set_progress(label="starting (models load on first use) ...", progress=0.0)
+    yield ctx.ops.set_progress(label="starting ...", progress=0.0)
     while (update := updates.get()) is not None:
         yield ctx.ops.set_progress(label=update[1], progress=update[0])
     if "error" in result:
@@ -151,9 +154,11 @@ def _job_outputs(results: dict[str, Any], extra: Callable[[types.Object], None] 
 
 
 def _summary(results: dict[str, Any], what: str) -> str:
-    boxes = ", ".join(f"{n} {k}" for k, n in sorted(results.get("boxes_per_class", {}).items()))
+    from .core.boxes import count_text
+
     return (f"**{results.get('processed', 0)}** {what}, {results.get('skipped', 0)} already done,"
-            f" **{results.get('failed', 0)}** failed" + (f"; {boxes}" if boxes else ""))
+            f" **{results.get('failed', 0)}** failed; "
+            f"{count_text(results.get('boxes_per_class', {}))}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +335,7 @@ class DetectFacesAndPlates(foo.Operator):
         return _execute(self.uri, sample_collection, params, delegate)
 
     def resolve_input(self, ctx):
-        inputs = _form(types.Object())
+        inputs = types.Object()
         _detect_inputs(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Detect faces and plates"))
 
@@ -497,7 +502,7 @@ class AnonymizeImages(foo.Operator):
         return _execute(self.uri, sample_collection, params, delegate)
 
     def resolve_input(self, ctx):
-        inputs = _form(types.Object())
+        inputs = types.Object()
         if not _anonymize_inputs(ctx, inputs):
             return types.Property(inputs)
         return types.Property(inputs, view=types.View(label="Anonymize images"))
@@ -646,7 +651,7 @@ class ShareAnonymized(foo.Operator):
         return _execute(self.uri, sample_collection, params, delegate)
 
     def resolve_input(self, ctx):
-        inputs = _form(types.Object())
+        inputs = types.Object()
         if not _share_inputs(ctx, inputs):
             return types.Property(inputs)
         return types.Property(inputs, view=types.View(label="Share anonymized dataset"))
@@ -786,7 +791,7 @@ class AuditAnonymization(foo.Operator):
         return _execute(self.uri, sample_collection, params, delegate)
 
     def resolve_input(self, ctx):
-        inputs = _form(types.Object())
+        inputs = types.Object()
         if not _audit_inputs(ctx, inputs):
             return types.Property(inputs)
         return types.Property(inputs, view=types.View(label="Audit anonymization"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from .core.boxes import count_text
 from .jobs.status import GROUPS, anonymization_status
 
 
@@ -69,9 +70,8 @@ class AnonymizationPanel(foo.Panel):
         counts = ctx.panel.state.counts or {}
         boxes = ctx.panel.state.boxes or {}
         rows = "\n".join(f"| {label} | {counts.get(key, 0)} |" for key, label in GROUPS)
-        per_class = ", ".join(f"{n} {k}" for k, n in sorted(boxes.items())) or "none yet"
-        panel.md(f"### Anonymization\n\n| group | samples |\n|---|---|\n{rows}\n\n"
-                 f"Boxes per class: {per_class}", name="status")
+        panel.md(f"| group | samples |\n|---|---|\n{rows}\n\n"
+                 f"Boxes per class: {count_text(boxes)}", name="status")
         for key, label in GROUPS:
             if counts.get(key):
                 panel.btn(f"open_{key}", label=f"Open: {label.lower()} ({counts[key]})",

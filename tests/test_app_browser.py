@@ -149,3 +149,114 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
         raise
     finally:
         session.close()
+
+
+def _dismiss_banners(page) -> None:
+    for text in ("Dismiss", "Disable"):
+        if page.get_by_text(text, exact=True).count():
+            page.get_by_text(text, exact=True).first.click()
+
+
+def _open_operator(page, label: str) -> None:
+    page.keyboard.press("Backquote")
+    page.wait_for_timeout(800)
+    page.keyboard.type(label.removeprefix("Anonymizer: "))
+    page.get_by_text(label).first.click()
+
+
+def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
+    """A bad value is refused before Execute, a run shows its progress, share leaves out the
+    sample the audit flagged, and the Anonymization panel shows the state."""
+    import fiftyone as fo
+    from skimage import data
+
+    from fiftyone_anonymizer import anonymize_images
+
+    src = tmp_path / "src"
+    src.mkdir()
+    box = fo.Detection(label="face", bounding_box=[0.3, 0.05, 0.28, 0.36], confidence=0.9)
+    samples = []
+    for i in range(30):
+        path = src / f"p{i:02d}.jpg"
+        Image.fromarray(np.roll(data.astronaut(), 9 * i, axis=1)).save(path, quality=90)
+        samples.append(fo.Sample(filepath=str(path),
+                                 anonymizer_detections=fo.Detections(detections=[box.copy()])))
+    ds = make_dataset(samples)
+    ds.persistent = True  # the App's server is another process
+    anonymize_images(ds, tmp_path / "copies")
+    flagged = ds.first()
+    flagged.tags.append("needs_review")  # as the audit would tag a missed face
+    flagged.save()
+    shared_name = f"{ds.name}-shared"
+
+    port = _free_port()
+    session = fo.launch_app(ds, remote=True, port=port, auto=False)
+    shots = _artifacts()
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/")
+        page.goto(f"http://127.0.0.1:{port}/datasets/{ds.name}", wait_until="domcontentloaded")
+        page.wait_for_selector("[data-cy='fo-grid']", timeout=90_000)
+        page.wait_for_timeout(2000)
+        _dismiss_banners(page)
+
+        # A confidence floor of 2 would obscure nothing: refused next to the field.
+        _open_operator(page, "Anonymizer: anonymize images")
+        page.wait_for_selector("text=Minimum confidence", timeout=30_000)
+        floor = page.get_by_text("Minimum confidence", exact=True).locator("xpath=following::input[1]")
+        floor.fill("2")
+        page.get_by_text("must be between 0 and 1").first.wait_for(timeout=15_000)
+        assert page.get_by_role("button", name="Execute").is_disabled()
+        page.screenshot(path=str(shots / "10-bad-value-refused.png"))
+
+        # Corrected, with Overwrite: the run streams its progress, then shows a table.
+        floor.fill("")
+        page.get_by_text("Overwrite", exact=True).click()
+        page.wait_for_timeout(1000)
+        page.get_by_role("button", name="Execute").click()
+        seen: set[str] = set()
+        deadline = time.time() + 180
+        while time.time() < deadline and not page.get_by_text("copies written").count():
+            seen.update(ln for ln in page.inner_text("body").splitlines()
+                        if ln.startswith("anonymized ") and "/30" in ln)
+            if len(seen) == 1:
+                page.screenshot(path=str(shots / "11-progress.png"))
+            page.wait_for_timeout(150)
+        page.screenshot(path=str(shots / "12-result-table.png"))
+        assert seen and any(ln != "anonymized 30/30" for ln in seen), seen
+        assert page.get_by_text("copies written").count()
+        page.get_by_role("button", name="Done").click()
+
+        # Share: the form says one sample is left out, and it is.
+        _open_operator(page, "Anonymizer: share anonymized dataset")
+        page.get_by_text("1 left out: 1 tagged for review").first.wait_for(timeout=30_000)
+        name = page.get_by_text("New dataset name", exact=True).locator("xpath=following::input[1]")
+        name.fill(shared_name)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(shots / "13-share-form.png"))
+        page.get_by_role("button", name="Execute").click()
+        page.get_by_text("samples shared").first.wait_for(timeout=120_000)
+        page.screenshot(path=str(shots / "14-shared.png"))
+        shared = fo.load_dataset(shared_name)
+        assert len(shared) == 29
+        assert Path(flagged.anonymized_filepath).name not in {Path(p).name for p in
+                                                             shared.values("filepath")}
+        page.get_by_role("button", name="Done").click()
+
+        # The panel: counts and a button per group.
+        page.locator("[data-cy='new-panel-btn']").first.click()
+        page.get_by_text("Anonymization", exact=True).first.click()
+        page.get_by_text("Open: tagged for review (1)").first.wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        assert "Ready to share" in body and "Tagged for review" in body
+        page.screenshot(path=str(shots / "15-panel.png"))
+        page.get_by_text("Open: tagged for review (1)").first.click()
+        page.get_by_text("1 sample", exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "16-review-queue.png"))
+    except Exception:
+        page.screenshot(path=str(shots / "failure-reviewer.png"))
+        raise
+    finally:
+        session.close()
+        if fo.dataset_exists(shared_name):
+            fo.delete_dataset(shared_name)
