@@ -31,6 +31,7 @@ class AnonymizationPanel(foo.Panel):
 
     def refresh(self, ctx):
         self._read(ctx)
+        ctx.ops.reload_dataset()  # fields a delegated run added appear without a page reload
 
     def _read(self, ctx):
         if ctx.dataset is None:
@@ -40,6 +41,7 @@ class AnonymizationPanel(foo.Panel):
         ctx.panel.state.boxes = dict(status.boxes_per_class)
         ctx.panel.state.ids = {k: v for k, v in status.groups.items()
                                if k in ("ready", "not_current")}
+        ctx.panel.state.runs = recent_runs(ctx.dataset.name)
 
     def open_group(self, ctx):
         from fiftyone import ViewField as F
@@ -76,5 +78,36 @@ class AnonymizationPanel(foo.Panel):
             if counts.get(key):
                 panel.btn(f"open_{key}", label=f"Open: {label.lower()} ({counts[key]})",
                           on_click=self.open_group, params={"group": key})
+        runs = ctx.panel.state.runs or []
+        if runs:
+            lines = "\n".join(f"| {r['operator']} | {r['state']} | {r['when']} | {r['summary']} |"
+                              for r in runs)
+            panel.md(f"Delegated runs\n\n| job | state | updated | result |\n|---|---|---|---|\n"
+                     f"{lines}", name="runs")
         panel.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=1))
+
+
+def recent_runs(dataset_name: str, limit: int = 5) -> list[dict]:
+    """The plugin's latest delegated runs on this dataset, with the report's summary: a
+    delegated run's result is otherwise only readable with ``fiftyone delegated info``."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from .operators import PLUGIN_NAME
+
+    try:
+        ops = DelegatedOperationService().list_operations(dataset_name=dataset_name)
+    except Exception:  # no delegated operations store: nothing to show
+        return []
+    ours = [op for op in ops if str(op.operator).startswith(PLUGIN_NAME)]
+    ours.sort(key=lambda op: op.updated_at or op.queued_at, reverse=True)
+    rows = []
+    for op in ours[:limit]:
+        result = getattr(op.result, "result", None) or {}
+        error = getattr(op.result, "error", None)
+        summary = (f"failed: {str(error).splitlines()[-1][:120]}" if error else
+                   str(result.get("summary", "")).replace("**", "").replace("|", "/")[:160])
+        rows.append({"operator": str(op.operator).rsplit("/", 1)[-1],
+                     "state": str(op.run_state), "summary": summary,
+                     "when": (op.updated_at or op.queued_at).strftime("%Y-%m-%d %H:%M")})
+    return rows

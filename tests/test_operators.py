@@ -326,5 +326,11 @@ def test_delegated_execution_with_a_real_worker(make_dataset, photo_tree, tmp_pa
     doc = service.get(doc_id)
     assert state == ExecutionRunState.COMPLETED, (tmp_path / "worker.log").read_text()[-3000:]
     assert doc.result.result["processed"] == 2
+    # The panel shows the delegated run and its report, without `fiftyone delegated info`.
+    from fiftyone_anonymizer.panel import recent_runs
+
+    (run,) = recent_runs(ds.name)
+    assert run["operator"] == "anonymize_images" and "completed" in run["state"]
+    assert "2 copies written" in run["summary"], run
     ds.reload()
     assert all(Path(p).is_file() for p in ds.values("anonymized_filepath"))
