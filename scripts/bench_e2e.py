@@ -1,19 +1,22 @@
-"""End-to-end throughput and face recall: our ``anonymize`` command against ``deface``.
+"""End-to-end throughput, recall and memory: our pipeline against ``deface``, at the scale
+users run it (10^4 images and more), so start-up counts as it does there and is printed apart.
 
-Same 200 photos (those of ``../shared/data/faces/labels.json``), same machine, one run each:
+Two sets, each at least 1 000 images long (the labelled photos of ``../shared/data``, repeated
+through symlinks), the same machine, one run each, interleaved:
 
-1. ``anonymize`` with faces only (``--plates none``), all defaults otherwise;
-2. ``anonymize`` with faces and plates (the full pipeline);
-   (and, for reference, faces only with ``--no-multiscale``: no mirrored second view);
-3. ``deface`` 1.5.0 with its defaults, installed into a throwaway virtual environment under
-   ``out/bench-e2e/deface-venv`` (never one of our dependencies, never imported here), given
-   all 200 paths in one invocation so its model loads once.
+* **faces**: the 200 photos of ``faces/labels.json`` (small, crowded, masked faces):
+  ``anonymize`` faces only at our defaults, ``anonymize`` at deface's settings (one pass,
+  native size, no plates), and ``deface`` 1.5.0 at its defaults;
+* **street**: the 201 photos of ``plates/labels.json`` (mostly 1280x720): ``anonymize`` with
+  faces and plates at our defaults (the full pipeline) against ``deface`` (faces only).
 
-Times are wall clock from process start to exit: interpreter start, model load, decode,
-detect, blur, encode and write of every file included. Face recall comes from
-``metrics.py``: ours from the detections files our command wrote; deface writes no
-detections, so its CenterFace is run at its defaults (native resolution, threshold 0.2)
-through deface's own code, in its own environment, in a separate untimed process.
+deface is installed into a throwaway virtual environment under ``out/bench-e2e/deface-venv``
+(never one of our dependencies, never imported here) and given all paths in one invocation.
+Times are wall clock from process start to exit; each process's peak RSS is read from the
+kernel (``wait4``). Start-up (interpreter, imports, model load) is measured on its own: ours
+as the wall time our command reports before its first image, deface's as a one-image run.
+Recall on the labelled photos (the first repetition) with ``metrics.py``; deface writes no
+detections, so its CenterFace is run at its defaults through deface's own code.
 
 The last line reads ``e2e speedup vs deface (faces only): <N>x``.
 """
@@ -28,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from fiftyone_anonymizer import metrics
@@ -35,10 +39,12 @@ from fiftyone_anonymizer.core.boxes import FACE, Detection
 
 REPO = Path(__file__).resolve().parents[1]
 
-LABELS = REPO.parent / "shared" / "data" / "faces" / "labels.json"
+SHARED = REPO.parent / "shared" / "data"
 OUT = REPO / "out" / "bench-e2e"
 DEFACE_VERSION = "1.5.0"
 DEFACE_THRESHOLD = 0.2  # deface's default --thresh
+#: Our command at deface's settings: one CenterFace pass at the image's own size, no plates.
+DEFACE_LIKE = ["--plates", "none", "--no-multiscale", "--face-size", "native"]
 
 # Runs inside deface's own environment: its CenterFace exactly as its CLI builds it
 # (in_shape=None: the image's own size rounded up to multiples of 32; backend auto).
@@ -80,9 +86,10 @@ def cli_seconds(log_text: str) -> float:
     return float(match.group(1))
 
 
-def sdk_vs_cli(paths: list[Path], anonymize: list[str], env: dict) -> float:
+def sdk_vs_cli(input_dir: Path, anonymize: list[str], env: dict) -> float:
     """images/s of ``detect_faces_and_plates`` + ``anonymize_images`` on a view of ``paths``
     over the command line's on the same files (defaults: faces and plates), in one run."""
+    paths = sorted(p for p in input_dir.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
     sdk_out, cli_out, db = OUT / "sdk-copies", OUT / "cli-copies", OUT / "sdk-db"
     for folder in (sdk_out, cli_out, db):
         shutil.rmtree(folder, ignore_errors=True)
@@ -93,7 +100,6 @@ def sdk_vs_cli(paths: list[Path], anonymize: list[str], env: dict) -> float:
     if proc.returncode != 0:
         sys.exit(f"the SDK jobs failed:\n{proc.stderr[-3000:]}")
     sdk = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
-    input_dir = OUT / "input"
     proc = subprocess.run([*anonymize, "--input", str(input_dir), "--image-output", str(cli_out),
                            "--image-extensions", "jpg,jpeg,png"],
                           capture_output=True, text=True, env=env)
@@ -115,16 +121,18 @@ def truths_of(entry: dict) -> list[Detection]:
             for b in entry["boxes"]]
 
 
-def link_tree(entries: list[dict], root: Path, dest: Path) -> list[Path]:
-    """A fresh folder of symlinks to exactly the labelled images (the shared folder holds a
-    few more, and neither tool may write into it)."""
+def link_tree(entries: list[dict], root: Path, dest: Path, rounds: int = 1) -> list[Path]:
+    """A fresh folder of symlinks to the labelled images, ``rounds`` times over (``r<k>/...``):
+    a long run made of the same photos (the shared folder holds a few more, and neither tool
+    may write into it). The first round's paths come first."""
     shutil.rmtree(dest, ignore_errors=True)
     paths = []
-    for e in entries:
-        link = dest / e["file"]
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to((root / e["file"]).resolve())
-        paths.append(link)
+    for k in range(rounds):
+        for e in entries:
+            link = dest / f"r{k}" / e["file"]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to((root / e["file"]).resolve())
+            paths.append(link)
     return paths
 
 
@@ -143,17 +151,47 @@ def ensure_deface(venv: Path) -> Path:
     return exe
 
 
-def timed(cmd: list[str], env: dict | None = None) -> float:
-    """Wall-clock seconds of one command; its output is kept in a log, failures stop the bench."""
+@dataclass
+class Run:
+    """One process: wall seconds, peak resident memory, and what it printed."""
+
+    seconds: float
+    peak_mb: float
+    output: str
+
+
+def measured(cmd: list[str], env: dict | None = None) -> Run:
+    """Run ``cmd`` to completion; its own peak RSS comes from the kernel (``wait4``). Its
+    output is kept in a log; a failure stops the bench."""
     log = OUT / "logs" / f"{Path(cmd[0]).name}-{int(time.time() * 1000)}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):  # 1: some images failed (named in the log)
         sys.exit(f"command failed ({proc.returncode}), see {log}: {' '.join(cmd[:6])} ...")
-    return seconds
+    return Run(seconds, usage.ru_maxrss / 1024, log.read_text(errors="replace"))
+
+
+def startup_seconds(run: Run) -> tuple[float, float]:
+    """(wall time before our first image, of which model load) from our command's summary:
+    everything but the images' own processing time."""
+    match = re.search(r"anonymized \d+ of \d+ images in ([0-9.]+) s \(([0-9.]+) images/s, "
+                      r"models loaded in ([0-9.]+) s\)", run.output)
+    if match is None:
+        sys.exit(f"no summary line in our command's output:\n{run.output[-2000:]}")
+    processing, load = float(match.group(1)), float(match.group(3))
+    return run.seconds - processing + load, load
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def warm_cache(paths: list[Path]) -> None:
@@ -199,68 +237,93 @@ def _deface_like_settings():
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--labels", type=Path, default=LABELS)
-    parser.add_argument("--extra", default="", help="extra options for our command (tuning), e.g. '--workers 2'")
+    parser.add_argument("--faces", type=Path, default=SHARED / "faces" / "labels.json")
+    parser.add_argument("--street", type=Path, default=SHARED / "plates" / "labels.json")
+    parser.add_argument("--min-images", type=int, default=1000,
+                        help="each set is repeated until it is at least this long")
+    parser.add_argument("--extra", default="", help="extra options for our command (tuning)")
     parser.add_argument("--ours", default=str(REPO / ".venv" / "bin" / "anonymize"),
                         help="our command (another build or wrapper, for comparisons)")
     args = parser.parse_args()
-    if not args.labels.is_file():
-        sys.exit(f"{args.labels} not found (the evaluation photos live beside the checkout)")
-    entries = load_entries(args.labels)
-    root = args.labels.parent
+    for labels in (args.faces, args.street):
+        if not labels.is_file():
+            sys.exit(f"{labels} not found (the evaluation photos live beside the checkout)")
     OUT.mkdir(parents=True, exist_ok=True)
     venv = OUT / "deface-venv"
     deface = ensure_deface(venv)
-
-    ours_in = OUT / "input"
-    ours_paths = link_tree(entries, root, ours_in)
-    deface_paths = link_tree(entries, root, OUT / "deface-io")  # deface writes beside its inputs
-    warm_cache(ours_paths)
-    anonymize = args.ours.split()
-    extra = args.extra.split()
+    ours_cmd, extra = args.ours.split(), args.extra.split()
     env = {k: v for k, v in os.environ.items() if k != "FO_ANONYMIZER_THREADS"}  # our defaults
-    n = len(entries)
-    print(f"{n} images from {args.labels}; {os.cpu_count()} CPUs; wall clock incl. start-up and "
-          f"model load, every copy written to disk", flush=True)
 
-    runs: dict[str, float] = {}
-    for name, out_dir, options in (("ours, faces only", OUT / "ours-faces", ["--plates", "none"]),
-                                   ("ours, faces + plates", OUT / "ours-full", []),
-                                   ("ours, faces, no mirror", OUT / "ours-faces-single",
-                                    ["--plates", "none", "--no-multiscale"])):
+    sets = {}
+    for name, labels in (("faces", args.faces), ("street", args.street)):
+        entries = load_entries(labels)
+        rounds = -(-args.min_images // len(entries))
+        ours_in = link_tree(entries, labels.parent, OUT / f"{name}-input", rounds)
+        theirs = link_tree(entries, labels.parent, OUT / f"{name}-deface-io", rounds)
+        warm_cache(ours_in[: len(entries)])
+        sets[name] = (entries, ours_in, theirs)
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; faces set {len(sets['faces'][1])} images "
+          f"({len(sets['faces'][0])} photos repeated), street set {len(sets['street'][1])} images "
+          f"({len(sets['street'][0])} photos repeated); wall clock incl. start-up, every copy "
+          f"written to disk", flush=True)
+
+    def ours(set_name: str, out: str, options: list[str]) -> Run:
+        out_dir = OUT / out
         shutil.rmtree(out_dir, ignore_errors=True)
-        runs[name] = timed([*anonymize, "--input", str(ours_in), "--image-output", str(out_dir),
-                            "--image-extensions", "jpg,jpeg,png", "--quiet", *options, *extra],
-                           env=env)
-        print(f"{name:<24} {n / runs[name]:6.2f} images/s ({runs[name]:.1f} s)", flush=True)
-    runs["deface"] = timed([str(deface), *map(str, deface_paths)])
-    print(f"{'deface ' + DEFACE_VERSION + ' defaults':<24} {n / runs['deface']:6.2f} images/s "
-          f"({runs['deface']:.1f} s)", flush=True)
+        return measured([*ours_cmd, "--input", str(OUT / f"{set_name}-input"),
+                         "--image-output", str(out_dir), "--image-extensions", "jpg,jpeg,png",
+                         "--quiet", *options, *extra], env=env)
 
-    start_up = timed([str(REPO / ".venv" / "bin" / "python"), "-c",
-                      "from fiftyone_anonymizer import blur; blur._tf()"], env=env)
-    print(f"(of each run of ours: {start_up:.1f} s to load TensorFlow for the blur module)")
+    def line(label: str, run: Run, n: int) -> None:
+        print(f"{label:<40} {n / run.seconds:7.2f} images/s ({run.seconds:6.1f} s, peak RSS "
+              f"{run.peak_mb:5.0f} MB)", flush=True)
 
-    ours = our_face_recall(entries, OUT / "ours-faces")
-    single = our_face_recall(entries, OUT / "ours-faces-single")
-    full = our_face_recall(entries, OUT / "ours-full")
-    theirs = deface_face_recall(entries, deface_paths, venv)
-    print(f"face recall ours (faces only) {ours.recall:.3f} coverage {ours.coverage:.3f} "
-          f"precision {ours.precision:.3f}; ours (full) {full.recall:.3f}; ours (no mirror) "
-          f"{single.recall:.3f} coverage {single.coverage:.3f} precision {single.precision:.3f}")
-    print(f"face recall deface {theirs.recall:.3f} coverage {theirs.coverage:.3f} precision "
-          f"{theirs.precision:.3f} (deface cannot write detections: its CenterFace run by deface's "
-          f"own code in its environment at its defaults, threshold {DEFACE_THRESHOLD}, native size)")
+    n_faces, n_street = len(sets["faces"][1]), len(sets["street"][1])
+    runs = {
+        "ours faces": ours("faces", "ours-faces", ["--plates", "none"]),
+        "deface faces": measured([str(deface), *map(str, sets["faces"][2])]),
+        "ours deface-like": ours("faces", "ours-deface-like", DEFACE_LIKE),
+        "ours street": ours("street", "ours-street", []),
+        "deface street": measured([str(deface), *map(str, sets["street"][2])]),
+    }
+    line("ours, faces only (defaults)", runs["ours faces"], n_faces)
+    line(f"ours at deface's settings ({' '.join(DEFACE_LIKE)})", runs["ours deface-like"], n_faces)
+    line(f"deface {DEFACE_VERSION} defaults", runs["deface faces"], n_faces)
+    line("ours, faces + plates, street photos", runs["ours street"], n_street)
+    line(f"deface {DEFACE_VERSION}, street photos", runs["deface street"], n_street)
 
-    print(f"sdk vs command line: {sdk_vs_cli(ours_paths, anonymize, env):.2f}x")
+    hundred = OUT / "faces-100"
+    link_tree(sets["faces"][0][:100], args.faces.parent, hundred)
+    small = measured([*ours_cmd, "--input", str(hundred), "--image-output", str(OUT / "ours-100"),
+                      "--quiet", "--plates", "none", *extra], env=env)
+    ours_start, ours_load = startup_seconds(runs["ours faces"])
+    one = OUT / "deface-one"
+    link_tree(sets["faces"][0][:1], args.faces.parent, one)
+    deface_start = measured([str(deface), str(next(one.rglob("*.jpg")))]).seconds
+    print(f"start-up: ours {ours_start:.1f} s (of which {ours_load:.1f} s loading models while "
+          f"TensorFlow loads), deface {deface_start:.1f} s (a one-image run)")
 
-    speed_faces = runs["deface"] / runs["ours, faces only"]
-    speed_full = runs["deface"] / runs["ours, faces + plates"]
-    ok_faces = speed_faces >= 1.5 and ours.recall > theirs.recall
-    print(f"target faces only >= 1.5x deface with higher recall: {'met' if ok_faces else 'NOT met'}")
-    print(f"target full pipeline no slower than deface on faces: "
-          f"{'met' if speed_full >= 1.0 else 'NOT met'} ({speed_full:.2f}x)")
-    print(f"e2e speedup vs deface (faces only): {speed_faces:.2f}x")
+    entries, _, theirs_paths = sets["faces"]
+    ours_recall = our_face_recall(entries, OUT / "ours-faces" / "r0")
+    like_recall = our_face_recall(entries, OUT / "ours-deface-like" / "r0")
+    deface_recall = deface_face_recall(entries, theirs_paths[: len(entries)], venv)
+    print(f"face recall ours (faces only) {ours_recall.recall:.3f} coverage "
+          f"{ours_recall.coverage:.3f} precision {ours_recall.precision:.3f}; ours at deface's "
+          f"settings {like_recall.recall:.3f}; deface {deface_recall.recall:.3f} coverage "
+          f"{deface_recall.coverage:.3f} precision {deface_recall.precision:.3f} (deface's "
+          f"CenterFace run by its own code at its defaults, threshold {DEFACE_THRESHOLD})")
+
+    sdk = sdk_vs_cli(OUT / "faces-input" / "r0", ours_cmd, env)
+    print(f"sdk vs command line: {sdk:.2f}x")
+    print(f"ours at deface's settings vs deface (faces only): "
+          f"{runs['deface faces'].seconds / runs['ours deface-like'].seconds:.2f}x")
+    print(f"e2e full pipeline vs deface on street photos: "
+          f"{runs['deface street'].seconds / runs['ours street'].seconds:.2f}x")
+    print(f"peak RSS ours {runs['ours faces'].peak_mb:.0f} MB, deface "
+          f"{runs['deface faces'].peak_mb:.0f} MB (faces only); at 100 images ours "
+          f"{small.peak_mb:.0f} MB, at {n_faces} {runs['ours faces'].peak_mb:.0f} MB")
+    print(f"e2e speedup vs deface (faces only): "
+          f"{runs['deface faces'].seconds / runs['ours faces'].seconds:.2f}x")
     return 0
 
 

