@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STAMP := .venv/.setup-stamp
 LABELS ?= ../shared/data/faces/labels.json
 
-.PHONY: setup demo test lint bench-blur eval bench-e2e clean
+.PHONY: setup demo test test-fast test-faults lint bench-blur eval eval-video bench-e2e bench-scale clean
 
 setup: $(STAMP)
 
@@ -15,9 +15,17 @@ $(STAMP): pyproject.toml models/manifest.json scripts/setup.sh scripts/ensure_mo
 demo: $(STAMP)
 	$(PY) -m fiftyone_anonymizer.demo --output out/demo
 
-## The test suite (CI runs exactly this).
+## The test suite (CI runs exactly this, after the linters).
 test: $(STAMP)
 	$(PY) -m pytest
+
+## No models, no browser, no fault injection: the quick loop while editing (under a minute).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not models and not slow and not faults and not heavy and not network"
+
+## Fault injection, the heavy probes included (kill -9, full disk, lost database, huge image).
+test-faults: $(STAMP)
+	$(PY) -m pytest -m faults
 
 lint: $(STAMP)
 	.venv/bin/ruff check plugin tests scripts

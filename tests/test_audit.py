@@ -215,6 +215,7 @@ def test_audit_needs_an_anonymization_first(make_dataset, tmp_path):
 # The astronaut, with the real models (always runs)
 
 
+@pytest.mark.models
 def test_astronaut_missed_face_is_flagged_then_cleared(make_dataset, tmp_path):
     import fiftyone as fo
 
@@ -260,6 +261,7 @@ def test_astronaut_missed_face_is_flagged_then_cleared(make_dataset, tmp_path):
     assert json.loads(json.dumps(report.to_dict()))["flagged"] == 0
 
 
+@pytest.mark.models
 def test_operator_runs_through_fiftyone(make_dataset, tmp_path):
     import fiftyone as fo
 
@@ -316,6 +318,7 @@ def shared_dataset(shared_data):
     fo.delete_dataset(ds.name)
 
 
+@pytest.mark.models
 def test_shared_data_audit_finds_the_misses_and_the_numbers_hold(shared_dataset, tmp_path):
     from fiftyone_anonymizer import anonymize_images, audit_anonymization
     from fiftyone_anonymizer.blur import BlurSettings
@@ -371,6 +374,7 @@ def test_shared_data_audit_finds_the_misses_and_the_numbers_hold(shared_dataset,
           f"per class {report.per_class}")
 
 
+@pytest.mark.models
 def test_shared_data_anonymized_with_ground_truth_leaves_no_true_box_clear(shared_dataset, tmp_path):
     """Coverage does not depend on the audit's detector (the test above runs the real one)."""
     from fiftyone_anonymizer import anonymize_images, audit_anonymization

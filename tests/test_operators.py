@@ -225,6 +225,7 @@ def test_bad_inputs_fail_clearly_and_the_job_goes_on(make_dataset, tmp_path):
         assert img.size == (12000, 8000)
 
 
+@pytest.mark.models
 def test_detect_and_anonymize_bad_inputs_with_the_real_models(make_dataset, tmp_path):
     import fiftyone as fo
 
