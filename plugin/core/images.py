@@ -34,6 +34,11 @@ DETECT_MAX_SIDE = 4096
 #: subsampling (see ``encode_image``).
 DEFAULT_JPEG_QUALITY = 95
 
+# The process's umask, read once (os.umask can only be read by setting it): copies get the
+# permissions a plain open() would give them.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 #: Formats a copy can be written in; anything else is refused with a clear reason.
 WRITABLE_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"}
 _EXTENSION_FORMATS = {
@@ -302,6 +307,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's private 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -322,6 +328,7 @@ def save_image_atomic(image: Image.Image, path: str | os.PathLike, fmt: str,
             _save(image, f, fmt, jpeg_quality)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
