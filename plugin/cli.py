@@ -36,6 +36,7 @@ from .detectors import (
     DetectorConfig,
 )
 from .engine import THREADS_ENV
+from .videos import VIDEO_EXTENSIONS
 
 
 def _threshold(text: str) -> float:
@@ -100,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     orig.add_argument("--image-output", required=True, type=Path, metavar="DIR",
                       help="folder for the anonymized copies (the input tree is mirrored); "
                            "may not be the input folder")
+    orig.add_argument("--video-extensions", default=",".join(VIDEO_EXTENSIONS), metavar="EXTS",
+                      help="comma-separated video extensions, or 'none': each video becomes an "
+                           "H.264 MP4 copy (same size, frame rate, frame count and audio; "
+                           "avi, mkv and webm copies get the .mp4 extension), faces and plates "
+                           "tracked across frames so none flickers into view")
     orig.add_argument("--image-extensions", default="jpg,png", metavar="EXTS",
                       help="comma-separated extensions to process, case-insensitive")
     orig.add_argument("--face-threshold", type=_threshold, default=None, metavar="F",
@@ -169,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also load the images into a persistent FiftyOne dataset NAME with "
                           "the boxes in 'anonymizer_detections' and the copies in "
                           "'anonymized_filepath' (a media field), to review them in the App")
+    run.add_argument("--no-audio", action="store_true",
+                     help="leave the audio out of video copies (it is copied unchanged otherwise)")
     run.add_argument("--overwrite", action="store_true",
                      help="redo every copy, also those an earlier run made that are current")
     run.add_argument("--overwrite-dataset", action="store_true",
@@ -233,6 +241,70 @@ def _resume_recipe(config: DetectorConfig, steps: engine.Steps) -> dict:
             "jpeg_quality": steps.jpeg_quality, "version": __version__}
 
 
+def _plan(args: argparse.Namespace) -> tuple[DetectorConfig, engine.Steps, folders.FolderPlan]:
+    """The detector, the steps and the folder plan the options describe (ValueError if not)."""
+    config = detector_config(args)
+    steps = engine.Steps(settings=blur_settings(args), jpeg_quality=args.jpeg_quality,
+                         sidecar=folders.seed_detections_file)
+    videos_wanted = () if args.video_extensions.lower() in ("", "none") \
+        else folders.parse_extensions(args.video_extensions)
+    plan = folders.plan_folder(args.input, args.image_output,
+                               folders.parse_extensions(args.image_extensions),
+                               args.write_detections, videos_wanted)
+    if args.dataset:
+        _check_dataset_name(args.dataset, args.overwrite_dataset)
+    return config, steps, plan
+
+
+def _images(plan: folders.FolderPlan, todo: set, steps: engine.Steps,
+            options: engine.EngineOptions, resume: folders.ResumeLog, bar: Any
+            ) -> tuple[dict, str | None]:
+    """The images through the engine: results per job, and why the run stopped (or None)."""
+    made: dict[folders.FileJob, engine.Result] = {}
+    try:
+        for result in engine.run((item for item in plan.items() if item.key in todo), steps,
+                                 options):
+            made[result.item.key] = result
+            if result.ok:
+                resume.record(plan, result.item.key, result.detections)
+            else:
+                bar.write(f"FAILED {result.item.source}: {result.error}", file=sys.stderr)
+            bar.update()
+    except engine.FatalError as exc:
+        return made, str(exc)
+    return made, None
+
+
+def _videos(plan: folders.FolderPlan, todo: set, config: DetectorConfig, steps: engine.Steps,
+            args: argparse.Namespace, resume: folders.ResumeLog, bar: Any) -> dict:
+    """The videos, one after the other, each streamed through the engine (``videos.py``)."""
+    from . import videos
+    from .core.images import write_bytes_atomic
+
+    jobs = [job for job in plan.videos if job in todo]
+    if not jobs:
+        return {}
+    _, detector, options = engine.prepare(videos.video_detector(config), steps.settings,
+                                          threads=args.threads)
+    made = {}
+    for job in jobs:
+        done = videos.process_video(job.source, job.target, detector, steps.settings,
+                                    audio=not args.no_audio, options=options)
+        tracks = {t.track: t.detection for frame in done.frames for t in frame}
+        result = engine.Result(engine.Item(job, job.source, target=job.target),
+                               detections=list(tracks.values()), error=done.error,
+                               stage=done.stage)
+        if done.ok and job.detections_path is not None:
+            write_bytes_atomic(job.detections_path, videos.detections_file(done))
+        if done.ok:
+            resume.record(plan, job, result.detections)
+        else:
+            bar.write(f"FAILED {job.source}: {done.error}", file=sys.stderr)
+        made[job] = result
+        bar.update()
+    return made
+
+
 def run(args: argparse.Namespace) -> int:
     """The whole job; returns the exit status."""
     err = sys.stderr
@@ -242,15 +314,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: --jpeg-quality must be in 1..100", file=err)
         return 2
     try:
-        config = detector_config(args)
-        settings = blur_settings(args)
-        steps = engine.Steps(settings=settings, jpeg_quality=args.jpeg_quality,
-                             sidecar=folders.seed_detections_file)
-        extensions = folders.parse_extensions(args.image_extensions)
-        plan = folders.plan_folder(args.input, args.image_output, extensions,
-                                   args.write_detections)
-        if args.dataset:
-            _check_dataset_name(args.dataset, args.overwrite_dataset)
+        config, steps, plan = _plan(args)
     except ValueError as exc:  # PlanError too
         print(f"error: {exc}", file=err)
         return 2
@@ -259,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: not processing image files with other extensions ({found}); "
               f"add them to --image-extensions to anonymize them too", file=err)
     if not plan.jobs:
-        print(f"no images with extension(s) {', '.join(extensions)} under {plan.input_dir}", file=err)
+        print(f"no images or videos to anonymize under {plan.input_dir}", file=err)
         return 0
     unwritable = output_dir_unwritable(plan.output_dir)
     if unwritable:
@@ -269,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
     resume = folders.ResumeLog(plan.output_dir, _resume_recipe(config, steps))
     resume.compact(plan)
     current = {} if args.overwrite else {job: resume.current(plan, job) for job in plan.jobs}
-    todo = [job for job in plan.jobs if current.get(job) is None]
+    todo = {job for job in plan.jobs if current.get(job) is None}
     done_before = {job: engine.Result(engine.Item(job, job.source, target=job.target),
                                       detections=boxes, obscured=boxes)
                    for job, boxes in current.items() if boxes is not None}
@@ -278,10 +342,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print("loading models ..." if todo else "every copy is current", file=err)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no CUDA-probe noise on CPU machines
+    images_todo = {job for job in todo if not job.video}
     try:
         _, detector, options = engine.prepare(
-            config, settings, threads=args.threads, batch_size=args.batch_size,
-            io_workers=args.workers, detect_workers=args.workers) if todo else (None, None, None)
+            config, steps.settings, threads=args.threads, batch_size=args.batch_size,
+            io_workers=args.workers, detect_workers=args.workers) \
+            if images_todo else (None, None, None)
     except Exception as exc:  # weights missing, unknown model name, no GPU
         print(f"error: cannot load the detectors: {exc}", file=err)
         return 2
@@ -290,32 +356,26 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    made: dict[folders.FileJob, engine.Result] = {}
-    stopped = None
-    with tqdm(total=len(todo), unit="img", disable=args.quiet or not todo, file=err,
+    with tqdm(total=len(todo), unit="file", disable=args.quiet or not todo, file=err,
               dynamic_ncols=True, desc="anonymizing") as bar:
-        try:
-            for result in engine.run((job_item for job_item in plan.items()
-                                      if job_item.key not in done_before), steps, options):
-                made[result.item.key] = result
-                if result.ok:
-                    resume.record(plan, result.item.key, result.detections)
-                else:
-                    bar.write(f"FAILED {result.item.source}: {result.error}", file=err)
-                bar.update()
-        except engine.FatalError as exc:
-            stopped = str(exc)
+        made, stopped = _images(plan, images_todo, steps, options, resume, bar)
+        if stopped is None:
+            made.update(_videos(plan, todo - images_todo, config, steps, args, resume, bar))
     seconds = time.perf_counter() - start
-    results = [done_before.get(job) or made.get(job) for job in plan.jobs]
-    finished = [r for r in results if r is not None]
+    finished = [r for r in (done_before.get(job) or made.get(job) for job in plan.jobs)
+                if r is not None]
 
     if args.dataset and stopped is None:
         from .jobs.ingest import dataset_from_results
         from .jobs.schema import DatabaseLost
 
+        images = [r for r in finished if not r.item.key.video]
+        if len(images) < len(finished):
+            print("note: the videos are not in the dataset (a FiftyOne dataset holds one media "
+                  "type); add them with the SDK's detect_faces_and_plates", file=err)
         try:
-            dataset = dataset_from_results(args.dataset, finished, config, detector, settings,
-                                           args.jpeg_quality, plan.output_dir,
+            dataset = dataset_from_results(args.dataset, images, config, detector,
+                                           steps.settings, args.jpeg_quality, plan.output_dir,
                                            args.overwrite_dataset)
         except DatabaseLost as exc:
             print(f"error: {exc}", file=err)
@@ -328,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
         if not r.ok:
             print(f"  {r.item.source}: {r.error} ({r.stage})", file=err)
     if stopped is not None:
-        print(f"error: {stopped}; {len(plan.jobs) - len(finished)} image(s) not reached; copies "
+        print(f"error: {stopped}; {len(plan.jobs) - len(finished)} file(s) not reached; copies "
               f"written are complete; run the same command again to resume", file=err)
         return 1
     return 0 if all(r.ok for r in finished) else 1

@@ -22,6 +22,7 @@ from .core.boxes import Detection
 from .core.images import write_bytes_atomic
 from .core.paths import output_dir_problem
 from .engine import Item
+from .videos import copy_name
 
 DEFAULT_EXTENSIONS = ("jpg", "png")  # the original tool's default
 #: Extensions worth a note when present but not asked for.
@@ -39,6 +40,7 @@ class FileJob:
     source: Path
     target: Path
     detections_path: Path | None = None
+    video: bool = False
 
 
 @dataclass
@@ -53,9 +55,15 @@ class FolderPlan:
     unmatched: dict[str, int] = field(default_factory=dict)
 
     def items(self) -> Iterator[Item]:
-        """The engine's items, keyed by their :class:`FileJob`."""
+        """The engine's items (the images), keyed by their :class:`FileJob`."""
         for job in self.jobs:
-            yield Item(key=job, source=job.source, target=job.target, sidecar=job.detections_path)
+            if not job.video:
+                yield Item(key=job, source=job.source, target=job.target,
+                           sidecar=job.detections_path)
+
+    @property
+    def videos(self) -> list[FileJob]:
+        return [job for job in self.jobs if job.video]
 
 
 def parse_extensions(spec: str | Iterable[str]) -> tuple[str, ...]:
@@ -106,9 +114,10 @@ def detections_paths(targets: Sequence[Path]) -> list[Path]:
 
 def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 extensions: Sequence[str] = DEFAULT_EXTENSIONS,
-                write_detections: bool = True) -> FolderPlan:
-    """Mirror every matching image of ``input_dir`` under ``output_dir`` (same relative path,
-    same name).
+                write_detections: bool = True,
+                video_extensions: Sequence[str] = ()) -> FolderPlan:
+    """Mirror every matching image and video of ``input_dir`` under ``output_dir`` (same
+    relative path, same name; videos in containers other than MP4 get ``.mp4``).
 
     The output folder follows :func:`core.paths.output_dir_problem`: not the input folder, not
     inside it (a later run would read the copies as inputs), not a system folder.
@@ -116,8 +125,9 @@ def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     Args:
         input_dir: the folder of originals, walked recursively
         output_dir: the folder for the copies
-        extensions: file extensions to take, case-insensitively
+        extensions: image file extensions to take, case-insensitively
         write_detections: plan a detections file beside each copy
+        video_extensions: video file extensions to take (see ``videos.VIDEO_EXTENSIONS``)
 
     Raises:
         PlanError: the input is missing, the output folder breaks the rule, or a copy or
@@ -131,8 +141,11 @@ def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     if problem:
         raise PlanError(problem)
     unmatched: dict[str, int] = {}
-    sources = find_images(src, extensions, unmatched)
-    targets = [out / s.relative_to(src) for s in sources]
+    video_exts = {f".{e.lower()}" for e in video_extensions}
+    sources = find_images(src, [*extensions, *video_extensions], unmatched)
+    is_video = [s.suffix.lower() in video_exts for s in sources]
+    targets = [copy_name(out / s.relative_to(src)) if v else out / s.relative_to(src)
+               for s, v in zip(sources, is_video)]
     json_paths = detections_paths(targets) if write_detections else [None] * len(targets)
     originals = {os.path.realpath(s): s for s in sources}
     for t, j in zip(targets, json_paths):
@@ -143,7 +156,7 @@ def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                     f"writing {written} would replace the input file {hit} (every image under "
                     f"--input is an input; if it is an earlier copy, move the old output away "
                     f"or choose an --image-output outside the input)")
-    jobs = [FileJob(s, t, j) for s, t, j in zip(sources, targets, json_paths)]
+    jobs = [FileJob(s, t, j, v) for s, t, j, v in zip(sources, targets, json_paths, is_video)]
     return FolderPlan(src, out, jobs, unmatched)
 
 

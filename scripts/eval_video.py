@@ -20,9 +20,10 @@ starting tracks only from photo-threshold detections. Measurements of ours:
    under ``out/video-eval/cache`` at a low threshold and filtered up, which is exact); per frame
    at the photo thresholds vs tracked (``--sweep``: a grid of gap fill K and extension M, the
    union radius, the drop rule);
-2. pixel-based, on a real anonymized copy: :func:`anonymize_clip` (decode -> detect -> tracker
-   -> ``blur.anonymize_image`` -> ``video.VideoWriter``; the lead's engine can be plugged in as a
-   :data:`Pipeline`) writes the copy, scored with the same pixel rule as deface's output, right
+2. pixel-based, on a real anonymized copy: :func:`anonymize_clip` (the plugin's own video path,
+   ``videos.process_video``: decode -> the engine's detect stage -> tracker -> the engine's
+   obscure stage -> ``video.VideoWriter``; another :data:`Pipeline` can be plugged in) writes
+   the copy, scored with the same pixel rule as deface's output, right
    before deface runs on the same clip (the shared CPUs' load drifts: fps compared clip by
    clip); the copy's size, rate, frame count and audio are checked against the source.
 
@@ -46,10 +47,8 @@ import argparse
 import hashlib
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,11 +58,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from fiftyone_anonymizer import metrics
-from fiftyone_anonymizer.blur import BlurSettings, anonymize_image, obscured_region
+from fiftyone_anonymizer.blur import BlurSettings, obscured_region
 from fiftyone_anonymizer.core import video
 from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection
 from fiftyone_anonymizer.detectors.tracking import (
-    Tracker,
     TrackSettings,
     detections_of,
     track_video,
@@ -335,48 +333,17 @@ def detect_cached(clip: Clip, detector, tag: str, cache: Path) -> tuple[list[lis
 
 
 def anonymize_clip(src: Path, dst: Path, detector, track: TrackSettings,
-                   blur: BlurSettings | None = None, threaded: bool = True
-                   ) -> list[list[Detection]]:
-    """Our path for one clip: decode, detect, track with temporal fill, blur, write (audio
-    copied); returns the obscured boxes per frame. Holds at most ``max_delay + 1`` frames (and
-    a few more in the queue between the two stages).
+                   blur: BlurSettings | None = None) -> list[list[Detection]]:
+    """Our path for one clip, the one every job takes (``videos.process_video``: decode, the
+    engine's detect stage, tracks with temporal fill, the engine's obscure stage, the
+    encoder, audio copied); returns the obscured boxes per frame."""
+    from fiftyone_anonymizer import engine, videos
 
-    ``threaded``: decode + detect + track in one thread, blur + encode in another (onnxruntime,
-    TensorFlow and x264 release the GIL, so the stages overlap instead of taking turns)."""
-    blur = blur or BlurSettings()
-    info = video.probe(src)
-    tracker = Tracker(track)
-    held: list[video.Frame] = []
-    obscured: list[list[Detection]] = []
-    work: queue.Queue = queue.Queue(maxsize=8 if threaded else 0)
-
-    def produce() -> None:
-        try:
-            for frame in video.iter_frames(src):
-                held.append(frame)
-                ready = tracker.push(detector.detect([frame.rgb])[0])
-                work.put([(held.pop(0), tracked) for _, tracked in ready])
-            work.put([(held.pop(0), tracked) for _, tracked in tracker.flush()])
-            work.put(None)
-        except BaseException as exc:  # handed to the writing side, which raises it
-            work.put(exc)
-
-    with video.VideoWriter.for_source(dst, info) as out:
-        producer = threading.Thread(target=produce, daemon=True) if threaded else None
-        if producer is None:
-            produce()
-        else:
-            producer.start()
-        while (batch := work.get()) is not None:
-            if isinstance(batch, BaseException):
-                raise batch
-            for frame, tracked in batch:
-                dets = detections_of(tracked)
-                out.write(anonymize_image(frame.rgb, dets, blur), frame.pts)
-                obscured.append(dets)
-        if producer is not None:
-            producer.join()
-    return obscured
+    result = videos.process_video(src, dst, detector, blur or BlurSettings(), track,
+                                  options=engine.default_options("cpu"))
+    if not result.ok:
+        raise RuntimeError(f"{src}: {result.error} ({result.stage})")
+    return [detections_of(tracked) for tracked in result.frames]
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,7 +468,7 @@ def pixel_runs(clips: Sequence[Clip], out_dir: Path, detector, track: TrackSetti
                deface_exe: Path | None, pipeline: Pipeline | None = None) -> None:
     """Our copy and deface's of each clip, one after the other (the shared CPUs' load changes
     over minutes), both scored with the pixel rule; ours also checked against its known boxes.
-    ``pipeline`` replaces :func:`anonymize_clip` (the engine, once it runs video)."""
+    ``pipeline`` replaces :func:`anonymize_clip`."""
     detector.detect([np.zeros((360, 640, 3), np.uint8)])  # models loaded before the clock
     run = pipeline or (lambda src, dst: anonymize_clip(src, dst, detector, track))
     ours, theirs = Totals(), Totals()

@@ -19,14 +19,18 @@ echo "== checking FiftyOne's database"
 echo "== fetching detection weights (sha256-checked, cached)"
 .venv/bin/python -m fiftyone_anonymizer.core.weights
 
-# The real-browser test drives Debian's Chromium; Playwright never downloads a browser.
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages: chromium for the real-browser test (Playwright never downloads a browser),
+# ffmpeg for FiftyOne's own video tools (video metadata, frames; our video I/O is PyAV's).
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v ffprobe >/dev/null 2>&1 || missing="$missing ffmpeg"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing Debian's chromium for the browser test"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "warning: could not install chromium; the browser test will be skipped"
+    echo "== installing Debian's$missing"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null) \
+      || echo "warning: could not install$missing; the browser test or video metadata will be skipped"
   else
-    echo "note: chromium is not installed; the browser test will be skipped"
+    echo "note:$missing not installed (needs root); the browser test or video metadata will be skipped"
   fi
 fi
 echo "== set-up done"

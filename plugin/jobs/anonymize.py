@@ -122,15 +122,23 @@ def anonymize_images(
         jpeg_quality=jpeg_quality, output_dir=str(Path(output_dir).expanduser().resolve()))
     steps = engine.Steps(settings=recipe.settings, jpeg_quality=jpeg_quality)
     dataset = sample_collection._dataset
-    missing = [f for f in label_fields if not sample_collection.has_field(f)]
-    if missing:
-        raise ValueError(f"label field(s) not on the dataset: {missing}")
     out_dir = Path(recipe.output_dir)
     all_paths = dataset.values("filepath")
     source_root = common_root(all_paths)
     reason = check_output_dir(out_dir, all_paths, source_root)
     if reason:
         raise ValueError(reason)
+    if schema.media_type(sample_collection) == "video":
+        from .video_jobs import anonymize_videos
+
+        unwritable = output_dir_unwritable(out_dir)
+        if unwritable:
+            raise ValueError(unwritable)
+        return anonymize_videos(sample_collection, recipe, output_field, overwrite, error_field,
+                                progress)
+    missing = [f for f in label_fields if not sample_collection.has_field(f)]
+    if missing:
+        raise ValueError(f"label field(s) not on the dataset: {missing}")
 
     fp_field = schema.fingerprint_field(output_field)
     schema.declare_copy_fields(dataset, output_field)

@@ -287,6 +287,7 @@ def audit_anonymization(
     error_field: str = DEFAULT_ERROR_FIELD,
     worst: int = WORST_SAMPLES,
     progress: Progress | None = None,
+    every: int = 10,
     **engine_options: Any,
 ) -> AuditReport:
     """Search the anonymized copies of ``sample_collection`` for faces and plates left visible.
@@ -321,6 +322,7 @@ def audit_anonymization(
         error_field: the error field anonymize wrote (failed samples are not audited)
         worst: how many samples to list in the report, worst first
         progress: ``progress(fraction, label)`` callback
+        every: on videos, search every ``every``-th frame of each copy
         **engine_options: ``engine.EngineOptions`` fields
 
     Returns:
@@ -330,6 +332,9 @@ def audit_anonymization(
 
     recipes = schema.AnonymizeRecipe.read_all(sample_collection, output_field)
     recipe = recipes[""]  # the latest
+    if schema.media_type(sample_collection) == "video":
+        return _audit_videos(sample_collection, recipes, output_field, residual_field, tag,
+                             detector, min_covered, every, progress)
     if gt_field is not None and not sample_collection.has_field(gt_field):
         raise ValueError(f"ground-truth field '{gt_field}' is not on the dataset")
     label_fields = list(dict.fromkeys(f for r in recipes.values() for f in r.label_fields))
@@ -439,3 +444,26 @@ def audit_anonymization(
             "True boxes left less than 70 % obscured (fiftyone-anonymizer audit)", produced)
     return report
 
+
+
+def _audit_videos(sample_collection, recipes, output_field, residual_field, tag, detector,
+                  min_covered, every, progress) -> AuditReport:
+    """The audit on video copies (see :func:`jobs.video_jobs.audit_videos`)."""
+    from .video_jobs import audit_videos
+
+    if detector is None:
+        detector = audit_detector(sample_collection, recipes[""])
+    counts = audit_videos(sample_collection, recipes, output_field, residual_field, tag,
+                          detector, min_covered, every, progress)
+    report = AuditReport(samples=len(sample_collection))
+    report.audited = len(counts["audited"])
+    report.flagged = len(counts["flagged"])
+    report.residual_samples = report.flagged
+    report.residuals_per_class = Counter(counts["residuals_per_class"])
+    report.likely_per_class = Counter(report.residuals_per_class)
+    report.failed = dict(counts["failed"])
+    report.not_anonymized = report.samples - report.audited - len(report.failed)
+    report.settings = {"output_field": output_field, "residual_field": f"frames.{residual_field}",
+                       "tag": tag, "every": every, "min_covered": min_covered,
+                       "detector": counts["detector"]}
+    return report

@@ -22,7 +22,9 @@ def detect_faces_and_plates(
     """Run the face and plate detectors and store ``fo.Detections`` in ``label_field``.
 
     Samples that already have ``label_field`` are skipped unless ``overwrite``. A sample
-    whose image cannot be read gets the reason in ``error_field`` and no labels. What
+    whose image cannot be read gets the reason in ``error_field`` and no labels. On videos,
+    the labels are per frame (``frames.<label_field>``), linked into tracks (each box's
+    ``index``) with the gaps filled (``filled=True``): see :mod:`jobs.video_jobs`. What
     produced the labels (configuration, models, sha256, versions) goes into the field's info.
 
     Example usage::
@@ -47,6 +49,11 @@ def detect_faces_and_plates(
     """
     from ..detectors import DetectorConfig
 
+    if schema.media_type(sample_collection) == "video":
+        from .video_jobs import detect_videos
+
+        return detect_videos(sample_collection, label_field, detector, overwrite, error_field,
+                             progress)
     config, built, options = engine.prepare(
         DetectorConfig() if detector is None else detector, **engine_options)
     dataset = sample_collection._dataset

@@ -60,6 +60,37 @@ def to_fo_detections(detections: Sequence[Detection]):
     ])
 
 
+def to_fo_frame_detections(tracked: Sequence[Any]):
+    """A frame's tracked boxes (``detectors.tracking.TrackedDetection``) as an
+    ``fo.Detections``: each box's track in ``index`` (FiftyOne's object id across frames) and
+    ``filled=True`` where the tracker added it (gap fill or extension), not the detector."""
+    import fiftyone as fo
+
+    return fo.Detections(detections=[
+        fo.Detection(label=t.detection.label, confidence=float(t.detection.score),
+                     bounding_box=list(t.detection.box),
+                     index=t.track if t.track >= 0 else None, filled=t.filled)
+        for t in tracked
+    ])
+
+
+def declare_frame_detections_field(dataset, name: str) -> None:
+    import fiftyone as fo
+
+    if not dataset.has_frame_field(name):
+        dataset.add_frame_field(name, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+
+
+def media_type(sample_collection) -> str:
+    """"image" or "video"; anything else (grouped or mixed media) is refused with the way out."""
+    kind = sample_collection.media_type
+    if kind not in ("image", "video"):
+        raise ValueError(
+            f"this view holds {kind} media: run the job on images or on videos, e.g. "
+            f"view.select_group_slices(media_type='video') or a view of one media type")
+    return kind
+
+
 def from_fo_detections(labels, classes: Sequence[str] | None = None,
                        min_confidence: float | Mapping[str, float] | None = None) -> list[Detection]:
     """Our boxes from an ``fo.Detections`` (or None), filtered by class and confidence.
@@ -125,12 +156,16 @@ class AnonymizeRecipe:
         payload = json.dumps(self.to_info(), sort_keys=True, default=str)
         return hashlib.sha1(payload.encode()).hexdigest()[:8]
 
-    def fingerprint(self, boxes: Sequence[Detection], target: str | os.PathLike) -> str:
+    def fingerprint(self, boxes: Sequence[Any], target: str | os.PathLike) -> str:
         """What a copy depends on besides its source: this recipe (look, quality, folder), the
-        boxes and the copy's own path. ``"<recipe id>-<hash>"``."""
-        payload = json.dumps(
-            {"boxes": [[d.label, round(d.score, 4), [round(v, 6) for v in d.box]] for d in boxes],
-             "target": os.fspath(target)}, sort_keys=True)
+        boxes (a list, or one list per frame of a video) and the copy's own path.
+        ``"<recipe id>-<hash>"``."""
+        def rows(items: Sequence[Any]) -> list:
+            return [rows(d) if not isinstance(d, Detection)
+                    else [d.label, round(d.score, 4), [round(v, 6) for v in d.box]]
+                    for d in items]
+
+        payload = json.dumps({"boxes": rows(boxes), "target": os.fspath(target)}, sort_keys=True)
         return f"{self.recipe_id}-{hashlib.sha1(payload.encode()).hexdigest()[:16]}"
 
     def to_info(self) -> dict[str, Any]:

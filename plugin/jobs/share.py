@@ -77,10 +77,11 @@ def check_shareable(sample_collection, output_field: str = schema.DEFAULT_OUTPUT
     errors = columns.get(error_field, [None] * n)
     fps = columns.get(fp_field, [None] * n)
     check = ShareCheck(left_out={r: [] for r in (NO_COPY, FAILED) + OVERRIDABLE})
+    video = sample_collection.media_type == "video"
     for i, sid in enumerate(columns["id"]):
         copy = columns[output_field][i]
         own = recipes.get(schema.recipe_id_of(fps[i])) or recipes.get("")
-        boxes = own.boxes([labels[f][i] for f in own.label_fields]) if own else None
+        boxes, found = _boxes(sample_collection, sid, own, labels, i, video)
         if errors[i]:
             reason = FAILED
         elif not copy or not os.path.isfile(copy):
@@ -90,14 +91,30 @@ def check_shareable(sample_collection, output_field: str = schema.DEFAULT_OUTPUT
         elif own is not None and not copy_is_current(copy, Path(copy), columns["filepath"][i],
                                                      fps[i], own.fingerprint(boxes, copy)):
             reason = NOT_CURRENT
-        elif own is not None and not boxes and any(
-                labels[f][i] is not None and labels[f][i].detections for f in own.label_fields):
+        elif own is not None and found and not any(boxes):
             reason = NOTHING_OBSCURED
         else:
             check.ready.append(sid)
             continue
         check.left_out[reason].append(sid)
     return check
+
+
+def _boxes(sample_collection, sid: str, recipe: schema.AnonymizeRecipe | None,
+           labels: dict[str, list], i: int, video: bool) -> tuple[list, bool]:
+    """The boxes a sample's copy obscured by its recipe (per frame for a video), and whether
+    its label fields hold any detection at all."""
+    if recipe is None:
+        return [], False
+    if video:
+        from .video_jobs import _frame_boxes
+
+        per_frame = _frame_boxes(sample_collection, sid, recipe)
+        unfiltered = _frame_boxes(sample_collection, sid, schema.AnonymizeRecipe(
+            recipe.label_fields, settings=recipe.settings))
+        return per_frame, any(unfiltered)
+    values = [labels[f][i] for f in recipe.label_fields if f in labels]
+    return recipe.boxes(values), any(v is not None and v.detections for v in values)
 
 
 def anonymized_view(sample_collection, output_field: str = schema.DEFAULT_OUTPUT_FIELD,
