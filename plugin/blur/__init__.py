@@ -897,7 +897,11 @@ STRIP_MIN_ROWS = 64
 
 def pool_workers() -> int:
     """Threads that obscure an image's regions: the cores, at most 4."""
-    return min(4, os.cpu_count() or 1)
+    try:  # the cores this process may use (taskset, container quotas), not the host's
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return min(4, max(1, cpus))
 
 
 def _region_pool() -> ThreadPoolExecutor | None:

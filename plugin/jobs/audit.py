@@ -344,6 +344,8 @@ def audit_anonymization(
     if detector is None:
         detector = audit_detector(sample_collection, recipe)
     config, built, options = engine.prepare(detector, **engine_options)
+    if progress is not None:  # a heartbeat: loading the models can take a while
+        progress(0.0, "models loaded")
     dataset = sample_collection._dataset
     fp_field = schema.fingerprint_field(output_field)
     has_fp, has_err = sample_collection.has_field(fp_field), sample_collection.has_field(error_field)

@@ -56,6 +56,8 @@ def detect_faces_and_plates(
                              progress)
     config, built, options = engine.prepare(
         DetectorConfig() if detector is None else detector, **engine_options)
+    if progress is not None:  # a heartbeat: loading the models can take a while
+        progress(0.0, "models loaded")
     dataset = sample_collection._dataset
     report = JobReport("detect")
     ids, paths = sample_collection.values(["id", "filepath"])

@@ -49,6 +49,9 @@ def detect_videos(sample_collection, label_field: str, detector: Any, overwrite:
         detector = videos.video_detector(detector)
     config, built, options = engine.prepare(detector)
     track = track or TrackSettings()
+    if progress is not None:  # a heartbeat: loading the models can take a while
+        progress(0.0, "models loaded")
+
     dataset = sample_collection._dataset
     report = JobReport("detect")
     ids, paths = sample_collection.values(["id", "filepath"])
