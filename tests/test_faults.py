@@ -294,7 +294,7 @@ def test_a_killed_database_gives_one_plain_line_and_a_rerun_resumes(tmp_path, pl
         assert child.returncode == 3, "".join(ln for _, ln in lines)[-3000:]
         (said,) = [(t, ln) for t, ln in lines if ln.startswith("DatabaseLost")]
         # Said within seconds (FiftyOne's own exit handlers may wait for the database longer).
-        assert said[0] - lost_at < 20, said[0] - lost_at
+        assert said[0] - lost_at < 35, said[0] - lost_at
         assert "run the same job again" in said[1] and "only what is not current" in said[1]
 
         cluster.start_mongod()  # the same data folder: what was saved is there

@@ -453,9 +453,10 @@ class SampleWriter:
         self.flush()
 
 
-#: Seconds a database call may take before the job calls the database lost (pymongo's own
-#: default waits 30 s for a server that is gone, then prints a page of traceback).
-DATABASE_TIMEOUT_S = 10.0
+#: Seconds a database write may take before the job calls the database lost (pymongo's own
+#: default waits 30 s for a server that is gone, then prints a page of traceback). A flush
+#: takes milliseconds; 10 s was once exceeded on a 2-core machine at load 17, hence 20.
+DATABASE_TIMEOUT_S = 20.0
 
 
 class DatabaseLost(RuntimeError):
