@@ -212,6 +212,9 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
 def _check_dataset_name(name: str, overwrite: bool) -> None:
     import fiftyone as fo
 
+    from .jobs.schema import connect
+
+    connect()  # several commands started at once: one starts the database, the others wait
     if fo.dataset_exists(name) and not overwrite:
         raise folders.PlanError(
             f"a FiftyOne dataset named '{name}' already exists (add --overwrite-dataset to replace it)")

@@ -416,3 +416,26 @@ def test_every_broken_image_gets_its_reason_and_the_job_goes_on(make_dataset, tm
     for name, expected in cases.items():
         if expected is not None and name != "folder.jpg":
             assert any(name in ln and expected in ln for ln in proc.stderr.splitlines()), name
+
+
+def test_commands_that_start_the_database_together_all_succeed(tmp_path):
+    """Three ``anonymize --dataset`` runs started at once on a fresh database folder: one
+    starts the embedded database, the others wait for it (before, one failed with
+    ServiceListenTimeout)."""
+    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_PRIVATE_DATABASE_PORT"}
+    env["FIFTYONE_DATABASE_DIR"] = str(tmp_path / "fresh-db")
+    procs, logs = [], []
+    for i in range(3):
+        src = tmp_path / f"in{i}"
+        _astronauts(src, 1, size=(160, 160))
+        logs.append(tmp_path / f"log{i}.txt")
+        # Output to files, not pipes: the database service a command starts outlives it and
+        # would hold a pipe open.
+        with open(logs[-1], "w") as log:
+            procs.append(subprocess.Popen(
+                [*CLI, "--input", src, "--image-output", tmp_path / f"out{i}", "--dataset",
+                 f"race-{i}", *FAST], env=env, stdout=log, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=600) for p in procs]
+    texts = [log.read_text() for log in logs]
+    assert codes == [0, 0, 0], [text[-2000:] for text in texts]
+    assert all("dataset 'race-" in text for text in texts)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.boxes import Detection
@@ -483,12 +484,33 @@ def database_guard(timeout_s: float | None = None) -> Iterator[None]:
             f"current") from None
 
 
+def connect() -> None:
+    """Connect to FiftyOne's database, starting the embedded one if need be, one process at a
+    time: two processes that start it at the same moment otherwise race for its data folder
+    and one fails (``ServiceListenTimeout``). A no-op once connected."""
+    import fcntl
+
+    import fiftyone as fo
+    from fiftyone.core.odm import database
+
+    if fo.config.database_uri is not None or database._client is not None:
+        database.get_db_conn()
+        return
+    folder = Path(fo.config.database_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".fiftyone-anonymizer-start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        database.get_db_conn()
+
+
 def guarded(job: Callable[..., T]) -> Callable[..., T]:
-    """A job whose lost database ends in :class:`DatabaseLost` (see :func:`database_guard`)."""
+    """A job whose lost database ends in :class:`DatabaseLost` (see :func:`database_guard`),
+    and which connects without racing another process's first start (:func:`connect`)."""
 
     @functools.wraps(job)
     def run(*args: Any, **kwargs: Any) -> T:
         with database_guard():
+            connect()
             return job(*args, **kwargs)
 
     return run
