@@ -1,10 +1,12 @@
 """Evaluate the default detectors on a labels file: recall, coverage, precision, speed.
 
-    python scripts/evaluate.py ../shared/data/faces/labels.json [--out DIR] [--bench]
+    python scripts/evaluate.py ../shared/data/faces/labels.json [--out DIR] [--bench [N]]
+        [--precision int8] [--face-option min_side=640] [--plate-option tiles=false]
 
 For each label present in the file it prints one line such as
 ``face: recall 0.953 coverage 0.961 precision 0.742 images 200 ms/img 41`` (definitions in
-``fiftyone_anonymizer.metrics``), and writes ``report.json`` and ``curves.png`` (recall, coverage
+``fiftyone_anonymizer.metrics``; boxes marked ``"added": true`` count for precision only, see
+``tally_at``), and writes ``report.json`` and ``curves.png`` (recall, coverage
 and precision against the score threshold) to ``--out`` (default ``out/eval/<labels-stem>``).
 
 The detector is run once with every threshold lowered to ``--floor``; the default-threshold
@@ -29,11 +31,13 @@ if str(REPO) not in sys.path:  # run from a checkout without the editable instal
     sys.path.insert(0, str(REPO))
 
 from fiftyone_anonymizer import metrics  # noqa: E402
-from fiftyone_anonymizer.core.boxes import Detection  # noqa: E402
+from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection  # noqa: E402
 from fiftyone_anonymizer.detectors import (  # noqa: E402
+    DEFAULT_MULTISCALE,
     DEFAULT_THRESHOLDS,
+    MTCNN_THRESHOLD,
+    MergedDetector,
     build_backend,
-    build_detector,
     describe,
 )
 
@@ -59,8 +63,9 @@ def load_labels(path: Path) -> list[dict]:
     return entries
 
 
-def truths_of(entry: dict, width: int, height: int) -> list[Detection]:
-    """Hand boxes (pixels at the stored resolution) as relative detections.
+def truths_of(entry: dict, width: int, height: int, added: bool = True) -> list[Detection]:
+    """Hand boxes (pixels at the stored resolution) as relative detections; ``added=False``
+    leaves out the boxes marked ``"added": true``.
 
     When the decoded image's size differs from the entry's (EXIF rotation), boxes are scaled by
     the entry's own width/height, which is the frame they were drawn in.
@@ -68,44 +73,99 @@ def truths_of(entry: dict, width: int, height: int) -> list[Detection]:
     w0, h0 = entry.get("width") or width, entry.get("height") or height
     return [
         Detection.from_pixels(b["label"], 1.0, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w0, h0)
-        for b in entry.get("boxes", [])
+        for b in entry.get("boxes", []) if added or not b.get("added")
     ]
 
 
 def tally_at(records: list[dict], thresholds: dict[str, float], settings) -> dict[str, metrics.Tally]:
+    """Counts per label at ``thresholds``: recall and coverage on the source boxes only
+    (``"truths"``: without the boxes marked ``"added"``, which are the detector's own finds),
+    precision against all boxes (``"all_truths"``: an added box is a real object)."""
     per_image = []
     for rec in records:
         dets = [d for d in rec["dets"] if d.score >= thresholds.get(d.label, 0.0)]
-        per_image.append(metrics.score_image(rec["truths"], dets, rec["h"], rec["w"], settings=settings))
+        mask = metrics.obscured_mask(rec["h"], rec["w"], dets, settings)
+        found = metrics.score_image(rec["truths"], dets, rec["h"], rec["w"], mask=mask)
+        if rec["all_truths"] is not rec["truths"]:
+            every = metrics.score_image(rec["all_truths"], dets, rec["h"], rec["w"], mask=mask)
+            for label, tally in every.items():
+                mine = found.setdefault(label, metrics.Tally(images=1))
+                mine.detections, mine.matched_detections = tally.detections, tally.matched_detections
+        per_image.append(found)
     return metrics.combine(per_image)
 
 
-def bench(image: np.ndarray, repeats: int = 3) -> dict[str, float]:
-    """ms per 1920x1080 image for each backend, single pass and default (multiscale)."""
-    from fiftyone_anonymizer.detectors.base import resize
-
-    frame = resize(image, 1920, 1080)
-    out = {}
-    runs = [
-        ("centerface", {}, False), ("centerface", {}, True),
-        ("yolov8-plates", {"precision": "float16"}, False),
-        ("yolov8-plates", {"precision": "float32"}, False),
-        ("yolov8-plates", {}, True), ("mtcnn", {}, False),
-    ]
-    for name, extra, ms in runs:
-        thr = 0.7 if name == "mtcnn" else DEFAULT_THRESHOLDS["face" if name != "yolov8-plates" else "plate"]
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs to backend keyword arguments; values are read as JSON where they
+    parse (numbers, true/false, lists), else kept as strings."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"option {pair!r}: expected KEY=VALUE")
         try:
-            det = build_backend(name, thr, multiscale=ms, device="cpu", **extra)
-        except Exception as exc:  # e.g. TensorFlow missing for mtcnn
-            print(f"bench {name}: not available ({exc})")
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def make_detector(faces: str | None, plates: str | None, thresholds: dict[str, float],
+                  multiscale: bool, device: str, precision: str | None,
+                  options: dict[str, dict[str, object]]) -> MergedDetector:
+    """The merged detector of ``build_detector``, with a precision and per-class backend options
+    (``build_backend`` overrides) for comparing variants."""
+    backends = []
+    for name, label in ((faces, FACE), (plates, PLATE)):
+        if name is None:
             continue
-        det.detect([frame])  # warm-up (session init, TF tracing)
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            det.detect([frame])
-        key = f"{name}{' ' + extra['precision'] if extra else ''}{' multiscale' if ms else ''}"
-        out[key] = (time.perf_counter() - t0) / repeats * 1000
-        print(f"bench 1920x1080 {key}: {out[key]:.0f} ms/img")
+        extra = dict(options.get(label, {}))
+        if precision is not None and name != "mtcnn":
+            extra.setdefault("precision", precision)
+        backends.append(build_backend(name, thresholds[label], multiscale, device, **extra))
+    return MergedDetector(backends, thresholds, multiscale, device)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (timings mean little without it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def bench(images: list[np.ndarray], backends: list[str], device: str, rounds: int = 2
+          ) -> dict[str, float]:
+    """ms per photo of each ONNX backend in float32 and int8, with and without the extra
+    passes, on ``images``. The variants take turns photo by photo (after a warm-up each), so
+    load from other processes weighs on all of them alike."""
+    variants = {}
+    for name in backends:
+        if name == "mtcnn":
+            continue
+        label = PLATE if name == "yolov8-plates" else FACE
+        for multiscale in (True, False):
+            for precision in ("float32", "int8"):
+                key = f"{name} {precision} {'multiscale' if multiscale else 'single pass'}"
+                variants[key] = build_backend(name, DEFAULT_THRESHOLDS[label], multiscale, device,
+                                              precision=precision)
+    seconds = dict.fromkeys(variants, 0.0)
+    for det in variants.values():
+        det.detect(images[:1])
+    for _ in range(rounds):
+        for image in images:
+            for key, det in variants.items():
+                t0 = time.perf_counter()
+                det.detect([image])
+                seconds[key] += time.perf_counter() - t0
+    out = {key: sec / (rounds * len(images)) * 1000 for key, sec in seconds.items()}
+    for key, ms in out.items():
+        print(f"bench {key}: {ms:.1f} ms/img ({len(images)} photos x {rounds}, interleaved)")
     return out
 
 
@@ -137,8 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multiscale", choices=("default", "on", "off"), default="default")
     parser.add_argument("--floor", type=float, default=0.05, help="lowest threshold of the sweep")
     parser.add_argument("--limit", type=int, help="only the first N images (quick looks)")
-    parser.add_argument("--bench", action="store_true", help="also time each backend at 1920x1080")
+    parser.add_argument("--bench", type=int, nargs="?", const=20, default=0, metavar="N",
+                        help="also time float32 and int8, with and without the extra passes, "
+                        "on the first N photos (default 20)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=("auto", "float32", "float16", "int8"),
+                        help="network precision of the ONNX backends (default: their defaults)")
+    parser.add_argument("--face-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="face backend setting, e.g. min_side=640 (repeatable)")
+    parser.add_argument("--plate-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="plate backend setting, e.g. tiles=false (repeatable)")
     args = parser.parse_args(argv)
 
     from fiftyone_anonymizer.blur import BlurSettings
@@ -150,13 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     faces = None if args.faces == "none" else args.faces
     plates = None if args.plates == "none" else args.plates
-    multiscale = {"default": None, "on": True, "off": False}[args.multiscale]
+    multiscale = {"default": DEFAULT_MULTISCALE, "on": True, "off": False}[args.multiscale]
+    options = {FACE: parse_options(args.face_option), PLATE: parse_options(args.plate_option)}
 
-    defaults_det = build_detector(faces, plates, multiscale=multiscale, device=args.device)
-    defaults = dict(defaults_det.thresholds)
+    defaults = {}
+    if faces is not None:
+        defaults[FACE] = MTCNN_THRESHOLD if faces == "mtcnn" else DEFAULT_THRESHOLDS[FACE]
+    if plates is not None:
+        defaults[PLATE] = DEFAULT_THRESHOLDS[PLATE]
     floor = {k: min(args.floor, v) for k, v in defaults.items()}
-    detector = build_detector(faces, plates, thresholds=floor, multiscale=multiscale, device=args.device)
-    del defaults_det
+    detector = make_detector(faces, plates, floor, multiscale, args.device, args.precision, options)
 
     records, seconds = [], 0.0
     for n, entry in enumerate(entries, 1):
@@ -166,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         dets = detector.detect([image])[0]
         seconds += time.perf_counter() - t0
-        records.append({"file": entry["file"], "h": h, "w": w, "dets": dets,
-                        "truths": truths_of(entry, w, h)})
+        every = truths_of(entry, w, h)
+        source = truths_of(entry, w, h, added=False)
+        records.append({"file": entry["file"], "h": h, "w": w, "dets": dets, "truths": source,
+                        "all_truths": every if len(source) < len(every) else source})
         if n % 25 == 0:
             print(f"  {n}/{len(entries)} images", file=sys.stderr, flush=True)
     ms_per_img = seconds / max(len(records), 1) * 1000
@@ -194,10 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     for rec in records:
         dets = [d for d in rec["dets"] if d.score >= defaults.get(d.label, 0.0)]
         m = metrics.match_detections(rec["truths"], dets)
+        m_all = metrics.match_detections(rec["all_truths"], dets)
         per_image.append({
             "file": rec["file"],
             "missed": {lab: int((~x.truth_matched).sum()) for lab, x in m.items()},
-            "false_positives": {lab: int((~x.detection_matched).sum()) for lab, x in m.items()},
+            "false_positives": {lab: int((~x.detection_matched).sum()) for lab, x in m_all.items()},
         })
 
     # The same figures per folder of the labels file (camera, site, source): a set that is
@@ -215,16 +289,21 @@ def main(argv: list[str] | None = None) -> int:
         if parts and len(folders) > 1:
             folder_lines.append(f"  {folder}: {'; '.join(parts)} ({len(recs)} images)")
 
-    timings = bench(read_rgb(labels_path.parent / entries[0]["file"])) if args.bench and entries else {}
+    timings = {}
+    if args.bench and entries:
+        print(f"bench on {cpu_model()}")
+        photos = [read_rgb(labels_path.parent / e["file"]) for e in entries[: args.bench]]
+        timings = bench(photos, [b.name for b in detector.backends], args.device)
     report = {
         "labels_file": str(labels_path), "images": len(records), "ms_per_image": ms_per_img,
         "iou_threshold": metrics.IOU_THRESHOLD, "min_covered": metrics.MIN_COVERED,
         "matching": "one-to-one, greedy by score, per image and class",
         "blur_settings": settings.to_dict() if hasattr(settings, "to_dict") else str(settings),
-        "thresholds": defaults,
+        "thresholds": defaults, "precision": args.precision,
+        "options": {label: opts for label, opts in options.items() if opts},
         "results": {lab: summary.get(lab, metrics.Tally()).as_dict() for lab in present},
         "curves": curves, "detector": describe(detector) | {"thresholds": defaults},
-        "bench_ms_1920x1080": timings, "per_folder": per_folder, "per_image": per_image,
+        "cpu": cpu_model(), "bench_ms_per_image": timings, "per_folder": per_folder, "per_image": per_image,
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     if curves:

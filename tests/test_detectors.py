@@ -231,3 +231,76 @@ def test_plate_heads_decode_to_the_shipped_model_s_boxes(astronaut):
     wide = letterbox(np.zeros((720, 1280, 3), np.uint8))[0]
     heads = cut.session.run(list(HEADS), {"images": wide.transpose(2, 0, 1)[None].astype(np.float32)})
     assert [hd.shape[2:] for hd in heads] == [(48, 80), (24, 40), (12, 20)]
+
+
+class _CountingSession:
+    """Wraps an onnxruntime session and records the batch size of every run."""
+
+    def __init__(self, session):
+        self.session, self.batches = session, []
+
+    def run(self, outputs, feeds):
+        self.batches.append(next(iter(feeds.values())).shape[0])
+        return self.session.run(outputs, feeds)
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(
+        x.label == y.label and abs(x.score - y.score) < 1e-5 and np.allclose(x.box, y.box, atol=1e-5)
+        for x, y in zip(a, b))
+
+
+def test_refine_runs_the_upscaled_mirrored_passes_only_for_small_faces(astronaut):
+    from fiftyone_anonymizer.detectors.centerface import CenterFaceDetector
+
+    common = {"threshold": 0.2, "device": "cpu", "precision": "float32", "flip": True}
+    refine = CenterFaceDetector(min_side=800, refine_below=20, **common)
+    counted = refine.session = _CountingSession(refine.session)
+    plain = CenterFaceDetector(min_side=800, **common)
+    native = CenterFaceDetector(min_side=1, **{**common, "flip": False})
+
+    # A large face: the first look at the photo's own size is the answer (one run of one view).
+    assert _same(refine.detect([astronaut])[0], native.detect([astronaut])[0])
+    assert counted.batches == [1]
+
+    # A crowd of ~15 px faces: the look finds them small, and the default passes (upscaled,
+    # mirrored: one batch of 2) give the answer, exactly as without the first look.
+    face = resized(astronaut[40:200, 150:300], 24, 26)
+    crowd = np.tile(face, (12, 16, 1))
+    counted.batches.clear()
+    found = refine.detect([crowd])[0]
+    assert counted.batches == [1, 2]
+    assert _same(found, plain.detect([crowd])[0]) and len(found) >= 10
+
+    # A photo already larger than max_side: both looks run at the same size, so only the
+    # mirror image is added (batch of 1), and the answer is still the plain detector's.
+    big = np.tile(resized(astronaut[40:200, 150:300], 32, 35), (72, 75, 1))  # 2520 x 2400
+    counted.batches.clear()
+    found = refine.detect([big])[0]
+    assert counted.batches == [1, 1]
+    assert _same(found, plain.detect([big])[0])
+
+
+def test_plate_tiles_run_only_where_the_full_view_saw_a_small_candidate(shared_data):
+    from fiftyone_anonymizer.detectors.yolo_plates import YoloPlateDetector
+
+    common = {"threshold": 0.1, "tiles": True, "precision": "float32", "device": "cpu"}
+    gated = YoloPlateDetector(tile_gate=0.05, tile_narrower=40, **common)
+    counted = gated.session = _CountingSession(gated.session)
+    always = YoloPlateDetector(**common)
+    grey = np.full((720, 1280, 3), 128, dtype=np.uint8)
+    assert gated.detect([grey]) == [[]] and len(counted.batches) == 1  # nothing seen: no tiles
+    plain = always.session = _CountingSession(always.session)
+    assert always.detect([grey]) == [[]] and len(plain.batches) == 3  # full view + 2 tiles
+
+    # A 1280 x 720 frame with a plate: at most the tiles holding a small candidate run, and
+    # every plate the ungated detector finds with some confidence is still found.
+    entries = json.loads((shared_data / "plates" / "labels.json").read_text())
+    entry = next(e for e in entries if (e["width"], e["height"]) == (1280, 720) and e["boxes"])
+    image = np.asarray(Image.open(shared_data / "plates" / entry["file"]).convert("RGB"))
+    counted.batches.clear()
+    found = gated.detect([image])[0]
+    assert 1 <= len(counted.batches) <= 3
+    for d in always.detect([image])[0]:
+        if d.score >= 0.3:
+            assert max((iou(d.box, f.box) for f in found), default=0) > 0.7

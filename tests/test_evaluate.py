@@ -58,3 +58,29 @@ def test_evaluate_prints_the_required_lines_and_writes_its_report(tmp_path):
     assert report["per_folder"]["images/cam_b"]["face"]["truths"] == 1
     assert report["curves"]["face"]["thresholds"][0] <= 0.05
     assert (out / "curves.png").stat().st_size > 0
+
+
+def test_added_boxes_count_for_precision_only_and_variants_can_be_chosen(tmp_path):
+    # cam_a: the face, a source box. cam_b: the mirrored face, a box marked "added" (the
+    # detector's own find, confirmed by eye). coffee: an "added" face where there is none.
+    # Recall is read on the source boxes only (1 of 1; the missed added box does not count),
+    # precision on all boxes (the detection of the added face is a true one: 2 of 2).
+    labels = _labels(tmp_path)
+    entries = json.loads(labels.read_text())
+    entries[1]["boxes"][0]["added"] = True
+    entries[2]["boxes"] = [{**FACE_BOX, "x": 20, "y": 20, "added": True}]
+    labels.write_text(json.dumps(entries))
+    out = tmp_path / "report"
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), str(labels),
+                          "--plates", "none", "--out", str(out), "--precision", "int8",
+                          "--face-option", "min_side=640", "--face-option", "flip=false"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = [line for line in run.stdout.splitlines() if LINE.match(line)]
+    assert line.startswith("face: recall 1.000 coverage 1.000 precision 1.000 images 3 "), line
+    report = json.loads((out / "report.json").read_text())
+    face = report["results"]["face"]
+    assert face["truths"] == 1 and face["detections"] == 2 and face["matched_detections"] == 2
+    (backend,) = report["detector"]["backends"]
+    assert backend["precision"] == "int8" and backend["min_side"] == 640 and backend["flip"] is False
+    assert report["options"] == {"face": {"min_side": 640, "flip": False}}

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +149,45 @@ def fetch(name: str, cache: Path | None = None, specs: dict[str, ModelSpec] | No
                 f"{spec.sha256}. The file was not cached; check models/manifest.json."
             )
         os.replace(extracted, target)
+    return target
+
+
+def derived_file(stem: str, key: Sequence[bytes | str], build: Callable[[], bytes],
+                 suffix: str = ".onnx", cache: Path | None = None) -> Path:
+    """Path of a file made from cached models (e.g. an int8 copy), built on first use.
+
+    The name is ``<stem>-<12 hex digits><suffix>``, the digits a sha256 over ``key`` (the
+    inputs that determine the file: source hashes, tables, tool versions), so a change of any
+    input gives a new file instead of a stale one. Derived files are never committed and never
+    downloaded; like fetched models they are written under a temporary name and renamed, so
+    concurrent builders and interrupted builds leave no half-written file.
+
+    Args:
+        stem: name prefix, e.g. ``"centerface-int8"``.
+        key: the inputs, in a fixed order.
+        build: returns the file's bytes; called only when the file is missing.
+        suffix: file extension.
+        cache: folder (default :func:`cache_dir`).
+    """
+    digest = hashlib.sha256()
+    for part in key:
+        data = part.encode() if isinstance(part, str) else bytes(part)
+        digest.update(len(data).to_bytes(8, "little"))  # "ab"+"c" and "a"+"bc" differ
+        digest.update(data)
+    cache = cache or cache_dir()
+    target = cache / f"{stem}-{digest.hexdigest()[:12]}{suffix}"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    data = build()
+    fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{stem}-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target
 
 

@@ -136,8 +136,26 @@ def keep_outputs(model: bytes | Path, outputs: list[str]) -> bytes:
     from onnx import utils
 
     proto = _load_model(model)
-    inputs = [i.name for i in proto.graph.input]
+    # The real inputs only: older exporters (CenterFace's) also list every initializer, and
+    # some declared inputs feed nothing, which would stay behind as required feeds.
+    weights = {init.name for init in proto.graph.initializer}
+    inputs = [i.name for i in proto.graph.input if i.name not in weights]
     return utils.Extractor(proto).extract_model(inputs, outputs).SerializeToString()
+
+
+def convert_opset(model: bytes | Path, version: int) -> bytes:
+    """Serialized copy of ``model`` converted to opset ``version`` (no-op when it already is).
+
+    Quantization needs opset 13 at least (per-channel QuantizeLinear/DequantizeLinear);
+    CenterFace ships as opset 9. The arithmetic is unchanged.
+    """
+    from onnx import version_converter
+
+    proto = _load_model(model)
+    current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), version)
+    if current >= version:
+        return proto.SerializeToString()
+    return version_converter.convert_version(proto, version).SerializeToString()
 
 
 def _load_model(source: Path | bytes) -> Any:
@@ -145,3 +163,72 @@ def _load_model(source: Path | bytes) -> Any:
     import onnx
 
     return onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
+
+
+def name_nodes(model: bytes | Path) -> bytes:
+    """Serialized copy of ``model`` in which every unnamed node is called after its op and
+    first output (``Conv:365``), so quantization can keep chosen nodes in float by name.
+
+    Output names are unique within a graph, so the names are too, and the same source file
+    always gives the same names.
+    """
+    proto = _load_model(model)
+    for node in proto.graph.node:
+        if not node.name:
+            node.name = f"{node.op_type}:{node.output[0]}"
+    return proto.SerializeToString()
+
+
+def fold_batch_norms(model: bytes | Path) -> bytes:
+    """Serialized copy of ``model`` with each BatchNormalization that directly follows a
+    ConvTranspose (and is its only consumer) folded into it: scaled weights and a bias.
+
+    onnxruntime folds batch norms into Conv at load time but not into ConvTranspose; left in,
+    each stays a float island between dequantize and quantize nodes in the int8 graph.
+    """
+    from onnx import numpy_helper
+
+    proto = _load_model(model)
+    graph = proto.graph
+    inits = {init.name: init for init in graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    producer = {out: node for node in graph.node for out in node.output}
+    drop = []
+    for bn in graph.node:
+        conv = producer.get(bn.input[0]) if bn.op_type == "BatchNormalization" else None
+        if (conv is None or conv.op_type != "ConvTranspose" or consumers[bn.input[0]] != 1
+                or not all(name in inits for name in bn.input[1:5])
+                or conv.input[1] not in inits or consumers[conv.input[1]] != 1
+                or len(bn.output) != 1):
+            continue
+        group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
+        factor = gamma / np.sqrt(var + eps)
+        weight = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        # ConvTranspose weights are [C_in, C_out / group, kH, kW]; output channel
+        # o = g * (C_out / group) + j sits at [g * C_in / group + i, j] for each group g.
+        c_in, per_group = weight.shape[:2]
+        w = weight.reshape(group, c_in // group, per_group, *weight.shape[2:])
+        w = w * factor.reshape(group, 1, per_group, *([1] * (weight.ndim - 2)))
+        bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 else 0.0
+        new_bias = (bias - mean) * factor + beta
+        inits[conv.input[1]].CopyFrom(numpy_helper.from_array(
+            w.reshape(weight.shape).astype(np.float32), conv.input[1]))
+        bias_name = f"{conv.name or conv.output[0]}:folded_bias"
+        graph.initializer.append(numpy_helper.from_array(new_bias.astype(np.float32), bias_name))
+        del conv.input[2:]
+        conv.input.append(bias_name)
+        conv.output[0] = bn.output[0]
+        drop.append(bn)
+    for bn in drop:
+        graph.node.remove(bn)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return proto.SerializeToString()
+

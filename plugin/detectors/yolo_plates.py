@@ -26,6 +26,7 @@ from .onnx_runtime import (
     float16_to_float32,
     keep_outputs,
     make_session,
+    name_nodes,
     providers_for,
     session_provider,
 )
@@ -36,6 +37,20 @@ PAD_VALUE = 114
 # The detection head's outputs at strides 8, 16 and 32: [1, 64 box bins + 1 score, H/s, W/s].
 HEADS = ("/model.22/Concat_1_output_0", "/model.22/Concat_2_output_0", "/model.22/Concat_3_output_0")
 DFL_BINS = 16
+PRECISIONS = ("auto", "float32", "float16", "int8")
+
+
+def prepare_graph(path: Path, precision: str = "float32") -> bytes:
+    """The graph a float precision runs, from the shipped file: float16 converted to float32
+    (for ``"float32"``), cut after the detection head's three outputs, input and output sizes
+    declared dynamic, every node named (``quantize`` keeps chosen nodes in float by name)."""
+    model = float16_to_float32(path) if precision == "float32" else path
+    model = dynamic_input_model(
+        keep_outputs(model, list(HEADS)),
+        {"images": ["N", 3, "H", "W"]},
+        {name: ["N", 4 * DFL_BINS + 1, f"h{i}", f"w{i}"] for i, name in enumerate(HEADS)},
+    )
+    return name_nodes(model)
 
 
 def letterbox(image: np.ndarray, size: int = SIZE, stride: int | None = STRIDE
@@ -57,6 +72,14 @@ def letterbox(image: np.ndarray, size: int = SIZE, stride: int | None = STRIDE
     left, top = (out_w - new_w) // 2, (out_h - new_h) // 2
     out[top : top + new_h, left : left + new_w] = resize(image, new_w, new_h)
     return out, factor, float(left), float(top)
+
+
+def make_blob(image: np.ndarray, dtype: type = np.float32) -> tuple[np.ndarray, float, float, float]:
+    """The network input for ``image``: letterboxed (see :func:`letterbox`), RGB 0-1,
+    1 x 3 x H x W of ``dtype``; also the letterbox's factor and left/top padding."""
+    boxed, factor, left, top = letterbox(image)
+    blob = (boxed.transpose(2, 0, 1)[None].astype(np.float32) / 255.0).astype(dtype)
+    return blob, factor, left, top
 
 
 def decode_heads(heads: Sequence[np.ndarray], input_h: int, threshold: float
@@ -100,6 +123,16 @@ def tile_windows(height: int, width: int, tile: int, overlap: float) -> list[tup
             for y in starts(height) for x in starts(width)]
 
 
+def plate_tiles(height: int, width: int, min_side: int = 1000, overlap: float = 0.15
+                ) -> list[tuple[int, int, int, int]]:
+    """Tiles of a photo whose long side is at least ``min_side`` (else none): square tiles of
+    the short side, so a 16:9 frame becomes 2 overlapping squares, each seen at ~1.8x the full
+    view's resolution, for 2 extra passes (not 6-8 native ones)."""
+    if max(height, width) < min_side:
+        return []
+    return tile_windows(height, width, max(SIZE, min(height, width)), overlap)
+
+
 class YoloPlateDetector:
     """Plates with the YOLOv8 plate model; ``threshold`` on the class score (0-1)."""
 
@@ -114,6 +147,8 @@ class YoloPlateDetector:
         tiles: bool = False,
         tile_min_side: int = 1000,
         tile_overlap: float = 0.15,
+        tile_gate: float = 0.0,
+        tile_narrower: float = 0.0,
         expand: tuple[float, float] = (1.0, 1.0),
         precision: str = "auto",
         device: str = "auto",
@@ -126,60 +161,68 @@ class YoloPlateDetector:
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
         self.tiles, self.tile_min_side, self.tile_overlap = bool(tiles), int(tile_min_side), float(tile_overlap)
+        # A tile runs only where the full view saw a candidate scoring >= tile_gate that is
+        # narrower than tile_narrower pixels of the 640 view (0: no such condition): tiles find
+        # plates too small in the full view, and the full view sees those as small, low boxes.
+        # Absolute, not relative to threshold, so the passes run do not depend on it.
+        self.tile_gate, self.tile_narrower = float(tile_gate), float(tile_narrower)
         self.expand = (float(expand[0]), float(expand[1]))
         on_cpu = providers_for(device) == ["CPUExecutionProvider"]
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         if precision == "auto":
             precision = "float32" if on_cpu else "float16"
-        if precision not in ("float32", "float16"):
-            raise ValueError("precision must be 'auto', 'float32' or 'float16'")
         self.precision = precision
-        model = float16_to_float32(self.model_path) if precision == "float32" else self.model_path
-        # The head's raw outputs, any input size (see the module docstring).
-        model = dynamic_input_model(
-            keep_outputs(model, list(HEADS)),
-            {"images": [1, 3, "H", "W"]},
-            {name: [1, 4 * DFL_BINS + 1, f"h{i}", f"w{i}"] for i, name in enumerate(HEADS)},
-        )
-        self.session = make_session(model, device)
+        if precision == "int8":
+            from .quantize import int8_model
+
+            self.session = make_session(int8_model(self.name, self.model_path), device)
+        else:
+            self.session = make_session(prepare_graph(self.model_path, precision), device)
         self.provider = session_provider(self.session)
         self.input_name = self.session.get_inputs()[0].name
         self.dtype = np.float16 if precision == "float16" else np.float32
 
-    def _run(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def tile_windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """The tiles run besides the full view (none unless ``tiles``), see :func:`plate_tiles`."""
+        return plate_tiles(height, width, self.tile_min_side, self.tile_overlap) if self.tiles else []
+
+    def _run(self, image: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One letterboxed view: pixel ``xyxy`` boxes of ``image`` and scores, before NMS."""
-        boxed, factor, left, top = letterbox(image)
-        blob = (boxed.transpose(2, 0, 1)[None].astype(np.float32) / 255.0).astype(self.dtype)
+        blob, factor, left, top = make_blob(image, self.dtype)
         heads = self.session.run(list(HEADS), {self.input_name: blob})
-        xyxy, scores = decode_heads(heads, blob.shape[2], self.threshold)
+        xyxy, scores = decode_heads(heads, blob.shape[2], self.threshold if threshold is None else threshold)
         xyxy = (xyxy - np.array([left, top, left, top])) / factor
         return xyxy, scores
 
     def detect_one(self, image: np.ndarray) -> list[Detection]:
         height, width = image.shape[:2]
-        boxes, scores = [], []
-        xyxy, sc = self._run(image)
-        boxes.append(xyxy)
-        scores.append(sc)
-        if self.tiles and max(height, width) >= self.tile_min_side:
-            # Square tiles of the short side: a 16:9 frame becomes 2 overlapping squares, each
-            # seen at ~1.8x the full view's resolution, for 2 extra passes (not 6-8 native ones).
-            tile = max(SIZE, min(height, width))
-            for x0, y0, x1, y1 in tile_windows(height, width, tile, self.tile_overlap):
-                t_xyxy, t_sc = self._run(image[y0:y1, x0:x1])
-                # A plate cut by an inner tile edge gives a partial box that NMS would not
-                # merge with the whole one; the full view or the neighbouring tile has it whole.
-                cut = np.zeros(len(t_sc), dtype=bool)
-                margin = 2.0
-                if x0 > 0:
-                    cut |= t_xyxy[:, 0] <= margin
-                if y0 > 0:
-                    cut |= t_xyxy[:, 1] <= margin
-                if x1 < width:
-                    cut |= t_xyxy[:, 2] >= (x1 - x0) - margin
-                if y1 < height:
-                    cut |= t_xyxy[:, 3] >= (y1 - y0) - margin
-                boxes.append(t_xyxy[~cut] + np.array([x0, y0, x0, y0]))
-                scores.append(t_sc[~cut])
+        gated = self.tile_gate > 0 or self.tile_narrower > 0
+        xyxy, sc = self._run(image, min(self.threshold, self.tile_gate) if gated else None)
+        seen = sc >= self.tile_gate
+        if self.tile_narrower > 0:
+            seen &= (xyxy[:, 2] - xyxy[:, 0]) * SIZE / max(height, width) < self.tile_narrower
+        cx, cy = (xyxy[seen, 0] + xyxy[seen, 2]) / 2, (xyxy[seen, 1] + xyxy[seen, 3]) / 2
+        keep = sc >= self.threshold
+        boxes, scores = [xyxy[keep]], [sc[keep]]
+        for x0, y0, x1, y1 in self.tile_windows(height, width):
+            if gated and not np.any((cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)):
+                continue
+            t_xyxy, t_sc = self._run(image[y0:y1, x0:x1])
+            # A plate cut by an inner tile edge gives a partial box that NMS would not
+            # merge with the whole one; the full view or the neighbouring tile has it whole.
+            cut = np.zeros(len(t_sc), dtype=bool)
+            margin = 2.0
+            if x0 > 0:
+                cut |= t_xyxy[:, 0] <= margin
+            if y0 > 0:
+                cut |= t_xyxy[:, 1] <= margin
+            if x1 < width:
+                cut |= t_xyxy[:, 2] >= (x1 - x0) - margin
+            if y1 < height:
+                cut |= t_xyxy[:, 3] >= (y1 - y0) - margin
+            boxes.append(t_xyxy[~cut] + np.array([x0, y0, x0, y0]))
+            scores.append(t_sc[~cut])
         xyxy, sc = np.concatenate(boxes), np.concatenate(scores)
         if sc.size:
             keep = nms(xyxy, sc, self.nms_iou)
