@@ -24,15 +24,17 @@ import json
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .. import engine, metrics
 from ..core.boxes import Detection
+from ..core.images import read_image
 from ..detectors import DEFAULT_THRESHOLDS
 from . import schema
+from .audit_tiers import LIKELY, RULES, CropOpinion, TieredResidual, needs_review, tier_residuals
 from .report import Progress, with_progress
 from .schema import DEFAULT_ERROR_FIELD, DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD
 
@@ -99,9 +101,10 @@ class AuditReport:
         }
 
     def summary(self) -> str:
-        found = ", ".join(f"{n} {k}" for k, n in sorted(self.residuals_per_class.items()))
+        likely = ", ".join(f"{n} {k}" for k, n in sorted(self.likely_per_class.items()))
+        possible = sum(self.possible_per_class.values())
         text = (f"audit: {self.audited} audited, {self.flagged} flagged for review; "
-                f"residuals: {found or 'none'}")
+                f"likely misses: {likely or 'none'}; {possible} possible (stored, not tagged)")
         for label, row in sorted(self.per_class.items()):
             recall = "n/a" if row["recall"] is None else f"{row['recall']:.3f}"
             text += (f"; {label}: recall {recall}, coverage {row['coverage']:.3f}, "
@@ -130,13 +133,17 @@ def uncovered_truths(truths: Sequence[Detection], obscured: np.ndarray,
     return metrics.covered_fractions(list(truths), obscured) < min_covered
 
 
-def _residual_labels(found: Sequence[tuple[Detection, float]]):
+def residual_labels(found: Sequence[TieredResidual]):
+    """Residuals as ``fo.Detections``: each with its covered share, tier ("likely" tags the
+    sample, "possible" does not), the second opinion if one was asked, and why."""
     import fiftyone as fo
 
     return fo.Detections(detections=[
-        fo.Detection(label=d.label, confidence=float(d.score), bounding_box=list(d.box),
-                     covered=round(share, 4))
-        for d, share in found
+        fo.Detection(label=r.detection.label, confidence=float(r.detection.score),
+                     bounding_box=list(r.detection.box), covered=round(r.covered, 4),
+                     tier=r.tier, reason=r.reason,
+                     opinion=None if r.opinion is None else round(r.opinion, 4))
+        for r in found
     ])
 
 
@@ -148,7 +155,7 @@ def _residual_labels(found: Sequence[tuple[Detection, float]]):
 class _SampleResult:
     sid: str
     filepath: str
-    residuals: list[tuple[Detection, float]]
+    residuals: list[TieredResidual]
     truths: dict[str, int]  # per class
     uncovered: dict[str, int]  # per class
     stale: bool
@@ -157,8 +164,10 @@ class _SampleResult:
 def _audit_sample(sid: str, filepath: str, height: int, width: int, found: Sequence[Detection],
                   used: Sequence[Detection], truths: Sequence[Detection],
                   recipe: schema.AnonymizeRecipe, stale: bool,
-                  min_covered: float = RESIDUAL_MIN_COVERED) -> _SampleResult:
-    """Apply the residual and coverage rules to one copy of ``height`` x ``width`` pixels."""
+                  min_covered: float = RESIDUAL_MIN_COVERED, opinion: Any = None
+                  ) -> _SampleResult:
+    """Apply the residual rule (with its tiers) and the coverage rule to one copy of
+    ``height`` x ``width`` pixels; ``opinion`` is asked about the undecided residuals."""
     from ..blur import obscured_region
 
     mask = np.asarray(obscured_region(height, width, list(used), recipe.settings), dtype=bool)
@@ -166,7 +175,7 @@ def _audit_sample(sid: str, filepath: str, height: int, width: int, found: Seque
         found = [d for d in found if d.label in recipe.classes]
     leaks = uncovered_truths(truths, mask)
     return _SampleResult(
-        sid, filepath, residuals(found, mask, min_covered),
+        sid, filepath, tier_residuals(found, mask, opinion, min_covered=min_covered),
         truths=Counter(d.label for d in truths),
         uncovered=Counter(d.label for d, leak in zip(truths, leaks) if leak),
         stale=stale,
@@ -242,11 +251,14 @@ def _ensure_fields(dataset, residual_field: str, uncovered_field: str | None) ->
 
 
 def _worst(results: Sequence[_SampleResult], limit: int) -> list[dict[str, Any]]:
-    """The samples a reviewer should open first: most uncovered true boxes, then residuals."""
-    rows = [{"id": r.sid, "filepath": r.filepath, "residuals": len(r.residuals),
+    """The samples a reviewer should open first: most uncovered true boxes, then likely
+    residuals, then possible ones."""
+    rows = [{"id": r.sid, "filepath": r.filepath,
+             "residuals": sum(t.tier == LIKELY for t in r.residuals),
+             "possible": sum(t.tier != LIKELY for t in r.residuals),
              "uncovered": sum(r.uncovered.values()), "stale": r.stale} for r in results]
     rows = [r for r in rows if r["residuals"] or r["uncovered"] or r["stale"]]
-    rows.sort(key=lambda r: (-r["uncovered"], -r["residuals"], r["filepath"]))
+    rows.sort(key=lambda r: (-r["uncovered"], -r["residuals"], -r["possible"], r["filepath"]))
     return rows[:limit]
 
 
@@ -370,6 +382,7 @@ def audit_anonymization(
 
     _ensure_fields(dataset, residual_field, uncovered_field if gt_field else None)
     results: list[_SampleResult] = []
+    second = CropOpinion(device=getattr(config, "device", "auto"))
     for result in with_progress(engine.run(todo, engine.Steps(detector=built), options),
                                 len(todo), "audited", progress):
         sid, path, used, gt, stale, own = result.item.key
@@ -377,16 +390,19 @@ def audit_anonymization(
             report.failed[str(result.item.source)] = result.error
             report.failed_ids.append(sid)
             continue
-        results.append(_audit_sample(sid, path, result.height, result.width, result.detections,
-                                     used, gt, own, stale, min_covered))
+        copy = str(result.item.source)
+        results.append(_audit_sample(
+            sid, path, result.height, result.width, result.detections, used, gt, own, stale,
+            min_covered, opinion=lambda dets, copy=copy: second(read_image(copy), dets)))
 
     with schema.SampleWriter(sample_collection) as writer:
         for r in results:
-            values: dict[str, Any] = {residual_field: _residual_labels(r.residuals)}
+            values: dict[str, Any] = {residual_field: residual_labels(r.residuals)}
             if gt_field:
                 values[uncovered_field] = sum(r.uncovered.values())
             writer.write(r.sid, values)
-    flagged = [r.sid for r in results if r.residuals or r.stale or any(r.uncovered.values())]
+    flagged = [r.sid for r in results
+               if needs_review(r.residuals) or r.stale or any(r.uncovered.values())]
     clear = [r.sid for r in results if r.sid not in set(flagged)]
     if flagged:
         sample_collection.select(flagged).tag_samples(tag)
@@ -397,8 +413,11 @@ def audit_anonymization(
     report.flagged = len(flagged)
     report.stale = [r.sid for r in results if r.stale]
     report.residual_samples = sum(1 for r in results if r.residuals)
-    report.residuals_per_class = Counter(d.label for r in results for d, _ in r.residuals)
-    report.likely_per_class = Counter(report.residuals_per_class)  # every residual tags, for now
+    report.residuals_per_class = Counter(t.detection.label for r in results for t in r.residuals)
+    report.likely_per_class = Counter(t.detection.label for r in results for t in r.residuals
+                                      if t.tier == LIKELY)
+    report.possible_per_class = Counter(t.detection.label for r in results for t in r.residuals
+                                        if t.tier != LIKELY)
     report.worst = _worst(results, worst)
 
     if gt_field and results:
@@ -433,6 +452,7 @@ def audit_anonymization(
         "output_field": output_field, "residual_field": residual_field, "tag": tag,
         "uncovered_field": uncovered_field if gt_field else None,
         "min_covered": min_covered, "eval_iou": EVAL_IOU,
+        "tiers": {label: asdict(rule) for label, rule in RULES.items()},
         "detector": schema.detection_provenance(config, built),
     }
     produced = {"produced_by": schema.AUDIT_PRODUCER, **report.settings}
@@ -461,8 +481,9 @@ def _audit_videos(sample_collection, recipes, output_field, residual_field, tag,
     report.audited = len(counts["audited"])
     report.flagged = len(counts["flagged"])
     report.residual_samples = report.flagged
-    report.residuals_per_class = Counter(counts["residuals_per_class"])
-    report.likely_per_class = Counter(report.residuals_per_class)
+    report.likely_per_class = Counter(counts["likely_per_class"])
+    report.possible_per_class = Counter(counts["possible_per_class"])
+    report.residuals_per_class = report.likely_per_class + report.possible_per_class
     report.failed = dict(counts["failed"])
     report.not_anonymized = report.samples - report.audited - len(report.failed)
     report.settings = {"output_field": output_field, "residual_field": f"frames.{residual_field}",

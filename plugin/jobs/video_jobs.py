@@ -154,15 +154,17 @@ def audit_videos(sample_collection, recipes: dict[str, schema.AnonymizeRecipe],
     (``frames.<residual_field>``), samples with one tagged. Returns the counts."""
     from ..blur import obscured_region
     from ..core.video import iter_frames
-    from .audit import residuals
+    from .audit import residual_labels
+    from .audit_tiers import LIKELY, CropOpinion, needs_review, tier_residuals
 
     config, built, options = engine.prepare(detector)
     dataset = sample_collection._dataset
     schema.declare_frame_detections_field(dataset, residual_field)
     fp_field = schema.fingerprint_field(output_field)
     ids, copies, fps = sample_collection.values(["id", output_field, fp_field])
-    counts: dict[str, Any] = {"audited": [], "flagged": [], "residuals_per_class": {},
-                              "failed": {}}
+    counts: dict[str, Any] = {"audited": [], "flagged": [], "likely_per_class": {},
+                              "possible_per_class": {}, "failed": {}}
+    second = CropOpinion(device=getattr(config, "device", "auto"))
     for n, (sid, copy, fp) in enumerate(zip(ids, copies, fps)):
         if not copy or not Path(copy).is_file():
             continue
@@ -171,6 +173,7 @@ def audit_videos(sample_collection, recipes: dict[str, schema.AnonymizeRecipe],
         sampled = (engine.Item(frame, image=LoadedImage(frame.rgb, "", copy))
                    for frame in iter_frames(copy) if frame.index % every == 0)
         found_frames: dict[int, Any] = {}
+        likely = False
         try:
             for result in engine.run(sampled, engine.Steps(detector=built), options):
                 frame = result.item.key
@@ -179,12 +182,14 @@ def audit_videos(sample_collection, recipes: dict[str, schema.AnonymizeRecipe],
                 mask = np.asarray(obscured_region(height, width, used, own.settings), bool)
                 found = [d for d in result.detections
                          if not own.classes or d.label in own.classes]
-                left = residuals(found, mask, min_covered)
+                left = tier_residuals(found, mask, second.bind(frame.rgb),
+                                      min_covered=min_covered)
                 if left:
-                    found_frames[frame.index + 1] = schema.to_fo_detections([d for d, _ in left])
-                    for d, _ in left:
-                        counts["residuals_per_class"][d.label] = \
-                            counts["residuals_per_class"].get(d.label, 0) + 1
+                    found_frames[frame.index + 1] = residual_labels(left)
+                    likely = likely or needs_review(left)
+                    for r in left:
+                        key = "likely_per_class" if r.tier == LIKELY else "possible_per_class"
+                        counts[key][r.detection.label] = counts[key].get(r.detection.label, 0) + 1
         except Exception as exc:
             counts["failed"][copy] = engine.failure_reason(exc)
             continue
@@ -192,6 +197,7 @@ def audit_videos(sample_collection, recipes: dict[str, schema.AnonymizeRecipe],
         if found_frames:
             sample_collection.select(sid).set_values(f"frames.{residual_field}",
                                                      {sid: found_frames}, key_field="id")
+        if likely:
             counts["flagged"].append(sid)
         notify_progress(progress, n + 1, len(ids), "audited")
     flagged = counts["flagged"]
