@@ -115,7 +115,7 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
         page.wait_for_timeout(1500)
         page.screenshot(path=str(shots / "03-form.png"))
         page.get_by_role("button", name="Execute").click()
-        page.wait_for_selector("text=Anonymization finished", timeout=180_000)
+        page.get_by_text("copies written").first.wait_for(timeout=180_000)
         page.screenshot(path=str(shots / "04-finished.png"))
 
         ds.reload()

@@ -175,6 +175,7 @@ def test_plate_crop_opinion_and_other_labels():
 
 FACE_REGION = (0.30, 0.05, 0.28, 0.36)  # her head, relative [x, y, w, h]
 COLLAR = (0.25, 0.31, 0.30, 0.25)  # the metal neck ring of her suit
+HELMET = (0.0, 0.62, 0.18, 0.08)  # a strip of the helmet beside her, no plate anywhere
 
 
 def _iou(a, b) -> float:
@@ -187,7 +188,8 @@ def _iou(a, b) -> float:
 def test_astronaut_face_left_visible_is_likely_and_the_collar_is_possible():
     """Her face, left unblurred, scores ~0.87: "likely" without asking. A faint false alarm on
     the collar (as an older calibration produced, score ~0.2) is asked and the crops disagree:
-    "possible". So is the audit's own false alarm of the plate model on her helmet (~0.07)."""
+    "possible". So is a faint plate false alarm on her helmet (the float32 plate model gave one
+    at ~0.07; the int8 one does not, so it is placed by hand like the collar)."""
     from skimage import data
 
     from fiftyone_anonymizer.detectors import build_detector
@@ -197,7 +199,8 @@ def test_astronaut_face_left_visible_is_likely_and_the_collar_is_possible():
     auditor = build_detector(thresholds=AUDIT_THRESHOLDS, multiscale=True)
     found = auditor.detect([image])[0]
     collar = Detection("face", 0.2, COLLAR)
-    found.append(collar)
+    helmet = Detection("plate", 0.07, HELMET)
+    found += [collar, helmet]
     opinion = CropOpinion()
     asked = []
 
@@ -216,7 +219,8 @@ def test_astronaut_face_left_visible_is_likely_and_the_collar_is_possible():
     assert on_collar.opinion is not None and on_collar.opinion < 0.1
     others = [r for r in tiered if r is not her and r is not on_collar]
     assert all(r.tier == POSSIBLE for r in others), others
-    assert any(r.detection.label == "plate" for r in others)
+    (on_helmet,) = [r for r in tiered if r.detection is helmet]
+    assert on_helmet.tier == POSSIBLE
     # The opinion does see her face: asked about it with a faint score, it makes it likely.
     faint_her = Detection("face", 0.15, her.detection.box)
     (again,) = tier_residuals([faint_her], np.zeros(image.shape[:2], dtype=bool),
