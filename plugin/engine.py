@@ -338,8 +338,15 @@ def _detect(detector: Any, decodes: Sequence[Future]) -> list[Any]:
     out: list[Any] = [lo if isinstance(lo, BaseException) else None for lo in loaded]
     if detector is None or not good:
         return out
-    for i, found in zip(good, detect_per_item(detector, [loaded[i].rgb for i in good])):
+    from .detectors.onnx_runtime import arena_free
+
+    large = [i for i in good if isinstance(loaded[i], LargeImage)]
+    small = [i for i in good if i not in large]
+    for i, found in zip(small, detect_per_item(detector, [loaded[i].rgb for i in small])):
         out[i] = found
+    for i in large:  # alone, and without keeping the networks' memory for its full decode
+        with arena_free():
+            out[i] = detect_per_item(detector, [loaded[i].rgb])[0]
     return out
 
 

@@ -16,11 +16,11 @@ import numpy as np
 from ..core.boxes import FACE, Detection, nms
 from .base import check_image, expand_xyxy, resize, to_detections
 from .onnx_runtime import (
+    ArenaBoundedSession,
     convert_opset,
     dynamic_input_model,
     fold_batch_norms,
     keep_outputs,
-    make_session,
     name_nodes,
     providers_for,
     session_provider,
@@ -188,9 +188,9 @@ class CenterFaceDetector:
         if precision == "int8":
             from .quantize import int8_model
 
-            self.session = make_session(int8_model(self.name, self.model_path), device)
+            self.session = ArenaBoundedSession(int8_model(self.name, self.model_path), device)
         else:
-            self.session = make_session(prepare_graph(self.model_path), device)
+            self.session = ArenaBoundedSession(prepare_graph(self.model_path), device)
         self.provider = session_provider(self.session)
 
     def heatmaps(self, image: np.ndarray, factor: float, mirror: bool, single: Outputs | None = None

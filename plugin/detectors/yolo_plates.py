@@ -22,10 +22,10 @@ import numpy as np
 from ..core.boxes import PLATE, Detection, nms
 from .base import check_image, expand_xyxy, resize, to_detections
 from .onnx_runtime import (
+    ArenaBoundedSession,
     dynamic_input_model,
     float16_to_float32,
     keep_outputs,
-    make_session,
     name_nodes,
     providers_for,
     session_provider,
@@ -176,9 +176,9 @@ class YoloPlateDetector:
         if precision == "int8":
             from .quantize import int8_model
 
-            self.session = make_session(int8_model(self.name, self.model_path), device)
+            self.session = ArenaBoundedSession(int8_model(self.name, self.model_path), device)
         else:
-            self.session = make_session(prepare_graph(self.model_path, precision), device)
+            self.session = ArenaBoundedSession(prepare_graph(self.model_path, precision), device)
         self.provider = session_provider(self.session)
         self.input_name = self.session.get_inputs()[0].name
         self.dtype = np.float16 if precision == "float16" else np.float32
