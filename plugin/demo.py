@@ -32,7 +32,7 @@ def _crowd() -> np.ndarray:
         face = Image.fromarray((faces[idx] * 255).astype(np.uint8)).resize((44, 44), Image.BICUBIC)
         row, col = divmod(i, 4)
         y, x = 60 + row * 140 + int(rng.integers(0, 30)), 60 + col * 165 + int(rng.integers(0, 30))
-        canvas[y:y + 44, x:x + 44] = np.asarray(face, dtype=np.float64)
+        canvas[y : y + 44, x : x + 44] = np.asarray(face, dtype=np.float64)
     gray = np.clip(canvas, 0, 255).astype(np.uint8)
     return np.dstack([gray, gray, gray])
 
@@ -64,19 +64,25 @@ def _draw_boxes(img: Image.Image, detections) -> Image.Image:
         x, y, bw, bh = det.bounding_box
         colour = _COLOURS.get(det.label, (255, 255, 0))
         draw.rectangle([x * w, y * h, (x + bw) * w, (y + bh) * h], outline=colour, width=2)
-        draw.text((x * w + 2, max(0, y * h - 11)), f"{det.label} {det.confidence or 0:.2f}", fill=colour)
+        draw.text(
+            (x * w + 2, max(0, y * h - 11)), f"{det.label} {det.confidence or 0:.2f}", fill=colour
+        )
     return out
 
 
-def before_after(samples, label_field: str, output_field: str, path: Path, row_height: int = 300) -> Path:
+def before_after(
+    samples, label_field: str, output_field: str, path: Path, row_height: int = 300
+) -> Path:
     """One picture: each original with its boxes on the left, its anonymized copy on the right."""
     rows = []
     for sample in samples:
         copy = sample[output_field]
         if not copy:
             continue
-        before = _draw_boxes(Image.open(sample.filepath), sample[label_field].detections
-                             if sample[label_field] else [])
+        before = _draw_boxes(
+            Image.open(sample.filepath),
+            sample[label_field].detections if sample[label_field] else [],
+        )
         after = Image.open(copy).convert("RGB")
         scale = row_height / before.height
         size = (max(1, round(before.width * scale)), row_height)
@@ -111,12 +117,15 @@ def run(output: Path, persistent: bool = False) -> dict:
     print(detect.summary())
     anonymize = anonymize_images(dataset, output_dir=output / "anonymized")
     print(anonymize.summary())
-    picture = before_after(dataset, DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD,
-                           output / "before_after.jpg")
+    picture = before_after(
+        dataset, DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD, output / "before_after.jpg"
+    )
     print(f"before/after picture: {picture}")
     print(f"anonymized copies:    {output / 'anonymized'}")
-    print(f"FiftyOne dataset:     {dataset.name} ({len(dataset)} samples"
-          f"{', persistent' if persistent else ''}); took {time.time() - started:.1f}s")
+    print(
+        f"FiftyOne dataset:     {dataset.name} ({len(dataset)} samples"
+        f"{', persistent' if persistent else ''}); took {time.time() - started:.1f}s"
+    )
     if detect.failed or anonymize.failed:
         for path, reason in {**detect.failed, **anonymize.failed}.items():
             print(f"failed: {path}: {reason}", file=sys.stderr)
@@ -125,9 +134,14 @@ def run(output: Path, persistent: bool = False) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=Path("out/demo"), help="where to write everything")
-    parser.add_argument("--persistent", action="store_true",
-                        help="keep the FiftyOne dataset, to open it in the App afterwards")
+    parser.add_argument(
+        "--output", type=Path, default=Path("out/demo"), help="where to write everything"
+    )
+    parser.add_argument(
+        "--persistent",
+        action="store_true",
+        help="keep the FiftyOne dataset, to open it in the App afterwards",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = run(args.output.resolve(), persistent=args.persistent)

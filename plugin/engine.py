@@ -172,7 +172,8 @@ class EngineOptions:
         size = self.batch_size
         return self.window or max(
             self.detect_workers + 2,
-            -(-(2 * self.io_workers + 2 * self.detect_workers * size) // size))
+            -(-(2 * self.io_workers + 2 * self.detect_workers * size) // size),
+        )
 
 
 def available_cpus() -> int:
@@ -184,7 +185,9 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def default_options(device: str = "cpu", cpus: int | None = None, **overrides: Any) -> EngineOptions:
+def default_options(
+    device: str = "cpu", cpus: int | None = None, **overrides: Any
+) -> EngineOptions:
     """Options tuned by ``scripts/bench_e2e.py``: on CPU, one image per detector call on each
     core (single-threaded onnxruntime, see :func:`intra_op_threads`), and as many
     decode/encode threads; on a GPU, batches of 8 and one detector call at a time.
@@ -193,10 +196,17 @@ def default_options(device: str = "cpu", cpus: int | None = None, **overrides: A
     if device not in ("cpu", "auto"):
         base = EngineOptions(batch_size=8, io_workers=max(2, cpus // 2), detect_workers=1)
     else:
-        base = EngineOptions(batch_size=1, io_workers=max(1, min(cpus, 8)),
-                             detect_workers=max(1, min(cpus, 8)))
-    return replace(base, **{k: v for k, v in overrides.items()
-                            if v is not None and k in {f.name for f in fields(EngineOptions)}})
+        base = EngineOptions(
+            batch_size=1, io_workers=max(1, min(cpus, 8)), detect_workers=max(1, min(cpus, 8))
+        )
+    return replace(
+        base,
+        **{
+            k: v
+            for k, v in overrides.items()
+            if v is not None and k in {f.name for f in fields(EngineOptions)}
+        },
+    )
 
 
 def intra_op_threads(options: EngineOptions, cpus: int | None = None) -> int:
@@ -206,8 +216,9 @@ def intra_op_threads(options: EngineOptions, cpus: int | None = None) -> int:
     return max(1, cpus // options.detect_workers)
 
 
-def configure_threads(options: EngineOptions, threads: int | None = None,
-                      device: str = "auto") -> None:
+def configure_threads(
+    options: EngineOptions, threads: int | None = None, device: str = "auto"
+) -> None:
     """Thread counts for onnxruntime (detectors) and TensorFlow (blur), set before either
     starts: an explicit ``threads`` wins over the environment, which wins over our tuned
     default. The engine already runs one image per core, so each library call gets a share of
@@ -225,8 +236,9 @@ def uses_gpu(detector: Any) -> bool:
     return any("CUDA" in str(getattr(b, "provider", "")) for b in backends)
 
 
-def prepare(detector: Any = None, settings: Any = None, threads: int | None = None,
-            **overrides: Any) -> tuple[Any, Any, EngineOptions]:
+def prepare(
+    detector: Any = None, settings: Any = None, threads: int | None = None, **overrides: Any
+) -> tuple[Any, Any, EngineOptions]:
     """Everything a job needs before :func:`run`: the detector built and the options tuned.
 
     With ``settings``, TensorFlow (the blur) starts loading in a thread first, so its seconds
@@ -280,8 +292,10 @@ def warm_up_blur(settings: Any = None) -> None:
         if settings in _WARMED:
             return
         image = np.zeros((64, 64, 3), dtype=np.uint8)
-        dets = [Detection("face", 1.0, (0.2, 0.2, 0.4, 0.4)),
-                Detection("plate", 1.0, (0.1, 0.7, 0.5, 0.2))]
+        dets = [
+            Detection("face", 1.0, (0.2, 0.2, 0.4, 0.4)),
+            Detection("plate", 1.0, (0.1, 0.7, 0.5, 0.2)),
+        ]
         # A failure here is not reported: the real call raises it again, naming its item.
         with contextlib.suppress(Exception):
             blur.anonymize_batch([image], [dets], settings)
@@ -350,8 +364,9 @@ def _detect(detector: Any, decodes: Sequence[Future]) -> list[Any]:
     return out
 
 
-def _finish(item: Item, decode: Future, detect: Future, index: int, steps: Steps,
-            stop: threading.Event) -> Result:
+def _finish(
+    item: Item, decode: Future, detect: Future, index: int, steps: Steps, stop: threading.Event
+) -> Result:
     """Obscure, encode and write one item (each only when asked for)."""
     loaded = decode.result()
     if isinstance(loaded, BaseException):
@@ -385,12 +400,17 @@ def _finish(item: Item, decode: Future, detect: Future, index: int, steps: Steps
         return result
     if steps.keep_pixels:
         result.pixels = pixels
-    return _write(result, lambda target: write_bytes_atomic(target, data)
-                  if data is not None else None, steps, stop)
+    return _write(
+        result,
+        lambda target: write_bytes_atomic(target, data) if data is not None else None,
+        steps,
+        stop,
+    )
 
 
-def _finish_large(result: Result, loaded: LargeImage, steps: Steps,
-                  stop: threading.Event) -> Result:
+def _finish_large(
+    result: Result, loaded: LargeImage, steps: Steps, stop: threading.Event
+) -> Result:
     """Obscure a large image in place, window by window, and encode it straight to its file."""
     try:
         from . import blur
@@ -407,8 +427,12 @@ def _finish_large(result: Result, loaded: LargeImage, steps: Steps,
     except Exception as exc:
         result.error, result.stage = failure_reason(exc), OBSCURE
         return result
-    return _write(result, lambda target: save_image_atomic(
-        image, target, fmt, steps.jpeg_quality), steps, stop)
+    return _write(
+        result,
+        lambda target: save_image_atomic(image, target, fmt, steps.jpeg_quality),
+        steps,
+        stop,
+    )
 
 
 def _return_free_memory() -> None:
@@ -418,8 +442,9 @@ def _return_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _write(result: Result, write_copy: Callable[[Path], None], steps: Steps,
-           stop: threading.Event) -> Result:
+def _write(
+    result: Result, write_copy: Callable[[Path], None], steps: Steps, stop: threading.Event
+) -> Result:
     """Write the copy (with ``write_copy``) and the sidecar; a full or read-only disk is fatal."""
     item = result.item
     if stop.is_set():
@@ -429,8 +454,9 @@ def _write(result: Result, write_copy: Callable[[Path], None], steps: Steps,
         if item.target is not None:
             write_copy(item.target)
         if item.sidecar is not None and steps.sidecar is not None:
-            write_bytes_atomic(item.sidecar,
-                               steps.sidecar(result.detections, result.width, result.height))
+            write_bytes_atomic(
+                item.sidecar, steps.sidecar(result.detections, result.width, result.height)
+            )
     except OSError as exc:
         result.error, result.stage = f"cannot write the copy: {exc}", WRITE
         result.fatal = exc.errno in FATAL_ERRNOS
@@ -450,8 +476,9 @@ def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
         yield batch
 
 
-def run(items: Iterable[Item], steps: Steps, options: EngineOptions | None = None
-        ) -> Iterator[Result]:
+def run(
+    items: Iterable[Item], steps: Steps, options: EngineOptions | None = None
+) -> Iterator[Result]:
     """Run ``items`` through the ``steps``, yielding one :class:`Result` per item in order.
 
     Three thread pools run side by side: decoders, detector calls (a batch each), and
@@ -480,8 +507,15 @@ def run(items: Iterable[Item], steps: Steps, options: EngineOptions | None = Non
     def submit(batch: list[Item], weight: int) -> None:
         decodes = [decoders.submit(_decode, item) for item in batch]
         found = detectors.submit(_detect, steps.detector, decodes)
-        pending.append(([finishers.submit(_finish, item, decode, found, i, steps, stop)
-                         for i, (item, decode) in enumerate(zip(batch, decodes))], weight))
+        pending.append(
+            (
+                [
+                    finishers.submit(_finish, item, decode, found, i, steps, stop)
+                    for i, (item, decode) in enumerate(zip(batch, decodes))
+                ],
+                weight,
+            )
+        )
 
     fatal: Result | None = None
     stop = threading.Event()  # set by the first fatal write
@@ -501,8 +535,10 @@ def run(items: Iterable[Item], steps: Steps, options: EngineOptions | None = Non
             weight = sum(_pixels(item) for item in batch)
             # Room for it: fewer batches than the window, and its pixels within the budget
             # (a batch larger than the whole budget runs alone).
-            while pending and (len(pending) >= options.batches_in_flight or
-                               sum(w for _, w in pending) + weight > options.max_pixels):
+            while pending and (
+                len(pending) >= options.batches_in_flight
+                or sum(w for _, w in pending) + weight > options.max_pixels
+            ):
                 yield from oldest()
             if fatal is not None:
                 break

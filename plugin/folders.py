@@ -26,7 +26,19 @@ from .videos import copy_name
 
 DEFAULT_EXTENSIONS = ("jpg", "png")  # the original tool's default
 #: Extensions worth a note when present but not asked for.
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "jpe", "png", "webp", "bmp", "tif", "tiff", "gif", "heic", "heif")
+IMAGE_EXTENSIONS = (
+    "jpg",
+    "jpeg",
+    "jpe",
+    "png",
+    "webp",
+    "bmp",
+    "tif",
+    "tiff",
+    "gif",
+    "heic",
+    "heif",
+)
 
 
 class PlanError(ValueError):
@@ -58,8 +70,9 @@ class FolderPlan:
         """The engine's items (the images), keyed by their :class:`FileJob`."""
         for job in self.jobs:
             if not job.video:
-                yield Item(key=job, source=job.source, target=job.target,
-                           sidecar=job.detections_path)
+                yield Item(
+                    key=job, source=job.source, target=job.target, sidecar=job.detections_path
+                )
 
     @property
     def videos(self) -> list[FileJob]:
@@ -69,14 +82,17 @@ class FolderPlan:
 def parse_extensions(spec: str | Iterable[str]) -> tuple[str, ...]:
     """``"jpg,PNG, .jpeg"`` -> ``("jpg", "png", "jpeg")``: lower case, no dots, no blanks."""
     parts = spec.split(",") if isinstance(spec, str) else list(spec)
-    exts = tuple(dict.fromkeys(p.strip().lstrip(".").lower() for p in parts if p.strip().lstrip(".")))
+    exts = tuple(
+        dict.fromkeys(p.strip().lstrip(".").lower() for p in parts if p.strip().lstrip("."))
+    )
     if not exts:
         raise PlanError(f"no image extensions in {spec!r}")
     return exts
 
 
-def find_images(input_dir: Path, extensions: Sequence[str],
-                unmatched: dict[str, int] | None = None) -> list[Path]:
+def find_images(
+    input_dir: Path, extensions: Sequence[str], unmatched: dict[str, int] | None = None
+) -> list[Path]:
     """Files under ``input_dir`` (recursively, symlinked folders entered once) whose extension
     matches case-insensitively, sorted (hidden files too: the original processed them).
     Image files with other extensions are counted per extension into ``unmatched``.
@@ -108,14 +124,21 @@ def detections_paths(targets: Sequence[Path]) -> list[Path]:
     stems: dict[Path, int] = {}
     for t in targets:
         stems[t.with_suffix(".json")] = stems.get(t.with_suffix(".json"), 0) + 1
-    return [t.with_suffix(".json") if stems[t.with_suffix(".json")] == 1
-            else t.with_name(t.name + ".json") for t in targets]
+    return [
+        t.with_suffix(".json")
+        if stems[t.with_suffix(".json")] == 1
+        else t.with_name(t.name + ".json")
+        for t in targets
+    ]
 
 
-def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                extensions: Sequence[str] = DEFAULT_EXTENSIONS,
-                write_detections: bool = True,
-                video_extensions: Sequence[str] = ()) -> FolderPlan:
+def plan_folder(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    write_detections: bool = True,
+    video_extensions: Sequence[str] = (),
+) -> FolderPlan:
     """Mirror every matching image and video of ``input_dir`` under ``output_dir`` (same
     relative path, same name; videos in containers other than MP4 get ``.mp4``).
 
@@ -144,8 +167,10 @@ def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     video_exts = {f".{e.lower()}" for e in video_extensions}
     sources = find_images(src, [*extensions, *video_extensions], unmatched)
     is_video = [s.suffix.lower() in video_exts for s in sources]
-    targets = [copy_name(out / s.relative_to(src)) if v else out / s.relative_to(src)
-               for s, v in zip(sources, is_video)]
+    targets = [
+        copy_name(out / s.relative_to(src)) if v else out / s.relative_to(src)
+        for s, v in zip(sources, is_video)
+    ]
     json_paths = detections_paths(targets) if write_detections else [None] * len(targets)
     originals = {os.path.realpath(s): s for s in sources}
     for t, j in zip(targets, json_paths):
@@ -155,7 +180,8 @@ def plan_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 raise PlanError(
                     f"writing {written} would replace the input file {hit} (every image under "
                     f"--input is an input; if it is an earlier copy, move the old output away "
-                    f"or choose an --image-output outside the input)")
+                    f"or choose an --image-output outside the input)"
+                )
     jobs = [FileJob(s, t, j, v) for s, t, j, v in zip(sources, targets, json_paths, is_video)]
     return FolderPlan(src, out, jobs, unmatched)
 
@@ -165,8 +191,16 @@ def seed_detections(detections: Sequence[Detection], width: int, height: int) ->
     out = []
     for d in detections:
         x0, y0, x1, y1 = d.to_pixels(width, height)
-        out.append({"y_min": float(y0), "x_min": float(x0), "y_max": float(y1),
-                    "x_max": float(x1), "score": float(d.score), "kind": d.label})
+        out.append(
+            {
+                "y_min": float(y0),
+                "x_min": float(x0),
+                "y_max": float(y1),
+                "x_max": float(x1),
+                "score": float(d.score),
+                "kind": d.label,
+            }
+        )
     return out
 
 
@@ -242,10 +276,11 @@ class ResumeLog:
 
     def record(self, plan: FolderPlan, job: FileJob, boxes: Sequence[Detection]) -> None:
         """Append one copy's line (a single write: lines of concurrent runs never interleave)."""
-        entry = {"path": str(job.target.relative_to(plan.output_dir)),
-                 "fp": self.fingerprint(job),
-                 "boxes": [[d.label, round(d.score, 5), [round(v, 7) for v in d.box]]
-                           for d in boxes]}
+        entry = {
+            "path": str(job.target.relative_to(plan.output_dir)),
+            "fp": self.fingerprint(job),
+            "boxes": [[d.label, round(d.score, 5), [round(v, 7) for v in d.box]] for d in boxes],
+        }
         data = (json.dumps(entry) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

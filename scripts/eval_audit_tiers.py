@@ -75,10 +75,12 @@ def cpu_model() -> str:
 def build(classes: tuple[str, ...], thresholds: dict[str, float]):
     from fiftyone_anonymizer.detectors import build_detector
 
-    return build_detector(faces="centerface" if FACE in classes else None,
-                          plates="yolov8-plates" if PLATE in classes else None,
-                          thresholds={k: v for k, v in thresholds.items() if k in classes},
-                          multiscale=True)
+    return build_detector(
+        faces="centerface" if FACE in classes else None,
+        plates="yolov8-plates" if PLATE in classes else None,
+        thresholds={k: v for k, v in thresholds.items() if k in classes},
+        multiscale=True,
+    )
 
 
 def make_copy(image: np.ndarray, used: list[Detection]) -> tuple[np.ndarray, np.ndarray]:
@@ -96,13 +98,20 @@ def make_copy(image: np.ndarray, used: list[Detection]) -> tuple[np.ndarray, np.
 
 def truths_of(entry: dict, width: int, height: int) -> list[tuple[Detection, bool]]:
     w0, h0 = entry.get("width") or width, entry.get("height") or height
-    return [(Detection.from_pixels(b["label"], 1.0, (b["x"], b["y"], b["x"] + b["w"],
-                                                     b["y"] + b["h"]), w0, h0),
-             bool(b.get("added"))) for b in entry.get("boxes", [])]
+    return [
+        (
+            Detection.from_pixels(
+                b["label"], 1.0, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w0, h0
+            ),
+            bool(b.get("added")),
+        )
+        for b in entry.get("boxes", [])
+    ]
 
 
-def compute(data: Path, name: str, out: Path, limit: int | None, stride: int = 1,
-            refresh: bool = False) -> list[dict]:
+def compute(
+    data: Path, name: str, out: Path, limit: int | None, stride: int = 1, refresh: bool = False
+) -> list[dict]:
     """Per image: truths, and per first pass the obscured truths' shares, the audit's
     detections, their covered shares and second opinions (cached per image). ``refresh``:
     recompute the second opinions of cached images (after a change to ``CropOpinion``)."""
@@ -134,24 +143,32 @@ def compute(data: Path, name: str, out: Path, limit: int | None, stride: int = 1
                 covered = metrics.covered_fractions(found, mask) if found else np.zeros(0)
                 opinions = _opinions(opinion, copy, found, covered)
                 record["passes"][pass_name] = {
-                    "truth_covered": (metrics.covered_fractions([t for t, _ in truths], mask)
-                                      if truths else np.zeros(0)),
-                    "found": found, "opinions": opinions,
+                    "truth_covered": (
+                        metrics.covered_fractions([t for t, _ in truths], mask)
+                        if truths
+                        else np.zeros(0)
+                    ),
+                    "found": found,
+                    "opinions": opinions,
                     "used": used,
                 }
             cache[entry["file"]] = record
             if n % 10 == 0 or n == len(todo):
                 cache_path.write_bytes(pickle.dumps(cache))
-                print(f"  {name}: {n}/{len(todo)} images, {time.perf_counter() - started:.0f} s",
-                      flush=True)
+                print(
+                    f"  {name}: {n}/{len(todo)} images, {time.perf_counter() - started:.0f} s",
+                    flush=True,
+                )
     return [dict(cache[e["file"]], file=e["file"]) for e in entries]
 
 
-def _opinions(opinion: CropOpinion, copy: np.ndarray, found: list[Detection],
-              covered: np.ndarray) -> list[float | None]:
+def _opinions(
+    opinion: CropOpinion, copy: np.ndarray, found: list[Detection], covered: np.ndarray
+) -> list[float | None]:
     """The second opinion on every residual (None for the other detections)."""
-    return [opinion(copy, [d])[0] if c < metrics.MIN_COVERED else None
-            for d, c in zip(found, covered)]
+    return [
+        opinion(copy, [d])[0] if c < metrics.MIN_COVERED else None for d, c in zip(found, covered)
+    ]
 
 
 def refresh_opinions(folder: Path, files: list[str], cache: dict) -> None:
@@ -167,8 +184,9 @@ def refresh_opinions(folder: Path, files: list[str], cache: dict) -> None:
                 continue
             image = read_image(folder / file) if image is None else image
             copy, mask = make_copy(image, p["used"])
-            p["opinions"] = _opinions(opinion, copy, p["found"],
-                                      metrics.covered_fractions(p["found"], mask))
+            p["opinions"] = _opinions(
+                opinion, copy, p["found"], metrics.covered_fractions(p["found"], mask)
+            )
 
 
 def mask_of(rec: dict, pass_name: str) -> np.ndarray:
@@ -181,9 +199,20 @@ def mask_of(rec: dict, pass_name: str) -> np.ndarray:
 
 def tally(records: list[dict], pass_name: str, label: str | None) -> dict:
     """Catch rates and tagged samples for one first pass; ``label`` None: every class."""
-    out = {"misses": 0, "caught_likely": 0, "caught_any": 0, "samples": len(records),
-           "holding": 0, "tagged": 0, "tagged_holding": 0, "tagged_today": 0,
-           "today_holding": 0, "likely": 0, "possible": 0, "findable": 0}
+    out = {
+        "misses": 0,
+        "caught_likely": 0,
+        "caught_any": 0,
+        "samples": len(records),
+        "holding": 0,
+        "tagged": 0,
+        "tagged_holding": 0,
+        "tagged_today": 0,
+        "today_holding": 0,
+        "likely": 0,
+        "possible": 0,
+        "findable": 0,
+    }
     for rec in records:
         p = rec["passes"][pass_name]
         tiered = tier_residuals(p["found"], mask_of(rec, pass_name), p["opinions"])
@@ -192,9 +221,13 @@ def tally(records: list[dict], pass_name: str, label: str | None) -> dict:
         likely = [r for r in tiered if r.tier == LIKELY]
         out["likely"] += len(likely)
         out["possible"] += len(tiered) - len(likely)
-        misses = [(t, added) for (t, added), c in zip(rec["truths"], p["truth_covered"])
-                  if (label is None or t.label == label) and c < metrics.MIN_COVERED
-                  and t.box[3] * rec["h"] >= READABLE_PX]
+        misses = [
+            (t, added)
+            for (t, added), c in zip(rec["truths"], p["truth_covered"])
+            if (label is None or t.label == label)
+            and c < metrics.MIN_COVERED
+            and t.box[3] * rec["h"] >= READABLE_PX
+        ]
         holds = bool(misses)
         out["holding"] += holds
         out["tagged"] += bool(likely)
@@ -216,8 +249,9 @@ def _catches(truth: Detection, found: list[Detection]) -> bool:
     same = [d for d in found if d.label == truth.label]
     if not same:
         return False
-    m = metrics.match_boxes(np.array([truth.box]), np.array([d.box for d in same]),
-                            np.array([d.score for d in same]))
+    m = metrics.match_boxes(
+        np.array([truth.box]), np.array([d.box for d in same]), np.array([d.score for d in same])
+    )
     return bool(m.truth_matched[0])
 
 
@@ -229,20 +263,24 @@ def report(records: list[dict], name: str) -> None:
     for label in SET_CLASSES[name]:
         for pass_name, thresholds in PASSES.items():
             t = tally(records, pass_name, label)
-            print(f"audit {label} on {name} ({pass_name} pass {thresholds[label]:g}): likely "
-                  f"catches {_ratio(t['caught_likely'], t['misses'])} of {t['misses']} readable "
-                  f"misses >= {READABLE_PX} px; {_ratio(t['tagged_holding'], t['tagged'])} of "
-                  f"{t['tagged']} tagged samples hold one; possible tier adds "
-                  f"{t['caught_any'] - t['caught_likely']} ({t['possible']} possible, "
-                  f"{t['likely']} likely residuals); today's rule tags {t['tagged_today']} "
-                  f"({_ratio(t['today_holding'], t['tagged_today'])} hold one)")
+            print(
+                f"audit {label} on {name} ({pass_name} pass {thresholds[label]:g}): likely "
+                f"catches {_ratio(t['caught_likely'], t['misses'])} of {t['misses']} readable "
+                f"misses >= {READABLE_PX} px; {_ratio(t['tagged_holding'], t['tagged'])} of "
+                f"{t['tagged']} tagged samples hold one; possible tier adds "
+                f"{t['caught_any'] - t['caught_likely']} ({t['possible']} possible, "
+                f"{t['likely']} likely residuals); today's rule tags {t['tagged_today']} "
+                f"({_ratio(t['today_holding'], t['tagged_today'])} hold one)"
+            )
     for pass_name in PASSES:
         t = tally(records, pass_name, None)
-        print(f"audit all classes on {name} ({pass_name} pass): {t['tagged']} of {t['samples']} "
-              f"samples tagged, {t['tagged_holding']} hold a readable miss "
-              f"({t['holding']} samples hold one; {t['caught_likely']} of {t['misses']} misses "
-              f"caught by likely, {t['caught_any']} by any residual); today's rule tags "
-              f"{t['tagged_today']} ({t['today_holding']} hold one)")
+        print(
+            f"audit all classes on {name} ({pass_name} pass): {t['tagged']} of {t['samples']} "
+            f"samples tagged, {t['tagged_holding']} hold a readable miss "
+            f"({t['holding']} samples hold one; {t['caught_likely']} of {t['misses']} misses "
+            f"caught by likely, {t['caught_any']} by any residual); today's rule tags "
+            f"{t['tagged_today']} ({t['today_holding']} hold one)"
+        )
 
 
 def time_audit(data: Path, name: str, records: list[dict], n: int) -> None:
@@ -285,11 +323,13 @@ def time_audit(data: Path, name: str, records: list[dict], n: int) -> None:
     per_image = statistics.median(detect_s)
     extra = statistics.median(opinion_s)
     share = sum(1 for k in counts if k) / len(records)
-    print(f"timing on {name} ({cpu_model()}; {len(chosen)} images that ask, {asked} residuals "
-          f"asked, default pass): audit {per_image * 1000:.0f} ms/image without the second "
-          f"opinion, {(per_image + extra) * 1000:.0f} ms/image with it on a sample that asks; "
-          f"{share:.0%} of samples ask, so {extra * share * 1000:.0f} ms/image "
-          f"(+{extra * share / per_image:.1%}) on average")
+    print(
+        f"timing on {name} ({cpu_model()}; {len(chosen)} images that ask, {asked} residuals "
+        f"asked, default pass): audit {per_image * 1000:.0f} ms/image without the second "
+        f"opinion, {(per_image + extra) * 1000:.0f} ms/image with it on a sample that asks; "
+        f"{share:.0%} of samples ask, so {extra * share * 1000:.0f} ms/image "
+        f"(+{extra * share / per_image:.1%}) on average"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,19 +339,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", nargs="+", default=list(SET_CLASSES), choices=list(SET_CLASSES))
     parser.add_argument("--limit", type=int, default=None, help="first N images of each set")
     parser.add_argument("--stride", type=int, default=1, help="every K-th image of each set")
-    parser.add_argument("--refresh-opinions", action="store_true",
-                        help="recompute the cached second opinions (after changing CropOpinion)")
+    parser.add_argument(
+        "--refresh-opinions",
+        action="store_true",
+        help="recompute the cached second opinions (after changing CropOpinion)",
+    )
     parser.add_argument("--time", type=int, default=10, help="images timed per set (0: none)")
     args = parser.parse_args(argv)
     if not (args.data / "faces" / "labels.json").is_file():
-        print(f"skipped: no evaluation photos at {args.data} (faces/labels.json); they are not "
-              "part of the repository, see tests/conftest.py")
+        print(
+            f"skipped: no evaluation photos at {args.data} (faces/labels.json); they are not "
+            "part of the repository, see tests/conftest.py"
+        )
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_model()}; rules: " + "; ".join(f"{k}: {v}" for k, v in RULES.items()))
     for name in args.sets:
-        records = compute(args.data, name, args.out, args.limit, args.stride,
-                          args.refresh_opinions)
+        records = compute(args.data, name, args.out, args.limit, args.stride, args.refresh_opinions)
         report(records, name)
         if args.time:
             time_audit(args.data, name, records, args.time)

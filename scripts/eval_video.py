@@ -113,9 +113,19 @@ class Clip:
     def load(cls, path: Path) -> Clip:
         meta = json.loads(path.with_suffix(".json").read_text())
         w, h = meta["width"], meta["height"]
-        truths = [[Truth(b["id"], Detection.from_pixels(
-            b["label"], 1.0, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w, h), b["true"])
-            for b in boxes] for boxes in meta["boxes"]]
+        truths = [
+            [
+                Truth(
+                    b["id"],
+                    Detection.from_pixels(
+                        b["label"], 1.0, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w, h
+                    ),
+                    b["true"],
+                )
+                for b in boxes
+            ]
+            for boxes in meta["boxes"]
+        ]
         return cls(path, w, h, meta["frames"], truths)
 
     @property
@@ -148,8 +158,18 @@ class Score:
     clip_frames: int = 0
 
     def add(self, other: Score) -> None:
-        for name in ("truths", "matched", "covered", "flicker", "frames", "seconds", "boxes",
-                     "matched_boxes", "area_sum", "clip_frames"):
+        for name in (
+            "truths",
+            "matched",
+            "covered",
+            "flicker",
+            "frames",
+            "seconds",
+            "boxes",
+            "matched_boxes",
+            "area_sum",
+            "clip_frames",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
@@ -190,8 +210,9 @@ def flicker_count(clip: Clip, covered: list[dict[str, bool]], label: str) -> int
     return n
 
 
-def score_clip(clip: Clip, covered: list[dict[str, bool]], area: float,
-               boxes: list[list[Detection]] | None) -> dict[str, Score]:
+def score_clip(
+    clip: Clip, covered: list[dict[str, bool]], area: float, boxes: list[list[Detection]] | None
+) -> dict[str, Score]:
     """Per-label scores from per-frame covered flags (by truth id), the mean share of the
     picture obscured and, when known, the boxes that were obscured (for frame recall and box
     precision)."""
@@ -207,8 +228,13 @@ def score_clip(clip: Clip, covered: list[dict[str, bool]], area: float,
                 every = [x.detection for x in truths if x.detection.label == label]
                 m = metrics.match_detections(every, mine).get(label)
                 if m is not None:
-                    flags = dict(zip([x.id for x in truths if x.detection.label == label],
-                                     m.truth_matched, strict=True))
+                    flags = dict(
+                        zip(
+                            [x.id for x in truths if x.detection.label == label],
+                            m.truth_matched,
+                            strict=True,
+                        )
+                    )
                     s.matched += sum(bool(flags[x.id]) for x in counted)
                     s.boxes += len(mine)
                     s.matched_boxes += int(m.detection_matched.sum())
@@ -217,8 +243,9 @@ def score_clip(clip: Clip, covered: list[dict[str, bool]], area: float,
     return out
 
 
-def box_covered(clip: Clip, boxes: list[list[Detection]], settings: BlurSettings | None = None
-                ) -> tuple[list[dict[str, bool]], float]:
+def box_covered(
+    clip: Clip, boxes: list[list[Detection]], settings: BlurSettings | None = None
+) -> tuple[list[dict[str, bool]], float]:
     """Per frame, truth id -> >= 70 % of the box inside the region the boxes obscure; and the
     mean share of the picture obscured."""
     settings = settings or BlurSettings()
@@ -253,8 +280,9 @@ def detail_ratios(clip: Clip, output: Path) -> list[dict[str, float]]:
             raise RuntimeError(f"{output} has fewer frames than {clip.path}")
         rgb_out = frame_out.rgb
         if rgb_out.shape[:2] != (clip.height, clip.width):
-            rgb_out = np.asarray(Image.fromarray(rgb_out).resize((clip.width, clip.height),
-                                                                 Image.BILINEAR))
+            rgb_out = np.asarray(
+                Image.fromarray(rgb_out).resize((clip.width, clip.height), Image.BILINEAR)
+            )
         d_in, d_out = _detail(_gray(frame_in.rgb)), _detail(_gray(rgb_out))
         ratios = {}
         for x in truths:
@@ -266,8 +294,9 @@ def detail_ratios(clip: Clip, output: Path) -> list[dict[str, float]]:
     return out
 
 
-def pixel_covered(ratios: list[dict[str, float]], threshold: float = DETAIL_RATIO
-                  ) -> list[dict[str, bool]]:
+def pixel_covered(
+    ratios: list[dict[str, float]], threshold: float = DETAIL_RATIO
+) -> list[dict[str, bool]]:
     return [{k: v <= threshold for k, v in r.items()} for r in ratios]
 
 
@@ -301,17 +330,21 @@ def make_detector(kind: str, plates: bool, thresholds: dict[str, float]):
     from fiftyone_anonymizer.detectors import MergedDetector, build_backend, build_detector
 
     if kind == "photo":
-        return build_detector(faces="centerface", plates="yolov8-plates" if plates else None,
-                              thresholds=thresholds)
+        return build_detector(
+            faces="centerface", plates="yolov8-plates" if plates else None, thresholds=thresholds
+        )
     backends = [build_backend("centerface", thresholds[FACE], multiscale=False, min_side=640)]
     if plates:
         backends.append(build_backend("yolov8-plates", thresholds[PLATE], multiscale=False))
     used = {lab for b in backends for lab in b.labels}
-    return MergedDetector(backends, {k: v for k, v in thresholds.items() if k in used},
-                          False, "auto")
+    return MergedDetector(
+        backends, {k: v for k, v in thresholds.items() if k in used}, False, "auto"
+    )
 
 
-def detect_cached(clip: Clip, detector, tag: str, cache: Path) -> tuple[list[list[Detection]], float]:
+def detect_cached(
+    clip: Clip, detector, tag: str, cache: Path
+) -> tuple[list[list[Detection]], float]:
     """Per-frame detections of the decoded clip (computed once, then read from ``cache``) and
     the seconds detection took when computed."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -320,27 +353,37 @@ def detect_cached(clip: Clip, detector, tag: str, cache: Path) -> tuple[list[lis
     if file.is_file():
         data = json.loads(file.read_text())
         if data["sha256"] == digest:
-            return [[Detection(lab, s, tuple(b)) for lab, s, *b in f] for f in data["frames"]], \
-                data["seconds"]
+            return [
+                [Detection(lab, s, tuple(b)) for lab, s, *b in f] for f in data["frames"]
+            ], data["seconds"]
     per_frame, seconds = [], 0.0
     for frame in video.iter_frames(clip.path):
         start = time.perf_counter()
         per_frame.append(detector().detect([frame.rgb])[0])
         seconds += time.perf_counter() - start
-    file.write_text(json.dumps({"sha256": digest, "seconds": seconds, "frames": [
-        [[d.label, d.score, *d.box] for d in f] for f in per_frame]}))
+    file.write_text(
+        json.dumps(
+            {
+                "sha256": digest,
+                "seconds": seconds,
+                "frames": [[[d.label, d.score, *d.box] for d in f] for f in per_frame],
+            }
+        )
+    )
     return per_frame, seconds
 
 
-def anonymize_clip(src: Path, dst: Path, detector, track: TrackSettings,
-                   blur: BlurSettings | None = None) -> list[list[Detection]]:
+def anonymize_clip(
+    src: Path, dst: Path, detector, track: TrackSettings, blur: BlurSettings | None = None
+) -> list[list[Detection]]:
     """Our path for one clip, the one every job takes (``videos.process_video``: decode, the
     engine's detect stage, tracks with temporal fill, the engine's obscure stage, the
     encoder, audio copied); returns the obscured boxes per frame."""
     from fiftyone_anonymizer import engine, videos
 
-    result = videos.process_video(src, dst, detector, blur or BlurSettings(), track,
-                                  options=engine.default_options("cpu"))
+    result = videos.process_video(
+        src, dst, detector, blur or BlurSettings(), track, options=engine.default_options("cpu")
+    )
     if not result.ok:
         raise RuntimeError(f"{src}: {result.error} ({result.stage})")
     return [detections_of(tracked) for tracked in result.frames]
@@ -388,12 +431,20 @@ class Totals:
             self.by_label.setdefault(label, Score()).add(s)
 
 
-def line(name: str, label: str, s: Score, with_fps: bool = True, extra: str = "",
-         with_recall: bool = True) -> str:
+def line(
+    name: str,
+    label: str,
+    s: Score,
+    with_fps: bool = True,
+    extra: str = "",
+    with_recall: bool = True,
+) -> str:
     fps = f" fps {s.fps:.1f}" if with_fps else ""
     recall = f"{s.recall:.3f}" if with_recall else "n/a"
-    return (f"video {label}: frame recall {recall} coverage {s.coverage:.3f} flicker "
-            f"{s.flicker_rate:.4f}{fps}  [{name}; {s.truths} true boxes{extra}]")
+    return (
+        f"video {label}: frame recall {recall} coverage {s.coverage:.3f} flicker "
+        f"{s.flicker_rate:.4f}{fps}  [{name}; {s.truths} true boxes{extra}]"
+    )
 
 
 def cpu_model() -> str:
@@ -409,21 +460,33 @@ def main() -> int:
     parser.add_argument("--sets", default="faces,street")
     parser.add_argument("--sweep", action="store_true", help="box-based sweep of the tracker")
     parser.add_argument("--no-deface", action="store_true")
-    parser.add_argument("--no-pixel", action="store_true",
-                        help="write no copies, ours or deface's (box-based numbers only)")
+    parser.add_argument(
+        "--no-pixel",
+        action="store_true",
+        help="write no copies, ours or deface's (box-based numbers only)",
+    )
     parser.add_argument("--track", default="{}", help="TrackSettings overrides as JSON")
-    parser.add_argument("--detector", choices=("video", "photo"), default="video",
-                        help="video: one pass at the frame size; photo: the image defaults")
-    parser.add_argument("--thresholds", default="{}",
-                        help='video score thresholds per class as JSON, e.g. {"face": 0.1}')
+    parser.add_argument(
+        "--detector",
+        choices=("video", "photo"),
+        default="video",
+        help="video: one pass at the frame size; photo: the image defaults",
+    )
+    parser.add_argument(
+        "--thresholds",
+        default="{}",
+        help='video score thresholds per class as JSON, e.g. {"face": 0.1}',
+    )
     args = parser.parse_args()
     track = TrackSettings.from_dict({**TrackSettings().to_dict(), **json.loads(args.track)})
     from fiftyone_anonymizer.detectors import DEFAULT_THRESHOLDS
 
     thresholds = {**VIDEO_THRESHOLDS, **json.loads(args.thresholds)}
-    print(f"{cpu_model()}, {os.cpu_count()} CPUs shared with other work (timings indicative); "
-          f"detector {args.detector} at {thresholds}; tracker {json.dumps(track.to_dict())}",
-          flush=True)
+    print(
+        f"{cpu_model()}, {os.cpu_count()} CPUs shared with other work (timings indicative); "
+        f"detector {args.detector} at {thresholds}; tracker {json.dumps(track.to_dict())}",
+        flush=True,
+    )
     out_dir = args.clips / "runs"
     deface_exe = None if args.no_deface else ensure_deface(args.clips / "deface-venv")
     for set_name in args.sets.split(","):
@@ -433,10 +496,16 @@ def main() -> int:
         clips = [Clip.load(p) for p in paths]
         plates = set_name == "street"
         tag = f"centerface{'+plates' if plates else ''}-{args.detector}@{CACHE_THRESHOLD}"
-        detector = Lazy(lambda plates=plates: make_detector(
-            args.detector, plates, {FACE: CACHE_THRESHOLD, PLATE: CACHE_THRESHOLD}))
-        print(f"\n== {set_name}: {len(clips)} clips, {sum(c.frames for c in clips)} frames "
-              f"{clips[0].width}x{clips[0].height}, detections cached as {tag}", flush=True)
+        detector = Lazy(
+            lambda plates=plates: make_detector(
+                args.detector, plates, {FACE: CACHE_THRESHOLD, PLATE: CACHE_THRESHOLD}
+            )
+        )
+        print(
+            f"\n== {set_name}: {len(clips)} clips, {sum(c.frames for c in clips)} frames "
+            f"{clips[0].width}x{clips[0].height}, detections cached as {tag}",
+            flush=True,
+        )
         cached = {c.path: detect_cached(c, detector, tag, args.clips / "cache")[0] for c in clips}
 
         # box-based: per frame at the photo thresholds vs tracked at the video thresholds
@@ -444,28 +513,49 @@ def main() -> int:
         for c in clips:
             per_frame = above(cached[c.path], DEFAULT_THRESHOLDS)
             raw.add(score_clip(c, *box_covered(c, per_frame), per_frame))
-            boxes = [detections_of(f) for f in track_video(above(cached[c.path], thresholds),
-                                                           track)]
+            boxes = [
+                detections_of(f) for f in track_video(above(cached[c.path], thresholds), track)
+            ]
             tracked.add(score_clip(c, *box_covered(c, boxes), boxes))
         for label in raw.by_label:
-            for name, totals in (("ours per frame (photo thresholds)", raw),
-                                 ("ours tracked + temporal fill", tracked)):
+            for name, totals in (
+                ("ours per frame (photo thresholds)", raw),
+                ("ours tracked + temporal fill", tracked),
+            ):
                 s = totals.by_label[label]
-                print(line(f"{name}, box-based", label, s, with_fps=False,
-                           extra=f"; box precision {s.precision:.3f}, {s.area:.4f} of the "
-                                 "picture obscured"))
+                print(
+                    line(
+                        f"{name}, box-based",
+                        label,
+                        s,
+                        with_fps=False,
+                        extra=f"; box precision {s.precision:.3f}, {s.area:.4f} of the "
+                        "picture obscured",
+                    )
+                )
 
         if args.sweep:
             sweep(clips, cached, thresholds, track, DEFAULT_THRESHOLDS)
 
         if not args.no_pixel:
-            pixel_runs(clips, out_dir / set_name, make_detector(args.detector, plates, thresholds),
-                       track, deface_exe)
+            pixel_runs(
+                clips,
+                out_dir / set_name,
+                make_detector(args.detector, plates, thresholds),
+                track,
+                deface_exe,
+            )
     return 0
 
 
-def pixel_runs(clips: Sequence[Clip], out_dir: Path, detector, track: TrackSettings,
-               deface_exe: Path | None, pipeline: Pipeline | None = None) -> None:
+def pixel_runs(
+    clips: Sequence[Clip],
+    out_dir: Path,
+    detector,
+    track: TrackSettings,
+    deface_exe: Path | None,
+    pipeline: Pipeline | None = None,
+) -> None:
     """Our copy and deface's of each clip, one after the other (the shared CPUs' load changes
     over minutes), both scored with the pixel rule; ours also checked against its known boxes.
     ``pipeline`` replaces :func:`anonymize_clip`."""
@@ -503,43 +593,72 @@ def pixel_runs(clips: Sequence[Clip], out_dir: Path, detector, track: TrackSetti
         theirs_seconds = run_deface(deface_exe, c.path, theirs_dst)
         info = video.probe(theirs_dst)
         sizes.add((info.width, info.height, info.frames, info.has_audio))
-        theirs.add(score_clip(c, pixel_covered(detail_ratios(c, theirs_dst)), 0.0, None),
-                   c.frames, theirs_seconds)
+        theirs.add(
+            score_clip(c, pixel_covered(detail_ratios(c, theirs_dst)), 0.0, None),
+            c.frames,
+            theirs_seconds,
+        )
         ratios.append((theirs_seconds - startup) / seconds)
-        print(f"{c.path.stem}: ours {c.frames / seconds:.1f} fps, deface "
-              f"{c.frames / theirs_seconds:.1f} fps ({c.frames / (theirs_seconds - startup):.1f} "
-              f"without its start-up)", flush=True)
+        print(
+            f"{c.path.stem}: ours {c.frames / seconds:.1f} fps, deface "
+            f"{c.frames / theirs_seconds:.1f} fps ({c.frames / (theirs_seconds - startup):.1f} "
+            f"without its start-up)",
+            flush=True,
+        )
     for label, s in ours.by_label.items():
         print(line("ours tracked, pixel-based on the written copy", label, s))
-    print(f"pixel rule (detail ratio <= {DETAIL_RATIO}): agrees with the known obscured "
-          f"boxes on {agree / max(total, 1):.3f} of our {total} true boxes; calls "
-          f"{false_cover / max(total, 1):.4f} of them obscured in a plain re-encode", flush=True)
+    print(
+        f"pixel rule (detail ratio <= {DETAIL_RATIO}): agrees with the known obscured "
+        f"boxes on {agree / max(total, 1):.3f} of our {total} true boxes; calls "
+        f"{false_cover / max(total, 1):.4f} of them obscured in a plain re-encode",
+        flush=True,
+    )
     if deface_exe is None:
         return
     for label, s in theirs.by_label.items():
         steady = s.frames / max(1e-9, s.seconds - startup * len(clips))
-        print(line(f"deface {DEFACE_VERSION} defaults, pixel-based", label, s,
-                   extra=f"; {steady:.1f} fps without its {startup:.1f} s start-up",
-                   with_recall=False))
-    print(f"deface output (width, height, frames, audio): {sorted(sizes)}; input "
-          f"{clips[0].width}x{clips[0].height}, {clips[0].frames} frames, with audio")
+        print(
+            line(
+                f"deface {DEFACE_VERSION} defaults, pixel-based",
+                label,
+                s,
+                extra=f"; {steady:.1f} fps without its {startup:.1f} s start-up",
+                with_recall=False,
+            )
+        )
+    print(
+        f"deface output (width, height, frames, audio): {sorted(sizes)}; input "
+        f"{clips[0].width}x{clips[0].height}, {clips[0].frames} frames, with audio"
+    )
     what = "faces + plates" if "plate" in clips[0].labels else "faces"
-    print(f"throughput ours ({what}) / deface (faces) without its start-up, median over clips "
-          f"run back to back: {float(np.median(ratios)):.2f}x", flush=True)
+    print(
+        f"throughput ours ({what}) / deface (faces) without its start-up, median over clips "
+        f"run back to back: {float(np.median(ratios)):.2f}x",
+        flush=True,
+    )
 
 
 def check_copy(clip: Clip, copy: Path) -> None:
     """Our copy keeps size, rate, frame count and audio (the targets); print any difference."""
     a, b = video.probe(clip.path), video.probe(copy)
-    kept = {k: (getattr(a, k), getattr(b, k)) for k in ("width", "height", "fps", "frames",
-                                                         "has_audio")}
+    kept = {
+        k: (getattr(a, k), getattr(b, k)) for k in ("width", "height", "fps", "frames", "has_audio")
+    }
     bad = {k: v for k, v in kept.items() if v[0] != v[1]}
-    print(f"{copy.name}: " + ("size, rate, frame count and audio kept" if not bad else
-                              f"CHANGED {bad}"), flush=True)
+    print(
+        f"{copy.name}: "
+        + ("size, rate, frame count and audio kept" if not bad else f"CHANGED {bad}"),
+        flush=True,
+    )
 
 
-def sweep(clips: Sequence[Clip], cached: dict, thresholds: dict[str, float],
-          base: TrackSettings, photo: dict[str, float]) -> None:
+def sweep(
+    clips: Sequence[Clip],
+    cached: dict,
+    thresholds: dict[str, float],
+    base: TrackSettings,
+    photo: dict[str, float],
+) -> None:
     """Box-based coverage / flicker / precision / obscured area over gap fill K and extension
     M (the other settings as given), then over the union radius and the drop rule."""
     labels = clips[0].labels
@@ -550,27 +669,42 @@ def sweep(clips: Sequence[Clip], cached: dict, thresholds: dict[str, float],
             if settings is None:
                 boxes = above(cached[c.path], photo)
             else:
-                boxes = [detections_of(f) for f in
-                         track_video(above(cached[c.path], thresholds), settings)]
+                boxes = [
+                    detections_of(f)
+                    for f in track_video(above(cached[c.path], thresholds), settings)
+                ]
             totals.add(score_clip(c, *box_covered(c, boxes), boxes))
-        print(f"{name:<28} | " + " | ".join(
-            f"{s.coverage:.3f} {s.flicker_rate:.4f} {s.precision:.3f} {s.area:.4f}"
-            for s in (totals.by_label[lab] for lab in labels)), flush=True)
+        print(
+            f"{name:<28} | "
+            + " | ".join(
+                f"{s.coverage:.3f} {s.flicker_rate:.4f} {s.precision:.3f} {s.area:.4f}"
+                for s in (totals.by_label[lab] for lab in labels)
+            ),
+            flush=True,
+        )
 
-    print("sweep, box-based: " + " | ".join(f"{lab}: coverage flicker precision area"
-                                            for lab in labels))
+    print(
+        "sweep, box-based: "
+        + " | ".join(f"{lab}: coverage flicker precision area" for lab in labels)
+    )
     row("per frame, photo thresholds", None)
     for k in SWEEP_K:
         for m in SWEEP_M:
-            row(f"K={k} M={m}", TrackSettings.from_dict(
-                {**base.to_dict(), "max_gap": k, "extend": m}))
+            row(
+                f"K={k} M={m}",
+                TrackSettings.from_dict({**base.to_dict(), "max_gap": k, "extend": m}),
+            )
     for r in (0, 1, 2):
         row(f"union_radius={r}", TrackSettings.from_dict({**base.to_dict(), "union_radius": r}))
     for n in (2, 3):
-        row(f"min_length={n} keep_score=0.5", TrackSettings.from_dict(
-            {**base.to_dict(), "min_length": n, "keep_score": 0.5}))
-    row("start_scores=thresholds", TrackSettings.from_dict(
-        {**base.to_dict(), "start_scores": dict(thresholds)}))
+        row(
+            f"min_length={n} keep_score=0.5",
+            TrackSettings.from_dict({**base.to_dict(), "min_length": n, "keep_score": 0.5}),
+        )
+    row(
+        "start_scores=thresholds",
+        TrackSettings.from_dict({**base.to_dict(), "start_scores": dict(thresholds)}),
+    )
 
 
 if __name__ == "__main__":

@@ -72,12 +72,17 @@ def truths_of(entry: dict, width: int, height: int, added: bool = True) -> list[
     """
     w0, h0 = entry.get("width") or width, entry.get("height") or height
     return [
-        Detection.from_pixels(b["label"], 1.0, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w0, h0)
-        for b in entry.get("boxes", []) if added or not b.get("added")
+        Detection.from_pixels(
+            b["label"], 1.0, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w0, h0
+        )
+        for b in entry.get("boxes", [])
+        if added or not b.get("added")
     ]
 
 
-def tally_at(records: list[dict], thresholds: dict[str, float], settings) -> dict[str, metrics.Tally]:
+def tally_at(
+    records: list[dict], thresholds: dict[str, float], settings
+) -> dict[str, metrics.Tally]:
     """Counts per label at ``thresholds``: recall and coverage on the source boxes only
     (``"truths"``: without the boxes marked ``"added"``, which are the detector's own finds),
     precision against all boxes (``"all_truths"``: an added box is a real object)."""
@@ -90,7 +95,10 @@ def tally_at(records: list[dict], thresholds: dict[str, float], settings) -> dic
             every = metrics.score_image(rec["all_truths"], dets, rec["h"], rec["w"], mask=mask)
             for label, tally in every.items():
                 mine = found.setdefault(label, metrics.Tally(images=1))
-                mine.detections, mine.matched_detections = tally.detections, tally.matched_detections
+                mine.detections, mine.matched_detections = (
+                    tally.detections,
+                    tally.matched_detections,
+                )
         per_image.append(found)
     return metrics.combine(per_image)
 
@@ -110,9 +118,15 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def make_detector(faces: str | None, plates: str | None, thresholds: dict[str, float],
-                  multiscale: bool, device: str, precision: str | None,
-                  options: dict[str, dict[str, object]]) -> MergedDetector:
+def make_detector(
+    faces: str | None,
+    plates: str | None,
+    thresholds: dict[str, float],
+    multiscale: bool,
+    device: str,
+    precision: str | None,
+    options: dict[str, dict[str, object]],
+) -> MergedDetector:
     """The merged detector of ``build_detector``, with a precision and per-class backend options
     (``build_backend`` overrides) for comparing variants."""
     backends = []
@@ -139,8 +153,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def bench(images: list[np.ndarray], backends: list[str], device: str, rounds: int = 2
-          ) -> dict[str, float]:
+def bench(
+    images: list[np.ndarray], backends: list[str], device: str, rounds: int = 2
+) -> dict[str, float]:
     """ms per photo of each ONNX backend in float32 and int8, with and without the extra
     passes, on ``images``. The variants take turns photo by photo (after a warm-up each), so
     load from other processes weighs on all of them alike."""
@@ -152,8 +167,9 @@ def bench(images: list[np.ndarray], backends: list[str], device: str, rounds: in
         for multiscale in (True, False):
             for precision in ("float32", "int8"):
                 key = f"{name} {precision} {'multiscale' if multiscale else 'single pass'}"
-                variants[key] = build_backend(name, DEFAULT_THRESHOLDS[label], multiscale, device,
-                                              precision=precision)
+                variants[key] = build_backend(
+                    name, DEFAULT_THRESHOLDS[label], multiscale, device, precision=precision
+                )
     seconds = dict.fromkeys(variants, 0.0)
     for det in variants.values():
         det.detect(images[:1])
@@ -190,23 +206,45 @@ def plot(curves: dict[str, dict], defaults: dict[str, float], path: Path) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("labels", type=Path, help="labels.json (list of {file, width, height, boxes})")
+    parser.add_argument(
+        "labels", type=Path, help="labels.json (list of {file, width, height, boxes})"
+    )
     parser.add_argument("--out", type=Path, help="report folder (default out/eval/<labels-stem>)")
     parser.add_argument("--faces", default="centerface", help="centerface | mtcnn | none")
     parser.add_argument("--plates", default="yolov8-plates", help="yolov8-plates | none")
     parser.add_argument("--multiscale", choices=("default", "on", "off"), default="default")
     parser.add_argument("--floor", type=float, default=0.05, help="lowest threshold of the sweep")
     parser.add_argument("--limit", type=int, help="only the first N images (quick looks)")
-    parser.add_argument("--bench", type=int, nargs="?", const=20, default=0, metavar="N",
-                        help="also time float32 and int8, with and without the extra passes, "
-                        "on the first N photos (default 20)")
+    parser.add_argument(
+        "--bench",
+        type=int,
+        nargs="?",
+        const=20,
+        default=0,
+        metavar="N",
+        help="also time float32 and int8, with and without the extra passes, "
+        "on the first N photos (default 20)",
+    )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=("auto", "float32", "float16", "int8"),
-                        help="network precision of the ONNX backends (default: their defaults)")
-    parser.add_argument("--face-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="face backend setting, e.g. min_side=640 (repeatable)")
-    parser.add_argument("--plate-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="plate backend setting, e.g. tiles=false (repeatable)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "float16", "int8"),
+        help="network precision of the ONNX backends (default: their defaults)",
+    )
+    parser.add_argument(
+        "--face-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="face backend setting, e.g. min_side=640 (repeatable)",
+    )
+    parser.add_argument(
+        "--plate-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="plate backend setting, e.g. tiles=false (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     from fiftyone_anonymizer.blur import BlurSettings
@@ -239,8 +277,16 @@ def main(argv: list[str] | None = None) -> int:
         seconds += time.perf_counter() - t0
         every = truths_of(entry, w, h)
         source = truths_of(entry, w, h, added=False)
-        records.append({"file": entry["file"], "h": h, "w": w, "dets": dets, "truths": source,
-                        "all_truths": every if len(source) < len(every) else source})
+        records.append(
+            {
+                "file": entry["file"],
+                "h": h,
+                "w": w,
+                "dets": dets,
+                "truths": source,
+                "all_truths": every if len(source) < len(every) else source,
+            }
+        )
         if n % 25 == 0:
             print(f"  {n}/{len(entries)} images", file=sys.stderr, flush=True)
     ms_per_img = seconds / max(len(records), 1) * 1000
@@ -251,8 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     lines, curves = [], {}
     for label in present:
         t = summary.get(label, metrics.Tally(images=len(records)))
-        lines.append(f"{label}: recall {t.recall:.3f} coverage {t.coverage:.3f} precision "
-                     f"{t.precision:.3f} images {len(records)} ms/img {ms_per_img:.0f}")
+        lines.append(
+            f"{label}: recall {t.recall:.3f} coverage {t.coverage:.3f} precision "
+            f"{t.precision:.3f} images {len(records)} ms/img {ms_per_img:.0f}"
+        )
         curve = metrics.Curve()
         for thr in [x for x in SWEEP if x >= floor.get(label, 0.0) - 1e-9]:
             tt = tally_at(records, {**defaults, label: thr}, settings).get(label, metrics.Tally())
@@ -268,11 +316,15 @@ def main(argv: list[str] | None = None) -> int:
         dets = [d for d in rec["dets"] if d.score >= defaults.get(d.label, 0.0)]
         m = metrics.match_detections(rec["truths"], dets)
         m_all = metrics.match_detections(rec["all_truths"], dets)
-        per_image.append({
-            "file": rec["file"],
-            "missed": {lab: int((~x.truth_matched).sum()) for lab, x in m.items()},
-            "false_positives": {lab: int((~x.detection_matched).sum()) for lab, x in m_all.items()},
-        })
+        per_image.append(
+            {
+                "file": rec["file"],
+                "missed": {lab: int((~x.truth_matched).sum()) for lab, x in m.items()},
+                "false_positives": {
+                    lab: int((~x.detection_matched).sum()) for lab, x in m_all.items()
+                },
+            }
+        )
 
     # The same figures per folder of the labels file (camera, site, source): a set that is
     # fine on average can hide one folder where the detector fails.
@@ -284,8 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         tallies = tally_at(recs, defaults, settings)
         got = {lab: tallies.get(lab, metrics.Tally(images=len(recs))) for lab in present}
         per_folder[folder] = {lab: t.as_dict() for lab, t in got.items()}
-        parts = [f"{lab} recall {t.recall:.3f} precision {t.precision:.3f}"
-                 for lab, t in got.items() if t.truths]
+        parts = [
+            f"{lab} recall {t.recall:.3f} precision {t.precision:.3f}"
+            for lab, t in got.items()
+            if t.truths
+        ]
         if parts and len(folders) > 1:
             folder_lines.append(f"  {folder}: {'; '.join(parts)} ({len(recs)} images)")
 
@@ -295,15 +350,23 @@ def main(argv: list[str] | None = None) -> int:
         photos = [read_rgb(labels_path.parent / e["file"]) for e in entries[: args.bench]]
         timings = bench(photos, [b.name for b in detector.backends], args.device)
     report = {
-        "labels_file": str(labels_path), "images": len(records), "ms_per_image": ms_per_img,
-        "iou_threshold": metrics.IOU_THRESHOLD, "min_covered": metrics.MIN_COVERED,
+        "labels_file": str(labels_path),
+        "images": len(records),
+        "ms_per_image": ms_per_img,
+        "iou_threshold": metrics.IOU_THRESHOLD,
+        "min_covered": metrics.MIN_COVERED,
         "matching": "one-to-one, greedy by score, per image and class",
         "blur_settings": settings.to_dict() if hasattr(settings, "to_dict") else str(settings),
-        "thresholds": defaults, "precision": args.precision,
+        "thresholds": defaults,
+        "precision": args.precision,
         "options": {label: opts for label, opts in options.items() if opts},
         "results": {lab: summary.get(lab, metrics.Tally()).as_dict() for lab in present},
-        "curves": curves, "detector": describe(detector) | {"thresholds": defaults},
-        "cpu": cpu_model(), "bench_ms_per_image": timings, "per_folder": per_folder, "per_image": per_image,
+        "curves": curves,
+        "detector": describe(detector) | {"thresholds": defaults},
+        "cpu": cpu_model(),
+        "bench_ms_per_image": timings,
+        "per_folder": per_folder,
+        "per_image": per_image,
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     if curves:

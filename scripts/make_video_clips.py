@@ -99,8 +99,9 @@ def window_path(rng: np.random.Generator, pw: int, ph: int, spec: ClipSpec) -> n
     return out
 
 
-def frame_boxes(entry: dict, window: np.ndarray, spec: ClipSpec, photo: int,
-                min_height: float) -> list[dict]:
+def frame_boxes(
+    entry: dict, window: np.ndarray, spec: ClipSpec, photo: int, min_height: float
+) -> list[dict]:
     """The photo's boxes in frame pixels (clipped), each with its object id and truth flag."""
     x0, y0, x1, y1 = window
     sx, sy = spec.width / (x1 - x0), spec.height / (y1 - y0)
@@ -113,11 +114,17 @@ def frame_boxes(entry: dict, window: np.ndarray, spec: ClipSpec, photo: int,
         if cx1 <= cx0 or cy1 <= cy0:
             continue
         visible = (cx1 - cx0) * (cy1 - cy0) / max(1e-9, (bx1 - bx0) * (by1 - by0))
-        out.append({
-            "id": f"{photo}:{k}", "label": b["label"],
-            "x": round(cx0, 2), "y": round(cy0, 2), "w": round(cx1 - cx0, 2), "h": round(cy1 - cy0, 2),
-            "true": bool(cy1 - cy0 >= min_height and visible >= MIN_VISIBLE),
-        })
+        out.append(
+            {
+                "id": f"{photo}:{k}",
+                "label": b["label"],
+                "x": round(cx0, 2),
+                "y": round(cy0, 2),
+                "w": round(cx1 - cx0, 2),
+                "h": round(cy1 - cy0, 2),
+                "true": bool(cy1 - cy0 >= min_height and visible >= MIN_VISIBLE),
+            }
+        )
     return out
 
 
@@ -145,8 +152,9 @@ def encode_clip(path: Path, frames: list[np.ndarray], fps: int, audio: np.ndarra
             out.mux(video.encode(frame))
         out.mux(video.encode())
         for start in range(0, len(audio), 1024):
-            chunk = av.AudioFrame.from_ndarray(audio[None, start:start + 1024], format="flt",
-                                               layout="mono")
+            chunk = av.AudioFrame.from_ndarray(
+                audio[None, start : start + 1024], format="flt", layout="mono"
+            )
             chunk.sample_rate = AUDIO_RATE
             chunk.pts = start
             out.mux(sound.encode(chunk))
@@ -176,8 +184,9 @@ def make_set(spec: ClipSpec, data: Path, out: Path, seed: int, min_height: float
             with Image.open(labels.parent / entry["file"]) as img:
                 img = img.convert("RGB")
             path = window_path(rng, img.width, img.height, spec)
-            sources.append({"file": entry["file"], "first_frame": len(frames),
-                            "frames": spec.frames_per_photo})
+            sources.append(
+                {"file": entry["file"], "first_frame": len(frames), "frames": spec.frames_per_photo}
+            )
             for window in path:
                 crop = img.resize((spec.width, spec.height), Image.BILINEAR, box=tuple(window))
                 frames.append(np.asarray(crop))
@@ -186,9 +195,16 @@ def make_set(spec: ClipSpec, data: Path, out: Path, seed: int, min_height: float
         clip = out / spec.name / f"{name}.mp4"
         encode_clip(clip, frames, spec.fps, audio_track(rng, len(frames) / spec.fps))
         meta = {
-            "clip": clip.name, "width": spec.width, "height": spec.height, "fps": spec.fps,
-            "frames": len(frames), "crf": CRF, "seed": seed, "min_height": min_height,
-            "labels": str(labels), "sources": sources,
+            "clip": clip.name,
+            "width": spec.width,
+            "height": spec.height,
+            "fps": spec.fps,
+            "frames": len(frames),
+            "crf": CRF,
+            "seed": seed,
+            "min_height": min_height,
+            "labels": str(labels),
+            "sources": sources,
             "boxes": per_frame,  # per frame: list of {id, label, x, y, w, h (px), true}
         }
         clip.with_suffix(".json").write_text(json.dumps(meta))
@@ -198,8 +214,11 @@ def make_set(spec: ClipSpec, data: Path, out: Path, seed: int, min_height: float
             for b in fb:
                 if b["true"]:
                     by_label[b["label"]] = by_label.get(b["label"], 0) + 1
-        print(f"{clip.relative_to(out)}: {len(frames)} frames {spec.width}x{spec.height} "
-              f"@{spec.fps}, {true} true boxes {by_label}", flush=True)
+        print(
+            f"{clip.relative_to(out)}: {len(frames)} frames {spec.width}x{spec.height} "
+            f"@{spec.fps}, {true} true boxes {by_label}",
+            flush=True,
+        )
         written.append(clip)
     return written
 

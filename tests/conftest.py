@@ -11,8 +11,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # ../shared/data beside the checkout; FO_ANONYMIZER_SHARED_DATA points elsewhere (or nowhere, to
 # check that the suite passes on a fresh clone without it).
-SHARED_DATA = Path(os.environ.get("FO_ANONYMIZER_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-SKIP_NO_SHARED = "../shared/data not found beside the checkout (evaluation photos are not part of the repo)"
+SHARED_DATA = Path(
+    os.environ.get("FO_ANONYMIZER_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")
+)
+SKIP_NO_SHARED = (
+    "../shared/data not found beside the checkout (evaluation photos are not part of the repo)"
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
@@ -39,8 +43,16 @@ PLUGIN_NAME = "@fiftyone-anonymizer/anonymize"
 
 # Test files whose every test loads the detection models (or starts processes that do):
 # left out of `make test-fast`, with the tests marked `models` one by one elsewhere.
-MODEL_MODULES = {"test_cli", "test_detectors", "test_evaluate", "test_quantize", "test_faults",
-                 "test_shards", "test_audit_tiers", "test_app_browser"}
+MODEL_MODULES = {
+    "test_cli",
+    "test_detectors",
+    "test_evaluate",
+    "test_quantize",
+    "test_faults",
+    "test_shards",
+    "test_audit_tiers",
+    "test_app_browser",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -62,7 +74,9 @@ def make_dataset(request):
     created = []
 
     def make(samples=None, name=None):
-        ds = fo.Dataset(name or f"t-{request.node.name[:40]}-{len(created)}-{os.getpid()}", overwrite=True)
+        ds = fo.Dataset(
+            name or f"t-{request.node.name[:40]}-{len(created)}-{os.getpid()}", overwrite=True
+        )
         if samples:
             ds.add_samples(samples)
         created.append(ds)

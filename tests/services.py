@@ -24,15 +24,19 @@ from typing import Any
 
 VENV_BIN = Path(sys.executable).parent
 # One CPU thread per worker process: onnxruntime (detectors), TensorFlow (blur), OpenMP.
-ONE_THREAD = {"FO_ANONYMIZER_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
-              "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+ONE_THREAD = {
+    "FO_ANONYMIZER_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+}
 
 # Loaded by the workers through PYTHONPATH when FO_TEST_WRITE_LOG is set: every rename that
 # makes a copy visible is logged (pid and path) just before it happens, and each fsync of a
 # copy's temporary file is followed by FO_TEST_WRITE_DELAY seconds, so that a kill lands
 # with a half-written ".part" file on disk, the way a real crash mid-write would. Only the
 # anonymizer's image module sees this (its own reference to ``os`` is replaced).
-_SITECUSTOMIZE = textwrap.dedent('''
+_SITECUSTOMIZE = textwrap.dedent("""
     import os
     import time
 
@@ -58,7 +62,7 @@ _SITECUSTOMIZE = textwrap.dedent('''
                 os.replace(src, dst)
 
         _images.os = _InstrumentedOs()
-''')
+""")
 
 
 def mongod_binary() -> Path:
@@ -111,14 +115,16 @@ class Cluster:
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a FiftyOne process on this cluster's database."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FIFTYONE_DATABASE")}
-        env.update({
-            "FIFTYONE_DATABASE_URI": self.uri,
-            "FIFTYONE_PLUGINS_DIR": str(self.plugins_dir),
-            "FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS": "true",
-            "FIFTYONE_DO_NOT_TRACK": "true",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "FIFTYONE_DATABASE_URI": self.uri,
+                "FIFTYONE_PLUGINS_DIR": str(self.plugins_dir),
+                "FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS": "true",
+                "FIFTYONE_DO_NOT_TRACK": "true",
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self.extra_env)
         env.update(extra)
         return env
@@ -130,10 +136,24 @@ class Cluster:
         dbpath.mkdir(parents=True, exist_ok=True)
         log = self.root / "mongod.log"
         self.mongod = subprocess.Popen(
-            [str(mongod_binary()), "--dbpath", str(dbpath), "--port", str(self.port),
-             "--bind_ip", "127.0.0.1", "--wiredTigerCacheSizeGB", "0.25", "--quiet",
-             "--logpath", str(log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                str(mongod_binary()),
+                "--dbpath",
+                str(dbpath),
+                "--port",
+                str(self.port),
+                "--bind_ip",
+                "127.0.0.1",
+                "--wiredTigerCacheSizeGB",
+                "0.25",
+                "--quiet",
+                "--logpath",
+                str(log),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.mongod.poll() is not None:
@@ -153,15 +173,17 @@ class Cluster:
             self.site_dir.mkdir(parents=True, exist_ok=True)
             (self.site_dir / "sitecustomize.py").write_text(_SITECUSTOMIZE)
             env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(self.site_dir), env.get("PYTHONPATH")) if p)
+                p for p in (str(self.site_dir), env.get("PYTHONPATH")) if p
+            )
         self._started += 1
         log_path = self.root / f"worker-{self._started}.log"
         command = [str(VENV_BIN / "fiftyone"), "delegated", "launch"]
         if cpus is not None:
             command = ["taskset", "-c", cpus, *command]
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         proc.log_path = log_path  # type: ignore[attr-defined]
         self.workers.append(proc)
         return proc
@@ -187,19 +209,24 @@ class Cluster:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
-    def python(self, code: str, *args: str, timeout_s: float = 300.0,
-               **extra_env: str) -> Any:
+    def python(self, code: str, *args: str, timeout_s: float = 300.0, **extra_env: str) -> Any:
         """Run ``code`` in a child Python on this database; return the JSON it prints last.
 
         The code's arguments are in ``sys.argv[1:]``; it must print one JSON document as its
         last line of output.
         """
-        proc = subprocess.run([sys.executable, "-c", code, *args], env=self.env(**extra_env),
-                              capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            env=self.env(**extra_env),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
         lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
         if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                               f"{proc.stderr[-5000:]}")
+            raise RuntimeError(
+                f"child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+            )
         return json.loads(lines[-1])
 
     def worker_logs(self) -> str:

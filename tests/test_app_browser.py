@@ -23,13 +23,20 @@ from conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
 ]
 
 
 def _artifacts() -> Path:
-    path = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO_ROOT / "out" / "test-artifacts")) / "browser"
+    path = (
+        Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO_ROOT / "out" / "test-artifacts")) / "browser"
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -76,7 +83,11 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
     for name, pixels in (("astronaut.jpg", data.astronaut()), ("coffee.jpg", data.coffee())):
         Image.fromarray(pixels).save(src / name, quality=92)
         paths.append(src / name)
-    boxes = fo.Detections(detections=[fo.Detection(label="face", bounding_box=[0.3, 0.05, 0.28, 0.36], confidence=0.9)])
+    boxes = fo.Detections(
+        detections=[
+            fo.Detection(label="face", bounding_box=[0.3, 0.05, 0.28, 0.36], confidence=0.9)
+        ]
+    )
     ds = make_dataset([fo.Sample(filepath=str(p), anonymizer_detections=boxes) for p in paths])
     ds.persistent = True  # the App's server is another process
     out_dir = tmp_path / "anonymized"
@@ -120,7 +131,9 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
 
         ds.reload()
         copies = ds.values("anonymized_filepath")
-        assert all(c and Path(c).is_file() and Path(c).is_relative_to(out_dir / "copies") for c in copies)
+        assert all(
+            c and Path(c).is_file() and Path(c).is_relative_to(out_dir / "copies") for c in copies
+        )
         assert "anonymized_filepath" in ds.app_config.media_fields
 
         # The media switch: pick the new field under "Display options"; the grid must then ask
@@ -143,7 +156,9 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
         astronaut = next(c for c in copies if "astronaut" in c)
         before = np.asarray(Image.open(paths[0])).astype(int)
         after = np.asarray(Image.open(astronaut)).astype(int)
-        assert np.abs(after[60:180, 180:280] - before[60:180, 180:280]).mean() > 8  # the face is blurred
+        assert (
+            np.abs(after[60:180, 180:280] - before[60:180, 180:280]).mean() > 8
+        )  # the face is blurred
     except Exception:
         page.screenshot(path=str(shots / "failure.png"))
         raise
@@ -179,8 +194,11 @@ def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
     for i in range(30):
         path = src / f"p{i:02d}.jpg"
         Image.fromarray(np.roll(data.astronaut(), 9 * i, axis=1)).save(path, quality=90)
-        samples.append(fo.Sample(filepath=str(path),
-                                 anonymizer_detections=fo.Detections(detections=[box.copy()])))
+        samples.append(
+            fo.Sample(
+                filepath=str(path), anonymizer_detections=fo.Detections(detections=[box.copy()])
+            )
+        )
     ds = make_dataset(samples)
     ds.persistent = True  # the App's server is another process
     anonymize_images(ds, tmp_path / "copies")
@@ -203,7 +221,9 @@ def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
         # A confidence floor of 2 would obscure nothing: refused next to the field.
         _open_operator(page, "Anonymizer: anonymize images")
         page.wait_for_selector("text=Minimum confidence", timeout=30_000)
-        floor = page.get_by_text("Minimum confidence", exact=True).locator("xpath=following::input[1]")
+        floor = page.get_by_text("Minimum confidence", exact=True).locator(
+            "xpath=following::input[1]"
+        )
         floor.fill("2")
         page.get_by_text("must be between 0 and 1").first.wait_for(timeout=15_000)
         assert page.get_by_role("button", name="Execute").is_disabled()
@@ -217,8 +237,11 @@ def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
         seen: set[str] = set()
         deadline = time.time() + 180
         while time.time() < deadline and not page.get_by_text("copies written").count():
-            seen.update(ln for ln in page.inner_text("body").splitlines()
-                        if ln.startswith("anonymized ") and "/30" in ln)
+            seen.update(
+                ln
+                for ln in page.inner_text("body").splitlines()
+                if ln.startswith("anonymized ") and "/30" in ln
+            )
             if len(seen) == 1:
                 page.screenshot(path=str(shots / "11-progress.png"))
             page.wait_for_timeout(150)
@@ -239,8 +262,9 @@ def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
         page.screenshot(path=str(shots / "14-shared.png"))
         shared = fo.load_dataset(shared_name)
         assert len(shared) == 29
-        assert Path(flagged.anonymized_filepath).name not in {Path(p).name for p in
-                                                             shared.values("filepath")}
+        assert Path(flagged.anonymized_filepath).name not in {
+            Path(p).name for p in shared.values("filepath")
+        }
         page.get_by_role("button", name="Done").click()
 
         # The panel: counts and a button per group.

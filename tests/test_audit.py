@@ -53,8 +53,9 @@ def _hard_mask(height: int, width: int, boxes, scale: float) -> np.ndarray:
         inside = (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)
         if label == "face":
             a, b = x1 - x0, y1 - y0
-            inside &= ((2 * yy + 1 - y0 - y1) ** 2 * a * a + (2 * xx + 1 - x0 - x1) ** 2 * b * b
-                       <= a * a * b * b)
+            inside &= (2 * yy + 1 - y0 - y1) ** 2 * a * a + (
+                2 * xx + 1 - x0 - x1
+            ) ** 2 * b * b <= a * a * b * b
         mask |= inside
     return mask
 
@@ -107,8 +108,11 @@ def _astronaut_jpeg(path: Path) -> Path:
 
 
 def _boxes(fo, boxes, label="face", confidence=None):
-    return fo.Detections(detections=[
-        fo.Detection(label=label, bounding_box=list(b), confidence=confidence) for b in boxes])
+    return fo.Detections(
+        detections=[
+            fo.Detection(label=label, bounding_box=list(b), confidence=confidence) for b in boxes
+        ]
+    )
 
 
 def _run(uri_name, view, params):
@@ -227,8 +231,13 @@ def test_astronaut_missed_face_is_flagged_then_cleared(make_dataset, tmp_path):
     )
 
     src = _astronaut_jpeg(tmp_path / "astronaut.jpg")
-    ds = make_dataset([fo.Sample(filepath=str(src), nothing=fo.Detections(),
-                                 ground_truth=_boxes(fo, [HAND_FACE]))])
+    ds = make_dataset(
+        [
+            fo.Sample(
+                filepath=str(src), nothing=fo.Detections(), ground_truth=_boxes(fo, [HAND_FACE])
+            )
+        ]
+    )
 
     # Anonymized with no boxes at all: the copy shows her face (it scores about 0.87). The
     # default audit thresholds also flag faint false alarms on her suit collar (scores up to
@@ -254,8 +263,13 @@ def test_astronaut_missed_face_is_flagged_then_cleared(make_dataset, tmp_path):
     assert sample.anonymizer_residual.detections == []
     assert "needs_review" not in sample.tags, report.to_dict()
     assert sample.anonymizer_uncovered == 0
-    assert report.per_class["face"] == {"truths": 1, "recall": 1.0, "coverage": 1.0,
-                                        "uncovered": 0, "residuals": 0}
+    assert report.per_class["face"] == {
+        "truths": 1,
+        "recall": 1.0,
+        "coverage": 1.0,
+        "uncovered": 0,
+        "residuals": 0,
+    }
     assert report.pred_field == "anonymizer_detections"
     assert "anonymizer_eval" in ds.list_evaluations()
     assert json.loads(json.dumps(report.to_dict()))["flagged"] == 0
@@ -268,11 +282,19 @@ def test_operator_runs_through_fiftyone(make_dataset, tmp_path):
     from fiftyone_anonymizer import anonymize_images
 
     src = _astronaut_jpeg(tmp_path / "astronaut.jpg")
-    ds = make_dataset([fo.Sample(filepath=str(src), nothing=fo.Detections(),
-                                 ground_truth=_boxes(fo, [HAND_FACE]))])
+    ds = make_dataset(
+        [
+            fo.Sample(
+                filepath=str(src), nothing=fo.Detections(), ground_truth=_boxes(fo, [HAND_FACE])
+            )
+        ]
+    )
     anonymize_images(ds, tmp_path / "out", label_fields=["nothing"])
-    out = _run("audit_anonymization", ds.view(),
-               {"gt_field": "ground_truth", "tag": "check_me", "multiscale": False})
+    out = _run(
+        "audit_anonymization",
+        ds.view(),
+        {"gt_field": "ground_truth", "tag": "check_me", "multiscale": False},
+    )
     assert out["audited"] == 1 and out["flagged"] == 1
     assert out["residuals_per_class"]["face"] >= 1
     assert out["per_class"]["face"]["uncovered"] == 1
@@ -285,16 +307,22 @@ def test_operator_runs_through_fiftyone(make_dataset, tmp_path):
 
 
 def _subset(shared: Path) -> list[tuple[Path, int, int, list]]:
-    faces = [e for e in json.loads((shared / "faces" / "labels.json").read_text())
-             if e["boxes"]][:N_FACE_IMAGES]
-    plates = [e for e in json.loads((shared / "plates" / "labels.json").read_text())
-              if "openalpr_eu" in e["file"] or "openalpr_us" in e["file"]]
+    faces = [e for e in json.loads((shared / "faces" / "labels.json").read_text()) if e["boxes"]][
+        :N_FACE_IMAGES
+    ]
+    plates = [
+        e
+        for e in json.loads((shared / "plates" / "labels.json").read_text())
+        if "openalpr_eu" in e["file"] or "openalpr_us" in e["file"]
+    ]
     plates = plates[:: max(1, len(plates) // N_PLATE_IMAGES)][:N_PLATE_IMAGES]
     out = []
     for folder, entries in (("faces", faces), ("plates", plates)):
         for e in entries:
             w, h = e["width"], e["height"]
-            boxes = [(b["label"], (b["x"] / w, b["y"] / h, b["w"] / w, b["h"] / h)) for b in e["boxes"]]
+            boxes = [
+                (b["label"], (b["x"] / w, b["y"] / h, b["w"] / w, b["h"] / h)) for b in e["boxes"]
+            ]
             out.append((shared / folder / e["file"], w, h, boxes))
     return out
 
@@ -308,11 +336,19 @@ def shared_dataset(shared_data):
 
     items = _subset(shared_data)
     ds = fo.Dataset(f"audit-shared-{id(items)}", overwrite=True)
-    ds.add_samples([
-        fo.Sample(filepath=str(path), ground_truth=fo.Detections(detections=[
-            fo.Detection(label=label, bounding_box=list(box)) for label, box in boxes]))
-        for path, _w, _h, boxes in items
-    ])
+    ds.add_samples(
+        [
+            fo.Sample(
+                filepath=str(path),
+                ground_truth=fo.Detections(
+                    detections=[
+                        fo.Detection(label=label, bounding_box=list(box)) for label, box in boxes
+                    ]
+                ),
+            )
+            for path, _w, _h, boxes in items
+        ]
+    )
     detect_faces_and_plates(ds, detector=DetectorConfig(multiscale=False))
     yield ds
     fo.delete_dataset(ds.name)
@@ -334,12 +370,16 @@ def test_shared_data_audit_finds_the_misses_and_the_numbers_hold(shared_dataset,
     # Independent numbers: recall by greedy matching, coverage from a hard-edged mask.
     truths_n, found_n, covered_n, uncovered_by_id = {}, {}, {}, {}
     leaks, leaks_flagged = 0, 0
-    for s in ds.select_fields(["ground_truth", "anonymizer_detections", "anonymizer_residual",
-                               "anonymized_filepath"]):
+    for s in ds.select_fields(
+        ["ground_truth", "anonymizer_detections", "anonymizer_residual", "anonymized_filepath"]
+    ):
         with Image.open(s.anonymized_filepath) as img:
             width, height = img.size
-        preds = [(d.label, d.confidence, d.bounding_box) for d in s.anonymizer_detections.detections
-                 if d.confidence >= HIGH[d.label]]
+        preds = [
+            (d.label, d.confidence, d.bounding_box)
+            for d in s.anonymizer_detections.detections
+            if d.confidence >= HIGH[d.label]
+        ]
         mask = _hard_mask(height, width, [(lb, b) for lb, _c, b in preds], scale)
         uncovered = 0
         residual_boxes = [d.bounding_box for d in s.anonymizer_residual.detections]
@@ -370,25 +410,39 @@ def test_shared_data_audit_finds_the_misses_and_the_numbers_hold(shared_dataset,
     flagged = set(ds.match_tags("needs_review").values("id"))
     assert {sid for sid, n in uncovered_by_id.items() if n} <= flagged
     assert report.worst and report.worst[0]["uncovered"] == max(uncovered_by_id.values())
-    print(f"audit: {leaks_flagged} of {leaks} uncovered true boxes have a residual detection; "
-          f"per class {report.per_class}")
+    print(
+        f"audit: {leaks_flagged} of {leaks} uncovered true boxes have a residual detection; "
+        f"per class {report.per_class}"
+    )
 
 
 @pytest.mark.models
-def test_shared_data_anonymized_with_ground_truth_leaves_no_true_box_clear(shared_dataset, tmp_path):
+def test_shared_data_anonymized_with_ground_truth_leaves_no_true_box_clear(
+    shared_dataset, tmp_path
+):
     """Coverage does not depend on the audit's detector (the test above runs the real one)."""
     from fiftyone_anonymizer import anonymize_images, audit_anonymization
 
     ds = shared_dataset
-    anonymize_images(ds, tmp_path / "gt", label_fields=["ground_truth"],
-                     output_field="anonymized_gt")
-    report = audit_anonymization(ds, output_field="anonymized_gt", gt_field="ground_truth",
-                                 residual_field="residual_gt", uncovered_field="uncovered_gt",
-                                 tag="review_gt", eval_key="gt_eval", detector=_FixedDetector([]))
+    anonymize_images(
+        ds, tmp_path / "gt", label_fields=["ground_truth"], output_field="anonymized_gt"
+    )
+    report = audit_anonymization(
+        ds,
+        output_field="anonymized_gt",
+        gt_field="ground_truth",
+        residual_field="residual_gt",
+        uncovered_field="uncovered_gt",
+        tag="review_gt",
+        eval_key="gt_eval",
+        detector=_FixedDetector([]),
+    )
     print("\n" + report.summary())
     assert report.audited == len(ds)
     assert set(report.per_class) == {"face", "plate"}
-    assert all(row["uncovered"] == 0 and row["coverage"] == 1.0 for row in report.per_class.values())
+    assert all(
+        row["uncovered"] == 0 and row["coverage"] == 1.0 for row in report.per_class.values()
+    )
     assert set(ds.values("uncovered_gt")) == {0}
     assert report.flagged == 0 and not ds.match_tags("review_gt")
     assert report.pred_field == "anonymizer_detections"  # our detector's recall, for the record

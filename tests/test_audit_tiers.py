@@ -17,8 +17,9 @@ from fiftyone_anonymizer.jobs.audit_tiers import (
     tier_residuals,
 )
 
-RULE = TierRule(min_height_px=16, max_covered=0.5, sure_score=0.3, ask_height_px=40,
-                opinion_min=0.2)
+RULE = TierRule(
+    min_height_px=16, max_covered=0.5, sure_score=0.3, ask_height_px=40, opinion_min=0.2
+)
 SIZE = 400  # px, square synthetic images
 
 
@@ -70,8 +71,9 @@ def test_each_branch_of_the_rule_and_only_the_undecided_are_asked():
 def test_no_opinion_call_when_nothing_is_undecided():
     mask = np.zeros((SIZE, SIZE), dtype=bool)
     opinion = _Asked()
-    tiered = tier_residuals([_det(0.5, 10, 10, 40, 40), _det(0.1, 100, 100, 8, 8)], mask, opinion,
-                            rules={"face": RULE})
+    tiered = tier_residuals(
+        [_det(0.5, 10, 10, 40, 40), _det(0.1, 100, 100, 8, 8)], mask, opinion, rules={"face": RULE}
+    )
     assert [r.tier for r in tiered] == [LIKELY, POSSIBLE] and opinion.calls == []
 
 
@@ -88,10 +90,13 @@ def test_precomputed_opinions_are_aligned_with_the_detections():
     covered = _det(0.9, 0, 0, 40, 40)
     asked_yes = _det(0.1, 100, 100, 50, 60)
     asked_unknown = _det(0.1, 200, 100, 50, 60)
-    tiered = tier_residuals([covered, asked_yes, asked_unknown], mask, [0.0, 0.3, None],
-                            rules={"face": RULE})
-    assert [(r.detection, r.tier) for r in tiered] == [(asked_yes, LIKELY),
-                                                       (asked_unknown, POSSIBLE)]
+    tiered = tier_residuals(
+        [covered, asked_yes, asked_unknown], mask, [0.0, 0.3, None], rules={"face": RULE}
+    )
+    assert [(r.detection, r.tier) for r in tiered] == [
+        (asked_yes, LIKELY),
+        (asked_unknown, POSSIBLE),
+    ]
     with pytest.raises(ValueError, match="2 opinion scores for 3"):
         tier_residuals([covered, asked_yes, asked_unknown], mask, [0.1, 0.2])
 
@@ -141,9 +146,13 @@ class _SquareFinder:
             if ys.size == 0:
                 out.append([])
                 continue
-            out.append([Detection.from_pixels(self.label, 0.9,
-                                              (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
-                                              w, h)])
+            out.append(
+                [
+                    Detection.from_pixels(
+                        self.label, 0.9, (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), w, h
+                    )
+                ]
+            )
         return out
 
 
@@ -223,8 +232,9 @@ def test_astronaut_face_left_visible_is_likely_and_the_collar_is_possible():
     assert on_helmet.tier == POSSIBLE
     # The opinion does see her face: asked about it with a faint score, it makes it likely.
     faint_her = Detection("face", 0.15, her.detection.box)
-    (again,) = tier_residuals([faint_her], np.zeros(image.shape[:2], dtype=bool),
-                              opinion.bind(image))
+    (again,) = tier_residuals(
+        [faint_her], np.zeros(image.shape[:2], dtype=bool), opinion.bind(image)
+    )
     assert again.tier == LIKELY and again.opinion > 0.5
 
 
@@ -234,7 +244,8 @@ def test_the_measurement_script_skips_without_the_photos(tmp_path, capsys):
     from conftest import REPO_ROOT
 
     spec = importlib.util.spec_from_file_location(
-        "eval_audit_tiers", REPO_ROOT / "scripts" / "eval_audit_tiers.py")
+        "eval_audit_tiers", REPO_ROOT / "scripts" / "eval_audit_tiers.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main(["--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 0

@@ -384,8 +384,12 @@ def test_regions_share_one_cell_grid(monkeypatch):
     # Four separate boxes blurred at the same factor: their cell windows overlap, so the cell
     # means are computed once over the union and sliced per region (and match the reference).
     h, w = 160, 260
-    boxes = [det(FACE, 10, 10, 40, 40, w, h), det(PLATE, 200, 15, 50, 30, w, h),
-             det(FACE, 20, 110, 40, 40, w, h), det(PLATE, 190, 120, 60, 30, w, h)]
+    boxes = [
+        det(FACE, 10, 10, 40, 40, w, h),
+        det(PLATE, 200, 15, 50, 30, w, h),
+        det(FACE, 20, 110, 40, 40, w, h),
+        det(PLATE, 190, 120, 60, 30, w, h),
+    ]
     settings = BlurSettings(sigma=20.0)
     calls = []
     real = blur_module._cell_means
@@ -413,9 +417,13 @@ def test_regions_obscured_side_by_side_match_one_by_one(monkeypatch):
     # the threads give the same bytes as the serial path (which a single core takes), and
     # both match the reference.
     h, w = 400, 640
-    boxes = [det(FACE, 20, 20, 30, 36, w, h), det(PLATE, 400, 30, 90, 30, w, h),
-             det(FACE, 40, 220, 90, 80, w, h), det(FACE, 100, 240, 20, 24, w, h),
-             det(PLATE, 380, 300, 60, 30, w, h)]
+    boxes = [
+        det(FACE, 20, 20, 30, 36, w, h),
+        det(PLATE, 400, 30, 90, 30, w, h),
+        det(FACE, 40, 220, 90, 80, w, h),
+        det(FACE, 100, 240, 20, 24, w, h),
+        det(PLATE, 380, 300, 60, 30, w, h),
+    ]
     image = textured(h, w, seed=22)
     rects = blur_module._rects(h, w, boxes, DEFAULT)
     assert len(blur_module._plan(h, w, rects, 5)) == 4
@@ -429,8 +437,9 @@ def test_regions_obscured_side_by_side_match_one_by_one(monkeypatch):
     pool.shutdown()
 
 
-@pytest.mark.parametrize("settings", [DEFAULT, SEED, BlurSettings(mode="pixelate")],
-                         ids=["multires", "seed", "pixelate"])
+@pytest.mark.parametrize(
+    "settings", [DEFAULT, SEED, BlurSettings(mode="pixelate")], ids=["multires", "seed", "pixelate"]
+)
 def test_one_big_region_cut_into_strips_for_the_threads(monkeypatch, settings):
     # A region that fills most of the image is cut into row strips (here at a lowered size
     # limit); each pixel comes out as it does from the whole region, and as the reference says.
@@ -459,7 +468,9 @@ def test_a_forked_child_starts_its_own_region_pool():
     import multiprocessing
 
     image = textured(120, 200, seed=24)
-    anonymize_image(image, [det(FACE, 5, 5, 30, 30, 200, 120), det(PLATE, 150, 80, 40, 20, 200, 120)])
+    anonymize_image(
+        image, [det(FACE, 5, 5, 30, 30, 200, 120), det(PLATE, 150, 80, 40, 20, 200, 120)]
+    )
     assert blur_module._region_pool() is not None or blur_module.pool_workers() < 2
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
@@ -475,8 +486,10 @@ def test_multires_stays_within_a_level_of_the_full_resolution_gaussian(monkeypat
     from skimage import data
 
     image = data.astronaut()
-    dets = [Detection(FACE, 0.9, (0.30, 0.05, 0.28, 0.36)),
-            Detection(PLATE, 0.9, (0.05, 0.62, 0.55, 0.3))]
+    dets = [
+        Detection(FACE, 0.9, (0.30, 0.05, 0.28, 0.36)),
+        Detection(PLATE, 0.9, (0.05, 0.62, 0.55, 0.3)),
+    ]
     settings = BlurSettings()
     sigmas = {box_sigma(settings, d.box[2] * 512 * 1.3, d.box[3] * 512 * 1.3) for d in dets}
     assert min(sigmas) > MULTIRES_SIGMA  # both boxes take the multi-resolution path
@@ -704,23 +717,38 @@ def test_tensorflow_import_skips_only_the_eager_keras_import():
         "print(type(tf.keras.layers.Dense(1)).__module__.split('.')[0])\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=300,
+    )
     assert out.stdout.split() == ["False", "False", "keras"], out.stdout + out.stderr[-2000:]
-    noise = [line for line in out.stderr.splitlines()
-             if any(marker in line for marker in tf_runtime._noise())]
+    noise = [
+        line
+        for line in out.stderr.splitlines()
+        if any(marker in line for marker in tf_runtime._noise())
+    ]
     assert not noise, noise
 
 
 def test_tensorflow_start_up_chatter_is_dropped_and_the_rest_passed_on(capfd, monkeypatch):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     with tf_runtime.quiet_tensorflow_start():
-        os.write(2, b"I0000 12:00 cudart_stub.cc:31] Could not find cuda drivers on your "
-                    b"machine, GPU will not be used.\n")
+        os.write(
+            2,
+            b"I0000 12:00 cudart_stub.cc:31] Could not find cuda drivers on your "
+            b"machine, GPU will not be used.\n",
+        )
         os.write(2, b"a real problem\n")
         # The message that matters from the same file as harmless chatter is kept.
-        os.write(2, b"F0000 cpu_feature_guard.cc:1] The TensorFlow library was compiled to use "
-                    b"AVX instructions, but these aren't available on your machine.\n")
+        os.write(
+            2,
+            b"F0000 cpu_feature_guard.cc:1] The TensorFlow library was compiled to use "
+            b"AVX instructions, but these aren't available on your machine.\n",
+        )
         sys.stderr.write("from Python\n")
     # (pytest's own capture routes Python's writes around fd 2, so order is not compared)
     err = capfd.readouterr().err.splitlines()
@@ -728,6 +756,9 @@ def test_tensorflow_start_up_chatter_is_dropped_and_the_rest_passed_on(capfd, mo
     assert any("compiled to use AVX" in line for line in err)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user asked for TensorFlow's logs
     with tf_runtime.quiet_tensorflow_start():
-        os.write(2, b"I0000 12:00 cudart_stub.cc:31] Could not find cuda drivers on your "
-                    b"machine, GPU will not be used.\n")
+        os.write(
+            2,
+            b"I0000 12:00 cudart_stub.cc:31] Could not find cuda drivers on your "
+            b"machine, GPU will not be used.\n",
+        )
     assert "cudart_stub" in capfd.readouterr().err

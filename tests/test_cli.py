@@ -33,8 +33,11 @@ def run_cli(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def sha256_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def astronaut() -> np.ndarray:
@@ -90,11 +93,16 @@ def faces_in(rows: list[dict]) -> list[dict]:
 def test_mirrors_the_tree_and_matches_extensions_case_insensitively(full_run):
     written = {str(p.relative_to(full_run.out)) for p in full_run.out.rglob("*") if p.is_file()}
     assert written == {
-        "top.jpg", "top.json",
-        "a/b/UPPER.JPG", "a/b/UPPER.json",
-        "a/b/rotated.jpg", "a/b/rotated.json",
-        "a/astro.png", "a/astro.png.json",  # two stems 'astro' in one folder: full names
-        "a/astro.jpg", "a/astro.jpg.json",
+        "top.jpg",
+        "top.json",
+        "a/b/UPPER.JPG",
+        "a/b/UPPER.json",
+        "a/b/rotated.jpg",
+        "a/b/rotated.json",
+        "a/astro.png",
+        "a/astro.png.json",  # two stems 'astro' in one folder: full names
+        "a/astro.jpg",
+        "a/astro.jpg.json",
         ".anonymizer-resume.jsonl",  # what a rerun needs to skip current copies
     }, full_run.proc.output
 
@@ -121,7 +129,9 @@ def test_detections_file_is_the_original_format_in_absolute_pixels(full_run):
 
 def test_exif_orientation_applied_and_no_metadata_in_copies(full_run):
     upright = max(faces_in(read_detections(full_run.out / "top.json")), key=lambda r: r["score"])
-    turned = max(faces_in(read_detections(full_run.out / "a/b/rotated.json")), key=lambda r: r["score"])
+    turned = max(
+        faces_in(read_detections(full_run.out / "a/b/rotated.json")), key=lambda r: r["score"]
+    )
     for k in ("x_min", "y_min", "x_max", "y_max"):
         assert abs(upright[k] - turned[k]) < 12, (upright, turned)
     with Image.open(full_run.out / "a/b/rotated.jpg") as im:
@@ -195,12 +205,19 @@ def test_command_line_and_sdk_write_the_same_schema(full_run, make_dataset, tmp_
     anonymize_images(sdk_ds, tmp_path / "sdk-copies")
 
     def ours(ds):
-        return {name: (type(f).__name__, getattr(f, "document_type", None))
-                for name, f in ds.get_field_schema().items() if name.startswith("anonymi")}
+        return {
+            name: (type(f).__name__, getattr(f, "document_type", None))
+            for name, f in ds.get_field_schema().items()
+            if name.startswith("anonymi")
+        }
 
     assert ours(cli_ds) == ours(sdk_ds)
-    assert set(ours(cli_ds)) == {"anonymizer_detections", "anonymized_filepath",
-                                 "anonymized_filepath_fingerprint", "anonymizer_error"}
+    assert set(ours(cli_ds)) == {
+        "anonymizer_detections",
+        "anonymized_filepath",
+        "anonymized_filepath_fingerprint",
+        "anonymizer_error",
+    }
     assert cli_ds.app_config.media_fields == sdk_ds.app_config.media_fields
 
     for name in ("anonymizer_detections", "anonymized_filepath"):
@@ -209,13 +226,18 @@ def test_command_line_and_sdk_write_the_same_schema(full_run, make_dataset, tmp_
         assert cli_info["produced_by"].endswith("command line")
         for key in set(cli_info) - {"produced_by", "output_dir", "recipes"}:
             assert cli_info[key] == sdk_info[key], (name, key)
-    assert sdk_ds.get_field("anonymized_filepath").info["output_dir"] == str(tmp_path / "sdk-copies")
+    assert sdk_ds.get_field("anonymized_filepath").info["output_dir"] == str(
+        tmp_path / "sdk-copies"
+    )
     assert cli_ds.get_field("anonymized_filepath").info["output_dir"] == str(full_run.out)
 
     # The same boxes (to float noise: thread counts differ between the two processes).
     def boxes(ds):
-        return {p: [(d.label, *d.bounding_box) for d in v.detections]
-                for p, v in zip(ds.values("filepath"), ds.values("anonymizer_detections")) if v}
+        return {
+            p: [(d.label, *d.bounding_box) for d in v.detections]
+            for p, v in zip(ds.values("filepath"), ds.values("anonymizer_detections"))
+            if v
+        }
 
     cli_boxes, sdk_boxes = boxes(cli_ds), boxes(sdk_ds)
     assert len(cli_boxes) == 5 and set(cli_boxes) == set(sdk_boxes)
@@ -250,8 +272,16 @@ def test_no_write_detections_and_output_inside_input_refused(tmp_path):
     assert sha256_tree(tree) == before
 
     out = tmp_path / "anonymized"  # beside the input
-    proc = run_cli("--input", tree, "--image-output", out, "--no-write-detections",
-                   "--plates", "none", "--quiet")
+    proc = run_cli(
+        "--input",
+        tree,
+        "--image-output",
+        out,
+        "--no-write-detections",
+        "--plates",
+        "none",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.output
     assert "1 .jpeg" in proc.stderr  # left out, and the user is told
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
@@ -261,7 +291,7 @@ def test_no_write_detections_and_output_inside_input_refused(tmp_path):
 def test_refuses_output_folder_that_is_the_input(tmp_path):
     Image.fromarray(astronaut()).save(tmp_path / "x.jpg")
     before = sha256_tree(tmp_path)
-    proc = run_cli("--input", tmp_path, "--image-output", tmp_path / "." , "--quiet")
+    proc = run_cli("--input", tmp_path, "--image-output", tmp_path / ".", "--quiet")
     assert proc.returncode == 2 and "is a source folder" in proc.stderr
     assert sha256_tree(tmp_path) == before
 

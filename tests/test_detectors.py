@@ -46,8 +46,10 @@ def resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def test_import_is_cheap():
-    code = ("import sys, fiftyone_anonymizer.detectors as d; "
-            "print(sorted(m for m in ('onnxruntime', 'onnx', 'tensorflow') if m in sys.modules))")
+    code = (
+        "import sys, fiftyone_anonymizer.detectors as d; "
+        "print(sorted(m for m in ('onnxruntime', 'onnx', 'tensorflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -74,7 +76,9 @@ def test_same_relative_box_at_any_size(faces, astronaut, size):
 def test_negatives_give_nothing(faces, plates):
     rng = np.random.default_rng(0)
     gray = np.full((480, 640, 3), 128, dtype=np.uint8)
-    ramp = np.broadcast_to(np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None], (480, 640, 3)).copy()
+    ramp = np.broadcast_to(
+        np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None], (480, 640, 3)
+    ).copy()
     noise = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     assert faces.detect([gray, ramp]) == [[], []]
     assert plates.detect([gray, ramp]) == [[], []]
@@ -167,14 +171,20 @@ def _labelled(shared_data, kind: str, n: int):
     for e in entries:
         image = np.asarray(Image.open(shared_data / kind / e["file"]).convert("RGB"))
         h, w = image.shape[:2]
-        truths = [Detection.from_pixels(b["label"], 1, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w, h)
-                  for b in e["boxes"]]
+        truths = [
+            Detection.from_pixels(
+                b["label"], 1, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w, h
+            )
+            for b in e["boxes"]
+        ]
         yield image, truths
 
 
 def test_recall_on_real_face_photos(shared_data, faces):
-    tallies = [metrics.score_image(t, faces.detect([im])[0], *im.shape[:2])
-               for im, t in _labelled(shared_data, "faces", 10)]
+    tallies = [
+        metrics.score_image(t, faces.detect([im])[0], *im.shape[:2])
+        for im, t in _labelled(shared_data, "faces", 10)
+    ]
     total = metrics.combine(tallies)["face"]
     assert total.truths >= 20
     assert total.recall >= 0.85, total.as_dict()
@@ -182,8 +192,10 @@ def test_recall_on_real_face_photos(shared_data, faces):
 
 
 def test_recall_on_real_plate_photos(shared_data, plates):
-    tallies = [metrics.score_image(t, plates.detect([im])[0], *im.shape[:2])
-               for im, t in _labelled(shared_data, "plates", 10)]
+    tallies = [
+        metrics.score_image(t, plates.detect([im])[0], *im.shape[:2])
+        for im, t in _labelled(shared_data, "plates", 10)
+    ]
     total = metrics.combine(tallies)["plate"]
     assert total.recall >= 0.9, total.as_dict()
     assert total.coverage >= 0.9, total.as_dict()
@@ -196,7 +208,9 @@ def test_float32_conversion_keeps_the_plate_model_s_answers(shared_data):
     half = YoloPlateDetector(precision="float16", device="cpu").detect([image])[0]
     full = YoloPlateDetector(precision="float32", device="cpu").detect([image])[0]
     assert len(half) == len(full) >= 1
-    for a, b in zip(sorted(half, key=lambda d: d.score), sorted(full, key=lambda d: d.score), strict=True):
+    for a, b in zip(
+        sorted(half, key=lambda d: d.score), sorted(full, key=lambda d: d.score), strict=True
+    ):
         assert abs(a.score - b.score) < 0.02 and iou(a.box, b.box) > 0.95
 
 
@@ -215,8 +229,9 @@ def test_plate_heads_decode_to_the_shipped_model_s_boxes(astronaut):
 
     cut = YoloPlateDetector(precision="float32", device="cpu")
     assert [o.name for o in cut.session.get_outputs()] == list(HEADS)
-    whole = ort.InferenceSession(float16_to_float32(cut.model_path),
-                                 providers=["CPUExecutionProvider"])
+    whole = ort.InferenceSession(
+        float16_to_float32(cut.model_path), providers=["CPUExecutionProvider"]
+    )
     blob = letterbox(astronaut, stride=None)[0].transpose(2, 0, 1)[None].astype(np.float32) / 255
     out = whole.run(["output0"], {"images": blob})[0][0]
     floor = 0.001  # low, so that many candidates are compared
@@ -226,10 +241,14 @@ def test_plate_heads_decode_to_the_shipped_model_s_boxes(astronaut):
     got, scores = decode_heads(cut.session.run(list(HEADS), {"images": blob}), 640, floor)
     assert len(scores) == keep.sum() >= 5
     a, b = np.lexsort((want[:, 0], out[4, keep])), np.lexsort((got[:, 0], scores))
-    assert np.allclose(got[b], want[a], atol=1e-3) and np.allclose(scores[b], out[4, keep][a], atol=1e-5)
+    assert np.allclose(got[b], want[a], atol=1e-3) and np.allclose(
+        scores[b], out[4, keep][a], atol=1e-5
+    )
     # Any input size now runs (a 16:9 frame as 640x384 instead of 640x640).
     wide = letterbox(np.zeros((720, 1280, 3), np.uint8))[0]
-    heads = cut.session.run(list(HEADS), {"images": wide.transpose(2, 0, 1)[None].astype(np.float32)})
+    heads = cut.session.run(
+        list(HEADS), {"images": wide.transpose(2, 0, 1)[None].astype(np.float32)}
+    )
     assert [hd.shape[2:] for hd in heads] == [(48, 80), (24, 40), (12, 20)]
 
 
@@ -246,8 +265,11 @@ class _CountingSession:
 
 def _same(a, b) -> bool:
     return len(a) == len(b) and all(
-        x.label == y.label and abs(x.score - y.score) < 1e-5 and np.allclose(x.box, y.box, atol=1e-5)
-        for x, y in zip(a, b))
+        x.label == y.label
+        and abs(x.score - y.score) < 1e-5
+        and np.allclose(x.box, y.box, atol=1e-5)
+        for x, y in zip(a, b)
+    )
 
 
 def test_refine_runs_the_upscaled_mirrored_passes_only_for_small_faces(astronaut):

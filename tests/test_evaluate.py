@@ -12,8 +12,10 @@ from pathlib import Path
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-LINE = re.compile(r"^(face|plate): recall \d\.\d{3} coverage \d\.\d{3} precision \d\.\d{3} "
-                  r"images \d+ ms/img \d+$")
+LINE = re.compile(
+    r"^(face|plate): recall \d\.\d{3} coverage \d\.\d{3} precision \d\.\d{3} "
+    r"images \d+ ms/img \d+$"
+)
 # The astronaut's face, forehead to chin, in pixels of the 512 x 512 sample image.
 FACE_BOX = {"label": "face", "x": 179, "y": 61, "w": 92, "h": 118}
 
@@ -30,8 +32,9 @@ def _labels(tmp_path: Path) -> Path:
         box = dict(FACE_BOX)
         if folder == "cam_b":  # mirrored
             box["x"] = 512 - box["x"] - box["w"]
-        entries.append({"file": f"images/{folder}/shot.png", "width": 512, "height": 512,
-                        "boxes": [box]})
+        entries.append(
+            {"file": f"images/{folder}/shot.png", "width": 512, "height": 512, "boxes": [box]}
+        )
     empty = root / "images" / "cam_b" / "coffee.png"
     Image.fromarray(data.coffee()).save(empty)
     entries.append({"file": "images/cam_b/coffee.png", "width": 600, "height": 400, "boxes": []})
@@ -43,9 +46,20 @@ def _labels(tmp_path: Path) -> Path:
 def test_evaluate_prints_the_required_lines_and_writes_its_report(tmp_path):
     labels = _labels(tmp_path)
     out = tmp_path / "report"
-    run = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), str(labels),
-                          "--plates", "none", "--out", str(out)],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "evaluate.py"),
+            str(labels),
+            "--plates",
+            "none",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
     required = [line for line in lines if LINE.match(line)]
@@ -71,10 +85,26 @@ def test_added_boxes_count_for_precision_only_and_variants_can_be_chosen(tmp_pat
     entries[2]["boxes"] = [{**FACE_BOX, "x": 20, "y": 20, "added": True}]
     labels.write_text(json.dumps(entries))
     out = tmp_path / "report"
-    run = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), str(labels),
-                          "--plates", "none", "--out", str(out), "--precision", "int8",
-                          "--face-option", "min_side=640", "--face-option", "flip=false"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "evaluate.py"),
+            str(labels),
+            "--plates",
+            "none",
+            "--out",
+            str(out),
+            "--precision",
+            "int8",
+            "--face-option",
+            "min_side=640",
+            "--face-option",
+            "flip=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     (line,) = [line for line in run.stdout.splitlines() if LINE.match(line)]
     assert line.startswith("face: recall 1.000 coverage 1.000 precision 1.000 images 3 "), line
@@ -82,5 +112,7 @@ def test_added_boxes_count_for_precision_only_and_variants_can_be_chosen(tmp_pat
     face = report["results"]["face"]
     assert face["truths"] == 1 and face["detections"] == 2 and face["matched_detections"] == 2
     (backend,) = report["detector"]["backends"]
-    assert backend["precision"] == "int8" and backend["min_side"] == 640 and backend["flip"] is False
+    assert (
+        backend["precision"] == "int8" and backend["min_side"] == 640 and backend["flip"] is False
+    )
     assert report["options"] == {"face": {"min_side": 640, "flip": False}}

@@ -59,8 +59,13 @@ def _visible_files(root: Path) -> list[Path]:
 
 
 def _cli(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
-                          timeout=kwargs.pop("timeout", 600), **kwargs)
+    return subprocess.run(
+        [*CLI, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=kwargs.pop("timeout", 600),
+        **kwargs,
+    )
 
 
 FAST = ("--plates", "none", "--no-multiscale", "--quiet")
@@ -74,9 +79,12 @@ def test_command_line_killed_mid_run_leaves_only_whole_copies_and_resumes(tmp_pa
     src = tmp_path / "in"
     _astronauts(src, 40)
     out = tmp_path / "out"
-    proc = subprocess.Popen([*CLI, "--input", src, "--image-output", out, *FAST],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [*CLI, "--input", src, "--image-output", out, *FAST],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     log = out / ".anonymizer-resume.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -113,12 +121,17 @@ def test_sdk_job_killed_mid_run_leaves_consistent_fields_and_resumes(make_datase
     ds = make_dataset([fo.Sample(filepath=str(p), gt=gt.copy()) for p in paths])
     ds.persistent = True  # the child process loads it by name
     out = tmp_path / "out"
-    code = ("import sys, fiftyone as fo, fiftyone_anonymizer as anon\n"
-            "anon.anonymize_images(fo.load_dataset(sys.argv[1]), sys.argv[2], label_fields='gt',"
-            " io_workers=1)\n")
-    child = subprocess.Popen([sys.executable, "-c", code, ds.name, str(out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             start_new_session=True)
+    code = (
+        "import sys, fiftyone as fo, fiftyone_anonymizer as anon\n"
+        "anon.anonymize_images(fo.load_dataset(sys.argv[1]), sys.argv[2], label_fields='gt',"
+        " io_workers=1)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, ds.name, str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     recorded = 0
     while time.monotonic() < deadline and child.poll() is None:
@@ -133,8 +146,9 @@ def test_sdk_job_killed_mid_run_leaves_consistent_fields_and_resumes(make_datase
     ds.reload()
     recipe = schema.AnonymizeRecipe.read(ds)
     recorded = 0
-    for copy, fp, labels in zip(*ds.values(["anonymized_filepath",
-                                            "anonymized_filepath_fingerprint", "gt"])):
+    for copy, fp, labels in zip(
+        *ds.values(["anonymized_filepath", "anonymized_filepath_fingerprint", "gt"])
+    ):
         if copy is None:
             continue
         recorded += 1
@@ -153,8 +167,11 @@ def test_sdk_job_killed_mid_run_leaves_consistent_fields_and_resumes(make_datase
 
 def _mount_tmpfs(where: Path, megabytes: int) -> None:
     where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs",
-                           str(where)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
 
@@ -171,7 +188,8 @@ def _noise_pngs(folder: Path, count: int, side: int = 900) -> list[Path]:
     for i in range(count):
         path = folder / f"noise{i:02d}.png"
         Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
-            path, compress_level=1)
+            path, compress_level=1
+        )
         paths.append(path)
     return paths
 
@@ -199,8 +217,7 @@ def test_a_disk_that_fills_up_stops_the_run_early_with_one_line(tmp_path):
     disk = tmp_path / "disk"
     _mount_tmpfs(disk, MIN_FREE_BYTES // 2**20 + 16)
     try:
-        proc = _cli("--input", src, "--image-output", disk / "out", "--no-write-detections",
-                    *FAST)
+        proc = _cli("--input", src, "--image-output", disk / "out", "--no-write-detections", *FAST)
         assert proc.returncode == 1, proc.stderr
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         assert len(errors) == 1 and "No space left on device" in errors[0], proc.stderr
@@ -257,27 +274,38 @@ def test_a_killed_database_gives_one_plain_line_and_a_rerun_resumes(tmp_path, pl
 
     paths = _astronauts(tmp_path / "src", 400, size=(800, 600))
     out = tmp_path / "out"
-    make = ("import sys, json, fiftyone as fo\n"
-            "ds = fo.Dataset('faults-db', persistent=True, overwrite=True)\n"
-            "gt = fo.Detections(detections=[fo.Detection(label='face', "
-            f"bounding_box={list(FACE_BOX)})])\n"
-            "ds.add_samples([fo.Sample(filepath=p, gt=gt.copy()) for p in json.loads(sys.argv[1])])\n"
-            "print(json.dumps(len(ds)))\n")
-    run = ("import sys, json, fiftyone as fo, fiftyone_anonymizer as anon\n"
-           "from fiftyone_anonymizer.jobs.schema import DatabaseLost\n"
-           "try:\n"
-           "    r = anon.anonymize_images(fo.load_dataset('faults-db'), sys.argv[1], "
-           "label_fields='gt', io_workers=1)\n"
-           "    print(json.dumps({'processed': r.processed, 'skipped': r.skipped}))\n"
-           "except DatabaseLost as exc:\n"
-           "    print(f'DatabaseLost: {exc}', file=sys.stderr); sys.exit(3)\n")
-    count = ("import json, fiftyone as fo\n"
-             "print(json.dumps(len(fo.load_dataset('faults-db').exists('anonymized_filepath'))))\n")
+    make = (
+        "import sys, json, fiftyone as fo\n"
+        "ds = fo.Dataset('faults-db', persistent=True, overwrite=True)\n"
+        "gt = fo.Detections(detections=[fo.Detection(label='face', "
+        f"bounding_box={list(FACE_BOX)})])\n"
+        "ds.add_samples([fo.Sample(filepath=p, gt=gt.copy()) for p in json.loads(sys.argv[1])])\n"
+        "print(json.dumps(len(ds)))\n"
+    )
+    run = (
+        "import sys, json, fiftyone as fo, fiftyone_anonymizer as anon\n"
+        "from fiftyone_anonymizer.jobs.schema import DatabaseLost\n"
+        "try:\n"
+        "    r = anon.anonymize_images(fo.load_dataset('faults-db'), sys.argv[1], "
+        "label_fields='gt', io_workers=1)\n"
+        "    print(json.dumps({'processed': r.processed, 'skipped': r.skipped}))\n"
+        "except DatabaseLost as exc:\n"
+        "    print(f'DatabaseLost: {exc}', file=sys.stderr); sys.exit(3)\n"
+    )
+    count = (
+        "import json, fiftyone as fo\n"
+        "print(json.dumps(len(fo.load_dataset('faults-db').exists('anonymized_filepath'))))\n"
+    )
     with Cluster(tmp_path / "cluster", plugins_dir) as cluster:
         assert cluster.python(make, json.dumps([str(p) for p in paths])) == 400
-        child = subprocess.Popen([sys.executable, "-c", run, str(out)], env=cluster.env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", run, str(out)],
+            env=cluster.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and len(list(out.rglob("*.jpg"))) < 80:
             assert child.poll() is None, child.communicate()
@@ -286,8 +314,9 @@ def test_a_killed_database_gives_one_plain_line_and_a_rerun_resumes(tmp_path, pl
         cluster.mongod.wait()
         lost_at = time.monotonic()
         lines: list[tuple[float, str]] = []
-        reader = threading.Thread(target=lambda: lines.extend(
-            (time.monotonic(), ln) for ln in child.stderr))
+        reader = threading.Thread(
+            target=lambda: lines.extend((time.monotonic(), ln) for ln in child.stderr)
+        )
         reader.start()
         child.wait(timeout=120)
         reader.join()
@@ -315,15 +344,20 @@ def test_a_20000_pixel_square_jpeg_stays_under_2_5_gb(tmp_path, monkeypatch):
     src.mkdir()
     rng = np.random.default_rng(3)
     canvas = Image.fromarray(rng.integers(60, 160, (500, 500, 3), dtype=np.uint8)).resize(
-        (20000, 20000), Image.BILINEAR)
+        (20000, 20000), Image.BILINEAR
+    )
     face = Image.fromarray(data.astronaut()).resize((900, 900))
     for x, y in [(1000, 1500), (8000, 3000), (15000, 9000), (4000, 16000), (18500, 500)]:
         canvas.paste(face, (x, y))
     canvas.save(src / "aerial.jpg", quality=85)
     del canvas
     out = tmp_path / "out"
-    proc = subprocess.run([*CLI, "--input", src, "--image-output", out, "--quiet"],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [*CLI, "--input", src, "--image-output", out, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert proc.returncode == 0, proc.stderr
     assert "found 5 faces" in proc.stdout, proc.stdout
@@ -365,8 +399,9 @@ def _fuzz_corpus(folder: Path) -> dict[str, str | None]:
     cases["bitflips.jpg"] = "cannot be decoded"  # with this seed the stream breaks
     good.save(folder / "really-png.jpg", format="PNG")
     cases["really-png.jpg"] = None  # named .jpg, is a PNG: the copy stays a PNG
-    Image.fromarray((np.arange(200 * 200, dtype=np.uint32).reshape(200, 200) * 7 % 65536)
-                    .astype(np.uint16)).save(folder / "sixteen-bit.png")
+    Image.fromarray(
+        (np.arange(200 * 200, dtype=np.uint32).reshape(200, 200) * 7 % 65536).astype(np.uint16)
+    ).save(folder / "sixteen-bit.png")
     cases["sixteen-bit.png"] = None
     good.convert("CMYK").save(folder / "cmyk.jpg")
     cases["cmyk.jpg"] = None
@@ -375,14 +410,19 @@ def _fuzz_corpus(folder: Path) -> dict[str, str | None]:
     frames = [good, good.rotate(90)]
     frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
     cases["animated.gif"] = None  # the first frame
+
     # A PNG whose header claims 100000 x 100000 pixels (a decompression bomb): refused by size.
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (len(body).to_bytes(4, "big") + kind + body
-                + zlib.crc32(kind + body).to_bytes(4, "big"))
+        return (
+            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        )
 
-    bomb = (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", (100000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0]))
-            + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b""))
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", (100000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0]))
+        + chunk(b"IDAT", zlib.compress(bytes(1000)))
+        + chunk(b"IEND", b"")
+    )
     (folder / "bomb.png").write_bytes(bomb)
     cases["bomb.png"] = "too large"
     (folder / "folder.jpg").mkdir()
@@ -397,11 +437,14 @@ def test_every_broken_image_gets_its_reason_and_the_job_goes_on(make_dataset, tm
     cases = _fuzz_corpus(tmp_path / "src")
     cases["folder.jpg"] = "is a folder"
     gt = fo.Detections(detections=[fo.Detection(label="face", bounding_box=list(FACE_BOX))])
-    ds = make_dataset([fo.Sample(filepath=str(tmp_path / "src" / name), gt=gt.copy())
-                       for name in cases])
+    ds = make_dataset(
+        [fo.Sample(filepath=str(tmp_path / "src" / name), gt=gt.copy()) for name in cases]
+    )
     report = anonymize_images(ds, tmp_path / "out", label_fields="gt")
-    by_name = {Path(p).name: (c, e) for p, c, e in zip(*ds.values(
-        ["filepath", "anonymized_filepath", "anonymizer_error"]))}
+    by_name = {
+        Path(p).name: (c, e)
+        for p, c, e in zip(*ds.values(["filepath", "anonymized_filepath", "anonymizer_error"]))
+    }
     for name, expected in cases.items():
         copy, error = by_name[name]
         if expected is None:
@@ -411,8 +454,15 @@ def test_every_broken_image_gets_its_reason_and_the_job_goes_on(make_dataset, tm
     assert report.processed == sum(v is None for v in cases.values())
 
     # The command line on the same folder: the same reasons, named, exit status 1.
-    proc = _cli("--input", tmp_path / "src", "--image-output", tmp_path / "cli-out",
-                "--image-extensions", "jpg,png,gif", *FAST)
+    proc = _cli(
+        "--input",
+        tmp_path / "src",
+        "--image-output",
+        tmp_path / "cli-out",
+        "--image-extensions",
+        "jpg,png,gif",
+        *FAST,
+    )
     assert proc.returncode == 1
     for name, expected in cases.items():
         if expected is not None and name != "folder.jpg":
@@ -433,9 +483,23 @@ def test_commands_that_start_the_database_together_all_succeed(tmp_path):
         # Output to files, not pipes: the database service a command starts outlives it and
         # would hold a pipe open.
         with open(logs[-1], "w") as log:
-            procs.append(subprocess.Popen(
-                [*CLI, "--input", src, "--image-output", tmp_path / f"out{i}", "--dataset",
-                 f"race-{i}", *FAST], env=env, stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *CLI,
+                        "--input",
+                        src,
+                        "--image-output",
+                        tmp_path / f"out{i}",
+                        "--dataset",
+                        f"race-{i}",
+                        *FAST,
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     codes = [p.wait(timeout=600) for p in procs]
     texts = [log.read_text() for log in logs]
     assert codes == [0, 0, 0], [text[-2000:] for text in texts]

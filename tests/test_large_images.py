@@ -59,12 +59,15 @@ def test_a_large_file_takes_the_large_path_and_writes_the_same_copy(monkeypatch,
     monkeypatch.setattr(engine, "LARGE_PIXELS", 1_000_000)  # 1.9 MP counts as large here
     loaded_large = []
     real_load_large = engine.load_large
-    monkeypatch.setattr(engine, "load_large",
-                        lambda path: loaded_large.append(path) or real_load_large(path))
+    monkeypatch.setattr(
+        engine, "load_large", lambda path: loaded_large.append(path) or real_load_large(path)
+    )
 
     target = tmp_path / "out" / "big.jpg"
-    (result,) = engine.run([engine.Item("big", source=src, boxes=BOXES, target=target)],
-                           engine.Steps(settings=blur.BlurSettings()))
+    (result,) = engine.run(
+        [engine.Item("big", source=src, boxes=BOXES, target=target)],
+        engine.Steps(settings=blur.BlurSettings()),
+    )
     assert result.ok, result.error
     assert loaded_large == [src] and (result.width, result.height) == (1600, 1200)
 
@@ -118,8 +121,9 @@ def test_memory_in_flight_is_bounded_by_pixels_not_by_count(monkeypatch, tmp_pat
         return real_decode(item)
 
     monkeypatch.setattr(engine, "_decode", counting_decode)
-    options = engine.EngineOptions(batch_size=1, io_workers=4, detect_workers=2,
-                                   max_pixels=2 * 400 * 300)
+    options = engine.EngineOptions(
+        batch_size=1, io_workers=4, detect_workers=2, max_pixels=2 * 400 * 300
+    )
     for result in engine.run([engine.Item(p, source=p) for p in paths], engine.Steps(), options):
         assert result.ok
         with lock:

@@ -22,9 +22,11 @@ def test_greedy_one_to_one_by_score():
     # IoU 0 -> takes A. A duplicate on A (0.8) finds A taken and B out of reach -> unmatched.
     # The 0.7 detection covers half of B: IoU = 0.5*0.1*0.1 / (0.01 + 0.01 - 0.005) = 1/3 >= 0.3.
     a, b = (0.0, 0.0, 0.1, 0.1), (0.5, 0.0, 0.1, 0.1)
-    dets = [face((0.0, 0.0, 0.1, 0.075), 0.9),  # IoU with A = 0.0075/0.01 = 0.75
-            face((0.0, 0.0, 0.1, 0.1), 0.8),
-            face((0.55, 0.0, 0.1, 0.1), 0.7)]
+    dets = [
+        face((0.0, 0.0, 0.1, 0.075), 0.9),  # IoU with A = 0.0075/0.01 = 0.75
+        face((0.0, 0.0, 0.1, 0.1), 0.8),
+        face((0.55, 0.0, 0.1, 0.1), 0.7),
+    ]
     m = metrics.match_detections([face(a), face(b)], dets)["face"]
     assert m.truth_matched.tolist() == [True, True]
     assert m.detection_matched.tolist() == [True, False, True]
@@ -54,7 +56,9 @@ def test_iou_threshold_is_inclusive():
     truth = face((0.0, 0.0, 0.5, 0.5))
     det = face((0.0, 0.0, 0.15, 0.5))
     assert metrics.match_detections([truth], [det])["face"].truth_matched.tolist() == [True]
-    assert metrics.match_detections([truth], [det], iou_threshold=0.31)["face"].truth_matched.tolist() == [False]
+    assert metrics.match_detections([truth], [det], iou_threshold=0.31)[
+        "face"
+    ].truth_matched.tolist() == [False]
 
 
 def test_labels_never_match_across_classes():
@@ -66,9 +70,11 @@ def test_labels_never_match_across_classes():
 def test_covered_fractions_on_a_mask():
     mask = np.zeros((10, 20), dtype=bool)
     mask[:, :10] = True  # left half obscured
-    truths = [face((0.0, 0.0, 0.5, 1.0)),   # exactly the left half -> 1.0
-              face((0.25, 0.0, 0.5, 1.0)),  # columns 5..15 -> half inside -> 0.5
-              face((0.5, 0.5, 0.5, 0.5))]   # right half -> 0.0
+    truths = [
+        face((0.0, 0.0, 0.5, 1.0)),  # exactly the left half -> 1.0
+        face((0.25, 0.0, 0.5, 1.0)),  # columns 5..15 -> half inside -> 0.5
+        face((0.5, 0.5, 0.5, 0.5)),
+    ]  # right half -> 0.0
     assert metrics.covered_fractions(truths, mask).tolist() == [1.0, 0.5, 0.0]
 
 
@@ -77,14 +83,21 @@ def test_score_image_counts_and_rates():
     # fully and the plate 60 % (below the 70 % rule).
     h, w = 100, 100
     truths = [face((0.0, 0.0, 0.2, 0.2)), face((0.5, 0.5, 0.2, 0.2)), plate((0.0, 0.8, 0.5, 0.1))]
-    dets = [face((0.0, 0.0, 0.2, 0.2), 0.9), plate((0.0, 0.8, 0.5, 0.1), 0.8),
-            plate((0.0, 0.8, 0.4, 0.1), 0.7)]
+    dets = [
+        face((0.0, 0.0, 0.2, 0.2), 0.9),
+        plate((0.0, 0.8, 0.5, 0.1), 0.8),
+        plate((0.0, 0.8, 0.4, 0.1), 0.7),
+    ]
     mask = np.zeros((h, w), dtype=bool)
     mask[0:20, 0:20] = True
     mask[80:90, 0:30] = True
     t = metrics.score_image(truths, dets, h, w, mask=mask)
     assert (t["face"].truths, t["face"].matched_truths, t["face"].covered_truths) == (2, 1, 1)
-    assert (t["plate"].detections, t["plate"].matched_detections, t["plate"].covered_truths) == (2, 1, 0)
+    assert (t["plate"].detections, t["plate"].matched_detections, t["plate"].covered_truths) == (
+        2,
+        1,
+        0,
+    )
     total = metrics.combine([t, t])
     assert total["face"].recall == pytest.approx(0.5)
     assert total["plate"].precision == pytest.approx(0.5)

@@ -55,12 +55,16 @@ def photo_tree(tmp_path):
 def _run(uri_name, view, params, **kwargs):
     import fiftyone.operators as foo
 
-    result = foo.execute_operator(f"{PLUGIN_NAME}/{uri_name}", {"view": view, "params": params, **kwargs})
+    result = foo.execute_operator(
+        f"{PLUGIN_NAME}/{uri_name}", {"view": view, "params": params, **kwargs}
+    )
     result.raise_exceptions()
     return result.result
 
 
-def test_anonymize_operator_writes_mirrored_metadata_free_copies(make_dataset, photo_tree, tmp_path):
+def test_anonymize_operator_writes_mirrored_metadata_free_copies(
+    make_dataset, photo_tree, tmp_path
+):
     import fiftyone as fo
 
     paths = sorted(photo_tree.rglob("*.jpg"))
@@ -68,21 +72,30 @@ def test_anonymize_operator_writes_mirrored_metadata_free_copies(make_dataset, p
     ds = make_dataset([fo.Sample(filepath=str(p), ground_truth=_gt(fo)) for p in paths])
     out_dir = tmp_path / "out"
 
-    result = _run("anonymize_images", ds.view(), {
-        "output_dir": str(out_dir), "label_fields": ["ground_truth"], "jpeg_quality": 95})
+    result = _run(
+        "anonymize_images",
+        ds.view(),
+        {"output_dir": str(out_dir), "label_fields": ["ground_truth"], "jpeg_quality": 95},
+    )
     assert result["processed"] == 2 and result["failed"] == 0
     assert result["boxes_per_class"] == {"face": 2}
 
     copies = ds.values("anonymized_filepath")
     assert len(set(copies)) == 2  # equal file names did not collide
-    assert sorted(Path(c).relative_to(out_dir).as_posix() for c in copies) == ["a/photo.jpg", "b/photo.jpg"]
+    assert sorted(Path(c).relative_to(out_dir).as_posix() for c in copies) == [
+        "a/photo.jpg",
+        "b/photo.jpg",
+    ]
     assert "anonymized_filepath" in ds.app_config.media_fields
     assert {p: _sha(p) for p in paths} == before  # originals untouched
 
     upright = _astronaut().astype(np.int16)
     h, w = upright.shape[:2]
     x, y, bw, bh = FACE_BOX
-    face = (slice(int(y * h) + 20, int((y + bh) * h) - 20), slice(int(x * w) + 20, int((x + bw) * w) - 20))
+    face = (
+        slice(int(y * h) + 20, int((y + bh) * h) - 20),
+        slice(int(x * w) + 20, int((x + bw) * w) - 20),
+    )
     for copy in copies:
         with Image.open(copy) as img:
             assert img.format == "JPEG"
@@ -96,17 +109,28 @@ def test_anonymize_operator_writes_mirrored_metadata_free_copies(make_dataset, p
         assert not list(Path(copy).parent.glob(".*.part"))
 
     # A second run finds every copy up to date; overwrite redoes them.
-    again = _run("anonymize_images", ds.view(), {"output_dir": str(out_dir), "label_fields": ["ground_truth"]})
+    again = _run(
+        "anonymize_images",
+        ds.view(),
+        {"output_dir": str(out_dir), "label_fields": ["ground_truth"]},
+    )
     assert again["skipped"] == 2 and again["processed"] == 0
-    redo = _run("anonymize_images", ds.view(), {
-        "output_dir": str(out_dir), "label_fields": ["ground_truth"], "overwrite": True})
+    redo = _run(
+        "anonymize_images",
+        ds.view(),
+        {"output_dir": str(out_dir), "label_fields": ["ground_truth"], "overwrite": True},
+    )
     assert redo["processed"] == 2
 
     # Changing the boxes makes the copy stale: only that sample is redone.
     first = ds.first()
     first.ground_truth = _gt(fo, box=(0.1, 0.1, 0.2, 0.2))
     first.save()
-    changed = _run("anonymize_images", ds.view(), {"output_dir": str(out_dir), "label_fields": ["ground_truth"]})
+    changed = _run(
+        "anonymize_images",
+        ds.view(),
+        {"output_dir": str(out_dir), "label_fields": ["ground_truth"]},
+    )
     assert (changed["processed"], changed["skipped"]) == (1, 1)
 
 
@@ -135,14 +159,17 @@ def test_confidence_and_class_filters_choose_the_boxes(make_dataset, tmp_path):
     img = np.full((100, 200, 3), 128, np.uint8)
     img[:, ::2] = 0  # fine stripes: any blur changes them
     Image.fromarray(img).save(src / "stripes.png")
-    dets = fo.Detections(detections=[
-        fo.Detection(label="face", bounding_box=[0.05, 0.1, 0.2, 0.4], confidence=0.9),
-        fo.Detection(label="face", bounding_box=[0.40, 0.1, 0.2, 0.4], confidence=0.1),
-        fo.Detection(label="car", bounding_box=[0.75, 0.1, 0.2, 0.4], confidence=0.9),
-    ])
+    dets = fo.Detections(
+        detections=[
+            fo.Detection(label="face", bounding_box=[0.05, 0.1, 0.2, 0.4], confidence=0.9),
+            fo.Detection(label="face", bounding_box=[0.40, 0.1, 0.2, 0.4], confidence=0.1),
+            fo.Detection(label="car", bounding_box=[0.75, 0.1, 0.2, 0.4], confidence=0.9),
+        ]
+    )
     ds = make_dataset([fo.Sample(filepath=str(src / "stripes.png"), preds=dets)])
-    report = pipeline.anonymize_images(ds, tmp_path / "out", label_fields="preds",
-                                       classes=["face"], min_confidence=0.5)
+    report = pipeline.anonymize_images(
+        ds, tmp_path / "out", label_fields="preds", classes=["face"], min_confidence=0.5
+    )
     assert report.boxes_per_class == {"face": 1}
     out = np.asarray(Image.open(ds.first().anonymized_filepath))
     assert out.shape == img.shape  # PNG stays PNG, RGB stays RGB
@@ -258,24 +285,39 @@ def test_detect_and_anonymize_bad_inputs_with_the_real_models(make_dataset, tmp_
     assert {k: _sha(p) for k, p in files.items() if p.exists()} == before
 
 
-def test_share_clones_only_anonymized_samples_with_copies_as_media(make_dataset, photo_tree, tmp_path):
+def test_share_clones_only_anonymized_samples_with_copies_as_media(
+    make_dataset, photo_tree, tmp_path
+):
     import fiftyone as fo
 
     from fiftyone_anonymizer.jobs import anonymize as pipeline
 
     paths = sorted(photo_tree.rglob("*.jpg"))
     missing = photo_tree / "gone.jpg"
-    ds = make_dataset([fo.Sample(filepath=str(p), ground_truth=_gt(fo), other=_gt(fo, label="x"))
-                       for p in [*paths, missing]])
+    ds = make_dataset(
+        [
+            fo.Sample(filepath=str(p), ground_truth=_gt(fo), other=_gt(fo, label="x"))
+            for p in [*paths, missing]
+        ]
+    )
     pipeline.anonymize_images(ds, tmp_path / "out", label_fields="ground_truth")
     name = f"{ds.name}-shared"
-    result = _run("share_anonymized", ds.view(), {
-        "name": name, "label_fields": ["ground_truth"], "export_dir": str(tmp_path / "export"),
-        "dataset_type": "COCODetectionDataset"})
+    result = _run(
+        "share_anonymized",
+        ds.view(),
+        {
+            "name": name,
+            "label_fields": ["ground_truth"],
+            "export_dir": str(tmp_path / "export"),
+            "dataset_type": "COCODetectionDataset",
+        },
+    )
     try:
         shared = fo.load_dataset(name)
         assert result["processed"] == 2 and result["skipped"] == 1
-        assert sorted(shared.values("filepath")) == sorted(ds.exists("anonymized_filepath").values("anonymized_filepath"))
+        assert sorted(shared.values("filepath")) == sorted(
+            ds.exists("anonymized_filepath").values("anonymized_filepath")
+        )
         schema = shared.get_field_schema()
         assert "ground_truth" in schema and "other" not in schema
         assert "anonymized_filepath" not in schema and "anonymizer_error" not in schema
@@ -300,7 +342,9 @@ def test_delegated_execution_with_a_real_worker(make_dataset, photo_tree, tmp_pa
     ds.persistent = True  # the worker is another process: it loads the dataset by name
 
     op = foo.get_operator(f"{PLUGIN_NAME}/anonymize_images")
-    queued = op(ds.view(), output_dir=str(tmp_path / "out"), label_fields=["ground_truth"], delegate=True)
+    queued = op(
+        ds.view(), output_dir=str(tmp_path / "out"), label_fields=["ground_truth"], delegate=True
+    )
     doc_id = queued.result["id"]
     service = DelegatedOperationService()
     assert service.get(doc_id).run_state == ExecutionRunState.QUEUED
@@ -308,7 +352,11 @@ def test_delegated_execution_with_a_real_worker(make_dataset, photo_tree, tmp_pa
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 (handed to the worker process)
     worker = subprocess.Popen(
         [str(Path(sys.executable).parent / "fiftyone"), "delegated", "launch"],
-        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 240
         state = None

@@ -9,7 +9,12 @@ import yaml
 
 from conftest import PLUGIN_NAME, REPO_ROOT
 
-EXPECTED = {"detect_faces_and_plates", "anonymize_images", "share_anonymized", "audit_anonymization"}
+EXPECTED = {
+    "detect_faces_and_plates",
+    "anonymize_images",
+    "share_anonymized",
+    "audit_anonymization",
+}
 
 
 def test_manifest_declares_every_operator_the_code_registers():
@@ -47,4 +52,7 @@ def test_operators_are_found_through_fiftyones_registry(make_dataset):
     import fiftyone_anonymizer.operators as ops
 
     assert type(op) in ops.OPERATORS
-    assert Path(sys.modules["fiftyone_anonymizer"].__file__).resolve() == REPO_ROOT / "plugin" / "__init__.py"
+    assert (
+        Path(sys.modules["fiftyone_anonymizer"].__file__).resolve()
+        == REPO_ROOT / "plugin" / "__init__.py"
+    )

@@ -39,13 +39,20 @@ def int8_cache(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", ["centerface", "yolov8-plates"])
 def test_int8_model_builds_from_the_table_alone(name, int8_cache):
     # A fresh process in which the evaluation photos do not exist: the table is all it needs.
-    code = ("import sys; from pathlib import Path; "
-            "from fiftyone_anonymizer.core.weights import model_path; "
-            "from fiftyone_anonymizer.detectors.quantize import int8_model; "
-            f"print(int8_model({name!r}, model_path({name!r}), cache=Path(sys.argv[1])))")
+    code = (
+        "import sys; from pathlib import Path; "
+        "from fiftyone_anonymizer.core.weights import model_path; "
+        "from fiftyone_anonymizer.detectors.quantize import int8_model; "
+        f"print(int8_model({name!r}, model_path({name!r}), cache=Path(sys.argv[1])))"
+    )
     env = {**os.environ, "FO_ANONYMIZER_SHARED_DATA": str(int8_cache / "no-photos-here")}
-    run = subprocess.run([sys.executable, "-c", code, str(int8_cache)], capture_output=True,
-                         text=True, env=env, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(int8_cache)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     path = Path(run.stdout.strip())
     assert path.parent == int8_cache and path.is_file()
@@ -135,9 +142,12 @@ def test_int8_plates_on_real_photos(shared_data):
     from fiftyone_anonymizer.core.images import read_image
     from fiftyone_anonymizer.detectors.yolo_plates import YoloPlateDetector
 
-    entries = [e for e in json.loads((shared_data / "plates" / "labels.json").read_text())
-               if e["boxes"]][::20][:8]
-    dets = {p: YoloPlateDetector(threshold=0.25, precision=p, device="cpu") for p in ("float32", "int8")}
+    entries = [
+        e for e in json.loads((shared_data / "plates" / "labels.json").read_text()) if e["boxes"]
+    ][::20][:8]
+    dets = {
+        p: YoloPlateDetector(threshold=0.25, precision=p, device="cpu") for p in ("float32", "int8")
+    }
     for entry in entries:
         image = read_image(shared_data / "plates" / entry["file"])
         full, small = (dets[p].detect([image])[0] for p in ("float32", "int8"))
@@ -155,7 +165,9 @@ def test_auto_precision_is_int8_on_the_cpu_only():
 
 
 def _calibrate_module():
-    spec = importlib.util.spec_from_file_location("calibrate_int8", REPO / "scripts" / "calibrate_int8.py")
+    spec = importlib.util.spec_from_file_location(
+        "calibrate_int8", REPO / "scripts" / "calibrate_int8.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

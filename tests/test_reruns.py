@@ -65,11 +65,17 @@ def test_two_views_into_two_folders_keep_field_and_info_in_agreement(make_datase
     half = ds.limit(2)
     rest = ds.skip(2)
     anonymize_images(half, tmp_path / "out-a", label_fields="ground_truth")
-    anonymize_images(rest, tmp_path / "out-b", label_fields="ground_truth",
-                     settings=BlurSettings(mode="pixelate"))
+    anonymize_images(
+        rest,
+        tmp_path / "out-b",
+        label_fields="ground_truth",
+        settings=BlurSettings(mode="pixelate"),
+    )
     recipes = schema.AnonymizeRecipe.read_all(ds, "anonymized_filepath")
     folders = set()
-    for copy, fp in zip(ds.values("anonymized_filepath"), ds.values("anonymized_filepath_fingerprint")):
+    for copy, fp in zip(
+        ds.values("anonymized_filepath"), ds.values("anonymized_filepath_fingerprint")
+    ):
         own = recipes[schema.recipe_id_of(fp)]
         assert Path(copy).is_relative_to(own.output_dir)
         folders.add((own.output_dir, own.settings.mode))
@@ -92,11 +98,18 @@ def test_runs_that_start_together_both_land_in_the_info(make_dataset, tmp_path):
 
     ds = _dataset(make_dataset, _photos(tmp_path / "src", per_folder=1))
     schema.declare_copy_fields(ds, "anonymized_filepath")
-    made = [schema.AnonymizeRecipe(("ground_truth",), settings=BlurSettings(strength=s),
-                                   output_dir=str(tmp_path / f"out-{i}"))
-            for i, s in enumerate((0.1, 0.2, 0.3, 0.4))]
-    threads = [threading.Thread(target=schema.record_copies,
-                                args=(ds, "anonymized_filepath", "test", r)) for r in made]
+    made = [
+        schema.AnonymizeRecipe(
+            ("ground_truth",),
+            settings=BlurSettings(strength=s),
+            output_dir=str(tmp_path / f"out-{i}"),
+        )
+        for i, s in enumerate((0.1, 0.2, 0.3, 0.4))
+    ]
+    threads = [
+        threading.Thread(target=schema.record_copies, args=(ds, "anonymized_filepath", "test", r))
+        for r in made
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -112,9 +125,12 @@ def test_output_inside_any_source_folder_or_a_system_folder_is_refused(make_data
 
     paths = _photos(tmp_path / "data")  # data/a and data/b: their common root holds no image
     ds = _dataset(make_dataset, paths)
-    for bad, reason in ((tmp_path / "data" / "a", "source folder"),
-                        (tmp_path / "data" / "a" / "copies", "inside the source folder"),
-                        (Path("/"), "system"), (Path.home(), "system or home")):
+    for bad, reason in (
+        (tmp_path / "data" / "a", "source folder"),
+        (tmp_path / "data" / "a" / "copies", "inside the source folder"),
+        (Path("/"), "system"),
+        (Path.home(), "system or home"),
+    ):
         with pytest.raises(ValueError, match=reason):
             anonymize_images(ds, bad, label_fields="ground_truth")
     assert not (tmp_path / "data" / "a" / "copies").exists()

@@ -63,12 +63,16 @@ def test_share_leaves_out_flagged_failed_stale_and_unobscured_samples(make_datas
     s0, s1, s2, s3, s4 = ds.iter_samples()
     s0.tags.append("needs_review")  # the audit found a miss
     s0.save()
-    s1.boxes = fo.Detections(detections=[  # boxes changed after the copy was made
-        fo.Detection(label="face", bounding_box=[0.1, 0.1, 0.2, 0.2], confidence=0.9)])
+    s1.boxes = fo.Detections(
+        detections=[  # boxes changed after the copy was made
+            fo.Detection(label="face", bounding_box=[0.1, 0.1, 0.2, 0.2], confidence=0.9)
+        ]
+    )
     s1.save()
     ds.select(s2.id).set_values("anonymizer_error", ["anonymize: broken"])  # a failure
-    anonymize_images(ds.select(s3.id), tmp_path / "out", label_fields="boxes",
-                     min_confidence=0.95)  # the floor filters every box away
+    anonymize_images(
+        ds.select(s3.id), tmp_path / "out", label_fields="boxes", min_confidence=0.95
+    )  # the floor filters every box away
     check = check_shareable(ds)
     assert check.ready == [s4.id]
     assert check.left_out[FLAGGED] == [s0.id] and check.left_out[NOT_CURRENT] == [s1.id]
@@ -78,7 +82,11 @@ def test_share_leaves_out_flagged_failed_stale_and_unobscured_samples(make_datas
     try:
         shared, report = share_anonymized(ds, name=name)
         assert len(shared) == 1 and report.extra["left_out"] == {
-            FAILED: 1, FLAGGED: 1, NOT_CURRENT: 1, NOTHING_OBSCURED: 1}
+            FAILED: 1,
+            FLAGGED: 1,
+            NOT_CURRENT: 1,
+            NOTHING_OBSCURED: 1,
+        }
         assert "needs_review" not in shared.distinct("tags")
         shared, report = share_anonymized(ds, name=name, overwrite=True, include_left_out=True)
         assert len(shared) == 4 and report.extra["left_out"] == {FAILED: 1}  # never a failure
@@ -88,8 +96,7 @@ def test_share_leaves_out_flagged_failed_stale_and_unobscured_samples(make_datas
             fo.delete_dataset(name)
 
 
-def test_a_confidence_floor_outside_0_1_is_refused_and_an_empty_run_warns(make_dataset,
-                                                                           tmp_path):
+def test_a_confidence_floor_outside_0_1_is_refused_and_an_empty_run_warns(make_dataset, tmp_path):
     from fiftyone_anonymizer import anonymize_images
 
     ds = _dataset(make_dataset, tmp_path, count=2)
@@ -123,8 +130,10 @@ def test_the_forms_catch_mistakes_before_execute(make_dataset, tmp_path):
         assert props[field].invalid and words in props[field].error_message, (params, field)
 
     props = _form(_detect_inputs, ds, {"face_threshold": 0})
-    assert props["face_threshold"].invalid and "between 0.001 and 1" in \
-        props["face_threshold"].error_message
+    assert (
+        props["face_threshold"].invalid
+        and "between 0.001 and 1" in props["face_threshold"].error_message
+    )
 
 
 def test_the_share_form_says_how_many_are_left_out_and_why(make_dataset, tmp_path):
@@ -137,8 +146,10 @@ def test_the_share_form_says_how_many_are_left_out_and_why(make_dataset, tmp_pat
     first.tags.append("needs_review")
     first.save()
     props = _form(_share_inputs, ds, {})
-    assert "2 sample(s) will be shared; 1 left out: 1 tagged for review" in \
-        props["left_out"].view.label
+    assert (
+        "2 sample(s) will be shared; 1 left out: 1 tagged for review"
+        in props["left_out"].view.label
+    )
     assert "include_left_out" in props
     props = _form(_share_inputs, ds, {"include_left_out": True})
     assert props["left_out"].view.label.startswith("3 sample(s) will be shared")
@@ -156,6 +167,12 @@ def test_status_counts_every_group(make_dataset, tmp_path):
     first.save()
     status = anonymization_status(ds, label_field="boxes")
     counts = status.counts()
-    assert (counts["detected"], counts["anonymized"], counts["ready"], counts["flagged"],
-            counts["not_anonymized"], counts["failed"]) == (4, 3, 2, 1, 1, 0)
+    assert (
+        counts["detected"],
+        counts["anonymized"],
+        counts["ready"],
+        counts["flagged"],
+        counts["not_anonymized"],
+        counts["failed"],
+    ) == (4, 3, 2, 1, 1, 0)
     assert dict(status.boxes_per_class) == {"face": 4}

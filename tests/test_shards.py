@@ -88,13 +88,23 @@ def fake_job(make_dataset):
 
     def make(count: int, samples: int = 10) -> list:
         for index in range(count):
-            request = {"dataset_name": ds.name, "params": {}, shards.SHARD_KEY: {
-                "job_id": job_id, "job_name": "fake", "index": index, "count": count,
-                "samples": samples, "pixels": 1}}
+            request = {
+                "dataset_name": ds.name,
+                "params": {},
+                shards.SHARD_KEY: {
+                    "job_id": job_id,
+                    "job_name": "fake",
+                    "index": index,
+                    "count": count,
+                    "samples": samples,
+                    "pixels": 1,
+                },
+            }
             doc = service.queue_operation(
                 operator=f"{PLUGIN_NAME}/detect_faces_and_plates",
                 label=shards.shard_label("fake", index, count),
-                context=ExecutionContext(request_params=request))
+                context=ExecutionContext(request_params=request),
+            )
             created.append(doc.id)
         return list(created)
 
@@ -117,12 +127,17 @@ def test_status_counts_shards_and_samples(fake_job):
     service.set_running(c)
     service.set_failed(c, result=ExecutionResult(error="Traceback...\nValueError: boom"))
     status = shards.job_status(fake_job.job_id)
-    assert (status.count("running"), status.count("done"), status.count("failed"),
-            status.count("queued")) == (1, 1, 1, 1)
+    assert (
+        status.count("running"),
+        status.count("done"),
+        status.count("failed"),
+        status.count("queued"),
+    ) == (1, 1, 1, 1)
     assert (status.samples, status.samples_done) == (40, 15)
     assert not status.finished
     assert status.to_dict()["failures"] == [
-        {"shard": 3, "op_id": str(c), "reason": "ValueError: boom"}]
+        {"shard": 3, "op_id": str(c), "reason": "ValueError: boom"}
+    ]
     line = status.line()
     assert "1/4 shards done, 1 running, 1 queued, 1 failed; 15/40 samples" in line
     assert "shard 3: ValueError: boom" in line
@@ -187,8 +202,11 @@ def test_progress_reporter_stops_an_attempt_that_was_requeued_behind_its_back(fa
     (op,) = fake_job(1)
     service = fake_job.service
     service.set_running(op)
-    ctx = ExecutionContext(request_params={"run_doc": op, "delegated": True},
-                           delegated_operation_id=op, set_progress=service.set_progress)
+    ctx = ExecutionContext(
+        request_params={"run_doc": op, "delegated": True},
+        delegated_operation_id=op,
+        set_progress=service.set_progress,
+    )
     with shards.progress_reporter(ctx) as report:
         assert service.get(op).status.label == "starting"  # the heartbeat starts at once
         report(0.5, "half")
@@ -210,8 +228,11 @@ def test_a_slow_start_up_is_not_a_death_but_a_hung_one_is(fake_job):
     (op,) = fake_job(1)
     service = fake_job.service
     service.set_running(op)
-    ctx = ExecutionContext(request_params={"run_doc": op, "delegated": True},
-                           delegated_operation_id=op, set_progress=service.set_progress)
+    ctx = ExecutionContext(
+        request_params={"run_doc": op, "delegated": True},
+        delegated_operation_id=op,
+        set_progress=service.set_progress,
+    )
     job = fake_job.job_id
     with shards.progress_reporter(ctx, startup_beat_s=0.2, max_startup_s=2.0) as report:
         start = time.monotonic()
@@ -240,8 +261,13 @@ def test_schedule_queues_one_labelled_operation_per_slice(make_dataset, tmp_path
     paths = [_write_photo(tmp_path / "in" / f"p{i}.png", 64 + 16 * i, 48, i) for i in range(7)]
     ds = make_dataset([fo.Sample(filepath=str(p), gt=fo.Detections()) for p in paths])
     ds.persistent = True  # the workers load it by name
-    params = {"output_dir": str(tmp_path / "out"), "label_fields": ["gt"], "classes": [],
-              "view_target": "DATASET", "shards": 3}  # a form's fields, not the shard's
+    params = {
+        "output_dir": str(tmp_path / "out"),
+        "label_fields": ["gt"],
+        "classes": [],
+        "view_target": "DATASET",
+        "shards": 3,
+    }  # a form's fields, not the shard's
     job = shards.schedule_sharded(ds.skip(1), "anonymize_images", params, 3, name="sched")
     service = DelegatedOperationService()
     try:
@@ -280,20 +306,36 @@ def test_requeue_records_what_a_dead_anonymize_attempt_finished(make_dataset, tm
     paths = [_write_photo(tmp_path / "in" / f"p{i}.png", 96, 64, i) for i in range(6)]
 
     def box():
-        return fo.Detections(detections=[fo.Detection(label="face", bounding_box=[.2, .2, .4, .5])])
+        return fo.Detections(
+            detections=[fo.Detection(label="face", bounding_box=[0.2, 0.2, 0.4, 0.5])]
+        )
 
     ds = make_dataset([fo.Sample(filepath=str(p), gt=box()) for p in paths])
     ds.persistent = True
-    params = {"output_dir": str(tmp_path / "out"), "label_fields": ["gt"], "classes": [],
-              "output_field": "anonymized_filepath"}
+    params = {
+        "output_dir": str(tmp_path / "out"),
+        "label_fields": ["gt"],
+        "classes": [],
+        "output_field": "anonymized_filepath",
+    }
     shards._declare_fields(ds, "anonymize_images", params)
     service = DelegatedOperationService()
-    request = {"dataset_name": ds.name, "view": ds.select(ds.values("id"))._serialize(),
-               "params": params, shards.SHARD_KEY: {"job_id": f"salvage{time.time_ns()}",
-                                                     "job_name": "s", "index": 0, "count": 1,
-                                                     "samples": 6, "pixels": 1}}
-    op = service.queue_operation(operator=uri, label="s · shard 1 of 1",
-                                 context=ExecutionContext(request_params=request)).id
+    request = {
+        "dataset_name": ds.name,
+        "view": ds.select(ds.values("id"))._serialize(),
+        "params": params,
+        shards.SHARD_KEY: {
+            "job_id": f"salvage{time.time_ns()}",
+            "job_name": "s",
+            "index": 0,
+            "count": 1,
+            "samples": 6,
+            "pixels": 1,
+        },
+    }
+    op = service.queue_operation(
+        operator=uri, label="s · shard 1 of 1", context=ExecutionContext(request_params=request)
+    ).id
     try:
         service.set_running(op)
         time.sleep(0.05)
@@ -306,8 +348,9 @@ def test_requeue_records_what_a_dead_anonymize_attempt_finished(make_dataset, tm
         stale = copies[0]  # older than the attempt: a leftover, not its work
         os.utime(stale, (time.time() - 3600, time.time() - 3600))
         changed = ds.match(fo.ViewField("filepath") == str(paths[1])).first()
-        changed.gt = fo.Detections(detections=[
-            fo.Detection(label="face", bounding_box=[.1, .1, .3, .3])])
+        changed.gt = fo.Detections(
+            detections=[fo.Detection(label="face", bounding_box=[0.1, 0.1, 0.3, 0.3])]
+        )
         changed.save()  # boxes edited after the attempt started: its copy is out of date
         partial = copies[2].parent / f".{copies[2].name}.k3j5x9_q.part"
         partial.write_bytes(b"half a copy")
@@ -315,8 +358,9 @@ def test_requeue_records_what_a_dead_anonymize_attempt_finished(make_dataset, tm
         foreign.write_bytes(b"not ours")
 
         later = shards._utcnow() + datetime.timedelta(seconds=100)
-        (record,) = shards.requeue_dead(timeout_s=10, job_id=request[shards.SHARD_KEY]["job_id"],
-                                        now=later)
+        (record,) = shards.requeue_dead(
+            timeout_s=10, job_id=request[shards.SHARD_KEY]["job_id"], now=later
+        )
         assert (record.action, record.adopted, record.removed_partials) == ("requeued", 4, 1)
         assert not partial.exists() and foreign.exists()
         assert service.get(op).run_state == ExecutionRunState.QUEUED
@@ -408,7 +452,7 @@ def _photos(root: Path, count: int) -> list[dict]:
         size = 232 + 24 * (k % 6)
         x0 = min(FACE[0] - 10 - 7 * (k % 5), 512 - size)
         y0 = min(max(0, FACE[1] - 40 + 5 * (k % 4)), 512 - size)
-        crop = base[y0:y0 + size, x0:x0 + size].astype(np.float32) * (0.8 + 0.02 * k)
+        crop = base[y0 : y0 + size, x0 : x0 + size].astype(np.float32) * (0.8 + 0.02 * k)
         if k % 2:
             crop = crop[:, ::-1]
         pixels = np.clip(crop, 0, 255).astype(np.uint8)
@@ -440,21 +484,30 @@ def test_sharded_anonymize_survives_kill_9_of_a_worker(tmp_path, plugins_dir):
     timeout_s = 60.0  # no progress for this long = dead; well above a first shard's start-up
     photos = tmp_path / "photos"
     spec = _photos(photos, 32)
-    params = {"label_fields": ["faces"], "classes": [], "min_confidence": None,
-              "output_field": "anonymized_filepath", "mode": "blur", "shape": "auto",
-              "seed_kernel": "", "jpeg_quality": 90, "overwrite": False}
+    params = {
+        "label_fields": ["faces"],
+        "classes": [],
+        "min_confidence": None,
+        "output_field": "anonymized_filepath",
+        "mode": "blur",
+        "shape": "auto",
+        "seed_kernel": "",
+        "jpeg_quality": 90,
+        "overwrite": False,
+    }
     out_sharded, out_serial = tmp_path / "out-sharded", tmp_path / "out-serial"
     write_log = tmp_path / "writes.log"
     (tmp_path / "spec.json").write_text(json.dumps(spec))
 
     with Cluster(tmp_path / "cluster", plugins_dir, extra_env=ONE_THREAD) as cluster:
         assert cluster.python(_SETUP, str(tmp_path / "spec.json"))["samples"] == 32
-        workers = [cluster.start_worker(FO_TEST_WRITE_LOG=str(write_log),
-                                        FO_TEST_WRITE_DELAY="0.3") for _ in range(2)]
+        workers = [
+            cluster.start_worker(FO_TEST_WRITE_LOG=str(write_log), FO_TEST_WRITE_DELAY="0.3")
+            for _ in range(2)
+        ]
         serial = cluster.python(_SERIAL, json.dumps({**params, "output_dir": str(out_serial)}))
         assert serial["processed"] == 32, serial
-        job = cluster.python(_SCHEDULE, json.dumps({**params, "output_dir": str(out_sharded)}),
-                             "4")
+        job = cluster.python(_SCHEDULE, json.dumps({**params, "output_dir": str(out_sharded)}), "4")
         assert len(job["op_ids"]) == 4
 
         # kill -9 the first worker to have made 3 copies visible (its shard has 8)
@@ -471,11 +524,19 @@ def test_sharded_anonymize_survives_kill_9_of_a_worker(tmp_path, plugins_dir):
         victim_ops = re.findall(r"Running operation (\w+)", victim.log_path.read_text())
         assert victim_ops, cluster.worker_logs()
 
-        result = cluster.python(_WAIT, job["job_id"], str(timeout_s),
-                                json.dumps({**params, "output_dir": str(out_sharded)}),
-                                timeout_s=300)
-        listing = subprocess.run([str(VENV_BIN / "fiftyone"), "delegated", "list"],
-                                 env=cluster.env(), capture_output=True, text=True).stdout
+        result = cluster.python(
+            _WAIT,
+            job["job_id"],
+            str(timeout_s),
+            json.dumps({**params, "output_dir": str(out_sharded)}),
+            timeout_s=300,
+        )
+        listing = subprocess.run(
+            [str(VENV_BIN / "fiftyone"), "delegated", "list"],
+            env=cluster.env(),
+            capture_output=True,
+            text=True,
+        ).stdout
         logs = cluster.worker_logs()
 
     status = result["status"]
@@ -511,5 +572,7 @@ def test_sharded_anonymize_survives_kill_9_of_a_worker(tmp_path, plugins_dir):
     assert not list(out_sharded.rglob(".*.part"))
     assert "test job · shard 1 of 4" in listing and "attempt 2" in listing, listing
     # what the kill left behind, for the record of what was recovered
-    print(f"killed after {len(by_victim)} copies; {len(partials_at_kill)} partial files then; "
-          f"{result['requeues'][0]}")
+    print(
+        f"killed after {len(by_victim)} copies; {len(partials_at_kill)} partial files then; "
+        f"{result['requeues'][0]}"
+    )

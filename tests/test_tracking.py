@@ -23,8 +23,9 @@ def exact(**values) -> TrackSettings:
     return TrackSettings(union_radius=0, **values)
 
 
-def det(x: float, y: float, w: float = 0.1, h: float = 0.1, score: float = 0.9,
-        label: str = FACE) -> Detection:
+def det(
+    x: float, y: float, w: float = 0.1, h: float = 0.1, score: float = 0.9, label: str = FACE
+) -> Detection:
     return Detection(label, score, (x, y, w, h))
 
 
@@ -39,8 +40,14 @@ def frames_of(*tracks: list[Detection | None]) -> list[list[Detection]]:
 
 
 def test_settings_round_trip_and_validation():
-    s = TrackSettings(max_gap=3, extend=1, extend_mode="velocity", min_length=2, keep_score=0.6,
-                      start_scores=(("face", 0.3), ("plate", 0.15)))
+    s = TrackSettings(
+        max_gap=3,
+        extend=1,
+        extend_mode="velocity",
+        min_length=2,
+        keep_score=0.6,
+        start_scores=(("face", 0.3), ("plate", 0.15)),
+    )
     d = s.to_dict()
     assert d["start_scores"] == {"face": 0.3, "plate": 0.15}
     assert TrackSettings.from_dict(json.loads(json.dumps(d))) == s
@@ -192,8 +199,11 @@ def test_streaming_matches_whole_video_and_respects_max_delay():
             seq.append(det(x + dx * i, y, score=float(rng.uniform(0.2, 1))) if keep else None)
         objects.append(seq)
     per_frame = frames_of(*objects) + [[] for _ in range(5)]
-    for settings in (TrackSettings(), TrackSettings(max_gap=4, extend=3, min_length=3, union_radius=2),
-                     TrackSettings(max_gap=0, extend=0)):
+    for settings in (
+        TrackSettings(),
+        TrackSettings(max_gap=4, extend=3, min_length=3, union_radius=2),
+        TrackSettings(max_gap=0, extend=0),
+    ):
         whole = track_video(per_frame, settings)
         tracker = Tracker(settings)
         streamed: list = []

@@ -20,8 +20,13 @@ from fiftyone_anonymizer.core.video import (
 )
 
 AUDIO_RATE = 44100
-PRIVATE = {"creation_time": "2024-05-01T10:00:00.000000Z", "location": "+48.8577+002.2950/",
-           "make": "Phone Maker", "model": "Phone 12", "title": "at home"}
+PRIVATE = {
+    "creation_time": "2024-05-01T10:00:00.000000Z",
+    "location": "+48.8577+002.2950/",
+    "make": "Phone Maker",
+    "model": "Phone 12",
+    "title": "at home",
+}
 
 
 def pattern(i: int, width: int, height: int) -> np.ndarray:
@@ -32,10 +37,20 @@ def pattern(i: int, width: int, height: int) -> np.ndarray:
     return img
 
 
-def make_video(path: Path, n: int = 30, width: int = 96, height: int = 64, rate: int = 25,
-               audio: bool = True, rotation: int = 0, pts: list[int] | None = None,
-               time_base: Fraction | None = None, metadata: bool = True,
-               faststart: bool = True, hflip: bool = False) -> Path:
+def make_video(
+    path: Path,
+    n: int = 30,
+    width: int = 96,
+    height: int = 64,
+    rate: int = 25,
+    audio: bool = True,
+    rotation: int = 0,
+    pts: list[int] | None = None,
+    time_base: Fraction | None = None,
+    metadata: bool = True,
+    faststart: bool = True,
+    hflip: bool = False,
+) -> Path:
     """An H.264 MP4 (+ AAC sine) with private-looking metadata, optional rotation and VFR pts."""
     options = {"movflags": "+faststart+use_metadata_tags"} if faststart else {}
     with av.open(str(path), "w", format="mp4", options=options) as out:
@@ -67,8 +82,9 @@ def make_video(path: Path, n: int = 30, width: int = 96, height: int = 64, rate:
             t = np.arange(int(seconds * AUDIO_RATE)) / AUDIO_RATE
             samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
             for k in range(0, len(samples), 1024):
-                chunk = av.AudioFrame.from_ndarray(samples[None, k : k + 1024], format="flt",
-                                                   layout="mono")
+                chunk = av.AudioFrame.from_ndarray(
+                    samples[None, k : k + 1024], format="flt", layout="mono"
+                )
                 chunk.sample_rate, chunk.pts = AUDIO_RATE, k
                 out.mux(sound.encode(chunk))
             out.mux(sound.encode())
@@ -133,9 +149,11 @@ def test_rotated_phone_video_comes_out_upright(tmp_path, rotation):
     rgb = next(iter_frames(path)).rgb
     assert rgb.shape == (expected[1], expected[0], 3)
     # where the stored top-left red block ends up once displayed
-    corner = {90: (slice(-10, None), slice(0, 10)),  # counter-clockwise: bottom-left
-              -90: (slice(0, 10), slice(-10, None)),  # clockwise: top-right
-              180: (slice(-10, None), slice(-10, None))}[rotation]
+    corner = {
+        90: (slice(-10, None), slice(0, 10)),  # counter-clockwise: bottom-left
+        -90: (slice(0, 10), slice(-10, None)),  # clockwise: top-right
+        180: (slice(-10, None), slice(-10, None)),
+    }[rotation]
     assert rgb[corner].mean(axis=(0, 1))[0] > 200
     assert rgb[:10, :10].mean(axis=(0, 1))[0] < 100
 
@@ -175,8 +193,9 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
     with av.open(str(path), "w", format="mp4") as out:
         sound = out.add_stream("aac", rate=AUDIO_RATE)
         sound.layout = "mono"
-        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt",
-                                           layout="mono")
+        chunk = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="flt", layout="mono"
+        )
         chunk.sample_rate, chunk.pts = AUDIO_RATE, 0
         out.mux(sound.encode(chunk))
         out.mux(sound.encode())
@@ -187,8 +206,10 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
 def test_video_stream_without_frames(tmp_path):
     # a recording whose camera stopped before its first frame: Matroska keeps the empty video
     # track (MP4 drops it, and an MP4 with nothing at all has no streams)
-    for name, reason, audio in (("zero.mkv", "has no frames", True),
-                                ("zero.mp4", "no streams at all", False)):
+    for name, reason, audio in (
+        ("zero.mkv", "has no frames", True),
+        ("zero.mp4", "no streams at all", False),
+    ):
         path = tmp_path / name
         with av.open(str(path), "w") as out:
             video = out.add_stream("libx264", rate=25)
@@ -198,8 +219,9 @@ def test_video_stream_without_frames(tmp_path):
                 sound.layout = "mono"
             out.start_encoding()
             if audio:
-                chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32),
-                                                   format="flt", layout="mono")
+                chunk = av.AudioFrame.from_ndarray(
+                    np.zeros((1, 1024), np.float32), format="flt", layout="mono"
+                )
                 chunk.sample_rate, chunk.pts = 8000, 0
                 out.mux(sound.encode(chunk))
                 out.mux(sound.encode())
@@ -258,8 +280,10 @@ def test_copy_keeps_size_rate_count_timestamps_and_pixels(tmp_path, source):
     with av.open(str(dst)) as c:
         stream = c.streams.video[0]
         assert stream.codec_context.pix_fmt == "yuv420p"
-    diffs = [np.abs(x.rgb.astype(int) - y.rgb.astype(int)).mean()
-             for x, y in zip(iter_frames(source), iter_frames(dst), strict=True)]
+    diffs = [
+        np.abs(x.rgb.astype(int) - y.rgb.astype(int)).mean()
+        for x, y in zip(iter_frames(source), iter_frames(dst), strict=True)
+    ]
     assert max(diffs) < 3  # crf 20 of an already compressed frame: a level or two
 
 
@@ -269,7 +293,9 @@ def test_audio_is_copied_packet_for_packet_or_dropped(tmp_path, source):
     assert probe(kept).has_audio
     assert audio_packets(kept) == audio_packets(source)
     with av.open(str(kept)) as c, av.open(str(source)) as s:
-        assert c.streams.audio[0].codec_context.extradata == s.streams.audio[0].codec_context.extradata
+        assert (
+            c.streams.audio[0].codec_context.extradata == s.streams.audio[0].codec_context.extradata
+        )
     dropped = tmp_path / "dropped.mp4"
     copy_through(source, dropped, audio=False)
     assert not probe(dropped).has_audio
@@ -307,8 +333,9 @@ def test_rotation_is_applied_and_not_left_in_the_copy(tmp_path):
 
 def test_variable_frame_rate_timestamps_survive(tmp_path):
     pts = [0, 1000, 2000, 3500, 4000, 6000, 6500, 7000, 9000, 9900, 12000, 12100]
-    src = make_video(tmp_path / "vfr.mp4", n=len(pts), pts=pts, time_base=Fraction(1, 30000),
-                     rate=30)
+    src = make_video(
+        tmp_path / "vfr.mp4", n=len(pts), pts=pts, time_base=Fraction(1, 30000), rate=30
+    )
     dst = tmp_path / "copy.mp4"
     copy_through(src, dst)
     times = frame_times(src)
@@ -346,8 +373,10 @@ def test_odd_size_is_padded_by_one_edge_pixel_or_refused(tmp_path):
 
 def test_failure_leaves_nothing_under_the_real_name_and_no_temp_file(tmp_path, source):
     dst = tmp_path / "copy.mp4"
-    with pytest.raises(RuntimeError, match="detector crashed"), \
-            VideoWriter.for_source(dst, probe(source)) as out:
+    with (
+        pytest.raises(RuntimeError, match="detector crashed"),
+        VideoWriter.for_source(dst, probe(source)) as out,
+    ):
         for frame in iter_frames(source):
             out.write(frame.rgb, frame.pts)
             if frame.index == 10:
@@ -355,8 +384,10 @@ def test_failure_leaves_nothing_under_the_real_name_and_no_temp_file(tmp_path, s
     assert os.listdir(tmp_path) == []
     # an existing copy is not touched by a failed rewrite
     dst.write_bytes(b"previous copy")
-    with pytest.raises(ValueError, match="expected uint8"), \
-            VideoWriter.for_source(dst, probe(source)) as out:
+    with (
+        pytest.raises(ValueError, match="expected uint8"),
+        VideoWriter.for_source(dst, probe(source)) as out,
+    ):
         out.write(np.zeros((10, 10, 3), np.uint8))
     assert dst.read_bytes() == b"previous copy"
     assert os.listdir(tmp_path) == ["copy.mp4"]
@@ -382,8 +413,9 @@ def test_interrupt_cleans_up_and_kill_leaves_only_the_hidden_temp_file(tmp_path,
         "        out.write(np.full((48, 64, 3), i % 256, np.uint8))\n"
         "        if i == 5: print('writing', flush=True)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(dst)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(dst)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "writing"
         time.sleep(0.3)
@@ -413,8 +445,10 @@ def test_writer_refuses_bad_input(tmp_path, source):
         out.write(np.zeros((64, 96, 3), np.uint8), 5)
         with pytest.raises(ValueError, match="pts must increase"):
             out.write(np.zeros((64, 96, 3), np.uint8), 5)
-    with pytest.raises(VideoWriteError, match="no frames were written"), \
-            VideoWriter.for_source(tmp_path / "b.mp4", info):
+    with (
+        pytest.raises(VideoWriteError, match="no frames were written"),
+        VideoWriter.for_source(tmp_path / "b.mp4", info),
+    ):
         pass
     assert not (tmp_path / "b.mp4").exists()
     with pytest.raises(ValueError, match="crf"):
@@ -433,8 +467,9 @@ def test_audio_that_mp4_cannot_hold_is_refused_with_the_reason(tmp_path):
         frame.pts = 0
         out.mux(video.encode(frame))
         out.mux(video.encode())
-        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16",
-                                           layout="mono")
+        chunk = av.AudioFrame.from_ndarray(
+            np.zeros((1, 800), np.int16), format="s16", layout="mono"
+        )
         chunk.sample_rate, chunk.pts = 8000, 0
         out.mux(sound.encode(chunk))
         out.mux(sound.encode())
@@ -449,8 +484,9 @@ def test_audio_that_mp4_cannot_hold_is_refused_with_the_reason(tmp_path):
 def test_memory_stays_flat_over_a_long_video(tmp_path):
     import tracemalloc
 
-    src = make_video(tmp_path / "long.mp4", n=300, width=320, height=240, audio=False,
-                     metadata=False)
+    src = make_video(
+        tmp_path / "long.mp4", n=300, width=320, height=240, audio=False, metadata=False
+    )
     tracemalloc.start()
     count = 0
     for _ in iter_frames(src):

@@ -30,7 +30,7 @@ def _clip(path: Path, frames: int = FRAMES, size=(320, 240)) -> Path:
         audio.layout = "mono"
         for i in range(frames):
             x = 40 + 2 * i
-            window = np.ascontiguousarray(photo[20:20 + size[1], x:x + size[0]])
+            window = np.ascontiguousarray(photo[20 : 20 + size[1], x : x + size[0]])
             for packet in video.encode(av.VideoFrame.from_ndarray(window, format="rgb24")):
                 out.mux(packet)
         tone = (np.sin(np.arange(16000 * frames // FPS) / 5) * 8000).astype(np.int16)
@@ -106,9 +106,21 @@ def test_the_command_line_takes_videos_and_bad_ones_are_named(tmp_path):
     (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
     (src / "empty.webm").write_bytes(b"")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "fiftyone_anonymizer.cli", "--input", str(src),
-                           "--image-output", str(out), "--quiet"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fiftyone_anonymizer.cli",
+            "--input",
+            str(src),
+            "--image-output",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1, proc.stderr  # two videos failed, each named
     assert "broken.mp4" in proc.stderr and "empty.webm" in proc.stderr
     copy = out / "street" / "pan.mov"

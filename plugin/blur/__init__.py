@@ -551,8 +551,13 @@ def _build_funcs() -> dict[str, object]:
     def blur_up_composite(cells, rows, cols, region, alpha):
         return composite(region, blur_up(cells, rows, cols), alpha)
 
-    return {"blur": blur, "composite": composite, "blur_up": blur_up,
-            "blur_composite": blur_composite, "blur_up_composite": blur_up_composite}
+    return {
+        "blur": blur,
+        "composite": composite,
+        "blur_up": blur_up,
+        "blur_composite": blur_composite,
+        "blur_up_composite": blur_up_composite,
+    }
 
 
 def _tile_for(size: int) -> int:
@@ -862,20 +867,28 @@ def _anonymize_region(
     out[y0:y1, x0:x1] = result.numpy()
 
 
-def _group_window(group: Sequence[_Rect], region: tuple[int, int, int, int], f: int
-                  ) -> tuple[int, int, int, int]:
+def _group_window(
+    group: Sequence[_Rect], region: tuple[int, int, int, int], f: int
+) -> tuple[int, int, int, int]:
     """The part of ``region`` that the smoothed masks of ``group``'s boxes reach."""
     y0, x0, y1, x1 = region
     r = f - 1
-    return (max(min(b.y0 for b in group) - r, y0), max(min(b.x0 for b in group) - r, x0),
-            min(max(b.y1 for b in group) + r, y1), min(max(b.x1 for b in group) + r, x1))
+    return (
+        max(min(b.y0 for b in group) - r, y0),
+        max(min(b.x0 for b in group) - r, x0),
+        min(max(b.y1 for b in group) + r, y1),
+        min(max(b.x1 for b in group) + r, x1),
+    )
 
 
-def _within(win: tuple[int, int, int, int], region: tuple[int, int, int, int]
-            ) -> tuple[slice, slice]:
+def _within(
+    win: tuple[int, int, int, int], region: tuple[int, int, int, int]
+) -> tuple[slice, slice]:
     """Index of ``win`` in an array that holds ``region``."""
-    return (slice(win[0] - region[0], win[2] - region[0]),
-            slice(win[1] - region[1], win[3] - region[1]))
+    return (
+        slice(win[0] - region[0], win[2] - region[0]),
+        slice(win[1] - region[1], win[3] - region[1]),
+    )
 
 
 # Regions are disjoint, so an image's regions are obscured side by side: one region's NumPy
@@ -927,8 +940,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
-def _strips(regions: Sequence[tuple[int, int, int, int]], workers: int
-            ) -> list[tuple[int, int, int, int]]:
+def _strips(
+    regions: Sequence[tuple[int, int, int, int]], workers: int
+) -> list[tuple[int, int, int, int]]:
     """``regions`` with each large one cut into up to ``workers`` strips of whole rows (more
     when a strip would exceed ``STRIP_MAX_PIXELS``)."""
     out = []
@@ -973,8 +987,9 @@ def anonymize_image(
     return out
 
 
-def _obscure_rects(image: np.ndarray, out: np.ndarray, rects: Sequence[_Rect],
-                   settings: BlurSettings) -> None:
+def _obscure_rects(
+    image: np.ndarray, out: np.ndarray, rects: Sequence[_Rect], settings: BlurSettings
+) -> None:
     """Obscure ``rects`` (pixel boxes of ``image``) into ``out``, a copy of ``image``."""
     height, width = image.shape[:2]
     if not rects:
@@ -996,8 +1011,10 @@ def _obscure_rects(image: np.ndarray, out: np.ndarray, rects: Sequence[_Rect],
             _anonymize_region(colour, target, inside, region, settings, f, grid)
         return
     _funcs()  # TensorFlow loaded and the functions traced once, before any thread uses them
-    jobs = [pool.submit(_anonymize_region, colour, target, inside, region, settings, f, grid)
-            for region, inside in work]
+    jobs = [
+        pool.submit(_anonymize_region, colour, target, inside, region, settings, f, grid)
+        for region, inside in work
+    ]
     for job in jobs:
         job.result()
 
@@ -1012,8 +1029,9 @@ def _window_reach(rect: _Rect, settings: BlurSettings) -> int:
     return _reach(rect.key) + 2 * rect.key[3]
 
 
-def anonymize_pil_in_place(image, detections: Sequence[Detection],
-                           settings: BlurSettings = BlurSettings()) -> None:
+def anonymize_pil_in_place(
+    image, detections: Sequence[Detection], settings: BlurSettings = BlurSettings()
+) -> None:
     """Obscure a Pillow image (mode L, RGB or RGBA) in place, one window at a time: for images
     too large to hold twice (a 20000 x 20000 scan is 1.2 GB of pixels).
 
@@ -1039,8 +1057,10 @@ def anonymize_pil_in_place(image, detections: Sequence[Detection],
         wy1, wx1 = min(height, y1 + margin), min(width, x1 + margin)
         window = np.asarray(image.crop((wx0, wy0, wx1, wy1)))
         out = window.copy()
-        shifted = [_Rect(r.y0 - wy0, r.x0 - wx0, r.y1 - wy0, r.x1 - wx0, r.ellipse, r.key, r.size)
-                   for r in inside]
+        shifted = [
+            _Rect(r.y0 - wy0, r.x0 - wx0, r.y1 - wy0, r.x1 - wx0, r.ellipse, r.key, r.size)
+            for r in inside
+        ]
         _obscure_rects(window, out, shifted, settings)
         core = np.ascontiguousarray(out[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0])
         image.paste(Image.fromarray(core), (x0, y0))

@@ -39,7 +39,9 @@ class Detection:
         x0, y0, x1, y1 = (float(v) for v in xyxy)
         x0, x1 = max(0.0, min(x0, width)), max(0.0, min(x1, width))
         y0, y1 = max(0.0, min(y0, height)), max(0.0, min(y1, height))
-        return cls(label, float(score), (x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height))
+        return cls(
+            label, float(score), (x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height)
+        )
 
 
 def scale_box(box: RelBox, factor: float) -> RelBox:

@@ -42,8 +42,15 @@ os.umask(_UMASK)
 #: Formats a copy can be written in; anything else is refused with a clear reason.
 WRITABLE_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"}
 _EXTENSION_FORMATS = {
-    ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".webp": "WEBP",
-    ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".jpe": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".gif": "GIF",
 }
 
 
@@ -92,8 +99,9 @@ def _to_srgb(img: Image.Image) -> Image.Image:
         if out_mode == img.mode:
             ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), inPlace=True)
             return img
-        converted = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"),
-                                              outputMode=out_mode)
+        converted = ImageCms.profileToProfile(
+            img, src, ImageCms.createProfile("sRGB"), outputMode=out_mode
+        )
         return converted if converted is not None else img
     except (ImageCms.PyCMSError, OSError, ValueError):
         return img
@@ -158,9 +166,12 @@ def _open_checked(path: Path) -> Image.Image:
     width, height = img.size
     if width * height > MAX_PIXELS:
         img.close()
-        raise ImageReadError(path, f"image too large: {width} x {height} = "
-                                   f"{width * height / 1e6:.0f} MP (the limit is "
-                                   f"{MAX_PIXELS / 1e6:.0f} MP)")
+        raise ImageReadError(
+            path,
+            f"image too large: {width} x {height} = "
+            f"{width * height / 1e6:.0f} MP (the limit is "
+            f"{MAX_PIXELS / 1e6:.0f} MP)",
+        )
     return img
 
 
@@ -230,9 +241,13 @@ def load_large(path: str | os.PathLike) -> LargeImage:
         fmt = img.format or ""
         stored = img.size
         # No smaller than asked on either side.
-        img.draft(img.mode if img.mode in ("L", "RGB") else "RGB",
-                  (-(-stored[0] * DETECT_MAX_SIDE // max(stored)),
-                   -(-stored[1] * DETECT_MAX_SIDE // max(stored))))
+        img.draft(
+            img.mode if img.mode in ("L", "RGB") else "RGB",
+            (
+                -(-stored[0] * DETECT_MAX_SIDE // max(stored)),
+                -(-stored[1] * DETECT_MAX_SIDE // max(stored)),
+            ),
+        )
         img = _upright_8bit(img)
         factor = -(-max(img.size) // DETECT_MAX_SIDE)
         small = img.reduce(factor) if factor > 1 else img
@@ -286,8 +301,11 @@ def _save(img: Image.Image, out, fmt: str, jpeg_quality: int) -> None:
         img = img.convert("RGB")  # JPEG has no alpha; sources in JPEG never had one
     options: dict = {}
     if fmt == "JPEG":
-        options = {"quality": int(jpeg_quality), "optimize": False,
-                   "subsampling": 0 if jpeg_quality >= 90 else 2}
+        options = {
+            "quality": int(jpeg_quality),
+            "optimize": False,
+            "subsampling": 0 if jpeg_quality >= 90 else 2,
+        }
     elif fmt == "WEBP":
         options = {"quality": int(jpeg_quality)}
     img.save(out, format=fmt, **options)
@@ -314,9 +332,9 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-
-def save_image_atomic(image: Image.Image, path: str | os.PathLike, fmt: str,
-                      jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> None:
+def save_image_atomic(
+    image: Image.Image, path: str | os.PathLike, fmt: str, jpeg_quality: int = DEFAULT_JPEG_QUALITY
+) -> None:
     """Encode a Pillow image straight into ``path`` (temporary file, then rename), with the
     same options and no metadata as :func:`encode_image`: for large images, whose encoded
     bytes should not be held in memory too."""

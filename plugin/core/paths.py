@@ -14,11 +14,37 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 #: Folders no job may write copies into (nor be asked to: a typo like "/" must not start a job).
-SYSTEM_FOLDERS = frozenset({
-    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt",
-    "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
-    "/Users", "/Volumes", "/System", "/Library", "/Applications", "/private",
-})
+SYSTEM_FOLDERS = frozenset(
+    {
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/var",
+        "/Users",
+        "/Volumes",
+        "/System",
+        "/Library",
+        "/Applications",
+        "/private",
+    }
+)
 
 
 def _real(path: str | os.PathLike) -> Path:
@@ -30,8 +56,9 @@ def source_folders(source_paths: Iterable[str | os.PathLike]) -> set[Path]:
     return {_real(p).parent for p in source_paths}
 
 
-def output_dir_problem(output_dir: str | os.PathLike, folders: Iterable[str | os.PathLike]
-                       ) -> str | None:
+def output_dir_problem(
+    output_dir: str | os.PathLike, folders: Iterable[str | os.PathLike]
+) -> str | None:
     """Why copies may not go to ``output_dir``, or None when they may.
 
     Args:
@@ -47,11 +74,15 @@ def output_dir_problem(output_dir: str | os.PathLike, folders: Iterable[str | os
         return f"the output folder {out} is a system or home folder; choose a folder of its own"
     for folder in sorted({_real(f) for f in folders}):
         if out == folder:
-            return (f"the output folder {out} is a source folder: copies would replace or sit "
-                    f"among the originals")
+            return (
+                f"the output folder {out} is a source folder: copies would replace or sit "
+                f"among the originals"
+            )
         if folder in out.parents:
-            return (f"the output folder {out} is inside the source folder {folder}: copies would "
-                    f"sit among the originals; choose a folder beside it")
+            return (
+                f"the output folder {out} is inside the source folder {folder}: copies would "
+                f"sit among the originals; choose a folder beside it"
+            )
     if out.exists() and not out.is_dir():
         return f"the output folder {out} is a file, not a folder"
     return None
@@ -95,6 +126,8 @@ def output_dir_unwritable(output_dir: str | os.PathLike) -> str | None:
     except OSError as exc:
         return f"cannot write into the output folder {out}: {exc.strerror or exc}"
     if free < MIN_FREE_BYTES:
-        return (f"only {free / 2**20:.0f} MB free on the disk of the output folder {out}; "
-                f"free some space first")
+        return (
+            f"only {free / 2**20:.0f} MB free on the disk of the output folder {out}; "
+            f"free some space first"
+        )
     return None

@@ -59,8 +59,12 @@ def quiet_tensorflow_start():
         return
     patterns = [arg for marker in _noise() for arg in ("-e", marker)]
     try:
-        child = subprocess.Popen([grep, "--line-buffered", "-v", "-F", *patterns],
-                                 stdin=subprocess.PIPE, stdout=saved, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            [grep, "--line-buffered", "-v", "-F", *patterns],
+            stdin=subprocess.PIPE,
+            stdout=saved,
+            stderr=subprocess.DEVNULL,
+        )
     except OSError:
         os.close(saved)
         yield

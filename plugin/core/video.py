@@ -199,7 +199,8 @@ def _open(path: Path) -> av.container.InputContainer:
             head = f.read(12)
         if head[4:8] == b"ftyp":  # an MP4/MOV whose index (moov, written last) never arrived
             raise VideoReadError(
-                path, f"truncated or damaged MP4/MOV (its index cannot be read: {exc})") from None
+                path, f"truncated or damaged MP4/MOV (its index cannot be read: {exc})"
+            ) from None
         raise VideoReadError(path, f"not a recognised video (cannot be opened: {exc})") from None
     name = container.format.name or ""
     if any(part in name for part in _IMAGE_DEMUXERS):
@@ -217,15 +218,15 @@ def _truncation(path: Path, container: av.container.InputContainer) -> str | Non
     """Why the file is shorter than its own index says, or None. MP4/MOV index every sample's
     position (video and audio); a file cut after the index (a copy stopped half-way) is caught
     here."""
-    ends = [e.pos + e.size for s in container.streams
-            for e in (getattr(s, "index_entries", None) or [])]
+    ends = [
+        e.pos + e.size for s in container.streams for e in (getattr(s, "index_entries", None) or [])
+    ]
     if not ends:
         return None
     end = max(ends)
     size = path.stat().st_size
     if end > size:
-        return (f"truncated: the index places data up to byte {end} but the file has {size} "
-                f"bytes")
+        return f"truncated: the index places data up to byte {end} but the file has {size} bytes"
     return None
 
 
@@ -274,10 +275,17 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             duration = container.duration / av.time_base
         audio = container.streams.audio
         return VideoInfo(
-            path=str(path), width=width, height=height, fps=Fraction(fps),
-            time_base=Fraction(stream.time_base), frames=stream.frames or None,
-            rotation=rotation, mirrored=mirrored, codec=stream.codec_context.name,
-            has_audio=bool(audio), audio_codec=audio[0].codec_context.name if audio else None,
+            path=str(path),
+            width=width,
+            height=height,
+            fps=Fraction(fps),
+            time_base=Fraction(stream.time_base),
+            frames=stream.frames or None,
+            rotation=rotation,
+            mirrored=mirrored,
+            codec=stream.codec_context.name,
+            has_audio=bool(audio),
+            audio_codec=audio[0].codec_context.name if audio else None,
             duration=duration,
         )
     finally:
@@ -328,7 +336,8 @@ def iter_frames(path: str | os.PathLike) -> Iterator[Frame]:
             raise VideoReadError(path, "has no frames (the video stream is empty)")
         if expected is not None and count < expected:
             raise VideoReadError(
-                path, f"truncated or corrupt: {count} of the {expected} frames decoded")
+                path, f"truncated or corrupt: {count} of the {expected} frames decoded"
+            )
     finally:
         container.close()
 
@@ -382,8 +391,10 @@ class VideoWriter:
             raise ValueError(f"crf must be in 0..51, got {crf}")
         if (width % 2 or height % 2) and odd_size == "error":
             raise VideoWriteError(
-                self.path, f"odd frame size {width}x{height}: browser-playable H.264 (4:2:0) "
-                "needs even sizes; odd_size='pad' writes one repeated edge pixel more")
+                self.path,
+                f"odd frame size {width}x{height}: browser-playable H.264 (4:2:0) "
+                "needs even sizes; odd_size='pad' writes one repeated edge pixel more",
+            )
         self.width, self.height = int(width), int(height)
         self.padded = bool(width % 2 or height % 2)
         self.fps = Fraction(fps).limit_denominator(1_000_000)
@@ -395,8 +406,9 @@ class VideoWriter:
         self._step = max(1, round(1 / (self.fps * self.time_base)))
         self._done = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                   suffix=".part")
+        fd, tmp = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part"
+        )
         os.close(fd)
         self._tmp = Path(tmp)
         self._audio_in: av.container.InputContainer | None = None
@@ -414,13 +426,24 @@ class VideoWriter:
     ) -> VideoWriter:
         """A writer with ``info``'s size, rate and time base, copying its audio unless
         ``audio=False``; ``options`` as in the constructor (crf, preset, odd_size)."""
-        return cls(path, info.width, info.height, info.fps, time_base=info.time_base,
-                   audio_from=info.path if audio and info.has_audio else None, **options)
+        return cls(
+            path,
+            info.width,
+            info.height,
+            info.fps,
+            time_base=info.time_base,
+            audio_from=info.path if audio and info.has_audio else None,
+            **options,
+        )
 
     def _open(self, crf: int, preset: str, audio_from: str | os.PathLike | None) -> None:
         # bitexact: no "encoder" tag; nothing else is set, so no metadata is written at all
-        self._out = av.open(str(self._tmp), "w", format="mp4",
-                            options={"movflags": "+faststart", "fflags": "+bitexact"})
+        self._out = av.open(
+            str(self._tmp),
+            "w",
+            format="mp4",
+            options={"movflags": "+faststart", "fflags": "+bitexact"},
+        )
         video = self._out.add_stream("libx264", rate=self.fps)
         video.width = self.width + self.width % 2
         video.height = self.height + self.height % 2
@@ -441,8 +464,10 @@ class VideoWriter:
         codec = source.codec_context.name
         if codec not in MP4_AUDIO_CODECS:
             raise VideoWriteError(
-                self.path, f"the source's audio ({codec}) cannot be copied into MP4 unchanged; "
-                "drop it (audio=False) or convert the source's audio first")
+                self.path,
+                f"the source's audio ({codec}) cannot be copied into MP4 unchanged; "
+                "drop it (audio=False) or convert the source's audio first",
+            )
         self._audio = self._out.add_stream_from_template(source)
         self._audio.metadata.clear()
         self._audio_packets = iter(self._audio_in.demux(source))
@@ -459,8 +484,9 @@ class VideoWriter:
             raise ValueError("writer is closed")
         rgb = np.asarray(rgb)
         if rgb.dtype != np.uint8 or rgb.shape != (self.height, self.width, 3):
-            raise ValueError(f"expected uint8 {self.height}x{self.width}x3, got {rgb.dtype} "
-                             f"{rgb.shape}")
+            raise ValueError(
+                f"expected uint8 {self.height}x{self.width}x3, got {rgb.dtype} {rgb.shape}"
+            )
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + self._step
         pts = int(pts)

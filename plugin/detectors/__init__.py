@@ -23,8 +23,18 @@ import numpy as np
 from ..core.boxes import FACE, PLATE, Detection, merge_detections
 
 __all__ = [
-    "DEFAULT_THRESHOLDS", "DEVICES", "FACE_BACKENDS", "FACE_SIZES", "PRECISIONS", "PLATE_BACKENDS", "Detector",
-    "DetectorConfig", "MergedDetector", "build_detector", "build_backend", "backend_settings",
+    "DEFAULT_THRESHOLDS",
+    "DEVICES",
+    "FACE_BACKENDS",
+    "FACE_SIZES",
+    "PRECISIONS",
+    "PLATE_BACKENDS",
+    "Detector",
+    "DetectorConfig",
+    "MergedDetector",
+    "build_detector",
+    "build_backend",
+    "backend_settings",
     "describe",
 ]
 
@@ -52,15 +62,28 @@ _SETTINGS: dict[str, dict[bool, dict[str, Any]]] = {
         # expand/shift_down: hand boxes are ~6 % wider than CenterFace's and sit ~12 % of a
         # height lower (chin, masks); growing 1.2 x 1.3 around a centre moved down 0.08 h
         # lifted coverage 0.895 -> 0.930 at the same recall/precision (models/centerface.md).
-        False: {"scales": (1.0,), "min_side": 800, "max_side": 1920, "flip": False,
-                "expand": (1.2, 1.3), "shift_down": 0.08},
+        False: {
+            "scales": (1.0,),
+            "min_side": 800,
+            "max_side": 1920,
+            "flip": False,
+            "expand": (1.2, 1.3),
+            "shift_down": 0.08,
+        },
         # Extra passes only where they can change the answer: each photo is first looked at
         # at its own size; the 640 px mirrored pass runs only when that look finds a candidate
         # scoring >= 0.15 under 16 px tall (about a third of the crowded dev photos): recall
         # 0.933 against 0.928 for every photo at 800 px + mirror, in about half the time.
-        True: {"scales": (1.0,), "min_side": 640, "max_side": 1920, "flip": True,
-               "refine_below": 16, "refine_score": 0.15,
-               "expand": (1.2, 1.3), "shift_down": 0.08},
+        True: {
+            "scales": (1.0,),
+            "min_side": 640,
+            "max_side": 1920,
+            "flip": True,
+            "refine_below": 16,
+            "refine_score": 0.15,
+            "expand": (1.2, 1.3),
+            "shift_down": 0.08,
+        },
     },
     "yolov8-plates": {
         False: {"tiles": False},
@@ -111,8 +134,13 @@ def backend_precision(name: str, precision: str, device: str) -> str | None:
     return "float32"
 
 
-def build_backend(name: str, threshold: float, multiscale: bool = DEFAULT_MULTISCALE,
-                  device: str = "auto", **overrides: Any) -> Detector:
+def build_backend(
+    name: str,
+    threshold: float,
+    multiscale: bool = DEFAULT_MULTISCALE,
+    device: str = "auto",
+    **overrides: Any,
+) -> Detector:
     """One backend by name with the default settings (``overrides`` replace any of them;
     ``precision`` among them, see :func:`backend_precision`)."""
     kwargs = {**backend_settings(name, multiscale), **overrides}
@@ -141,8 +169,14 @@ class MergedDetector:
     is blurred once; boxes of different classes never suppress each other.
     """
 
-    def __init__(self, backends: Sequence[Detector], thresholds: dict[str, float],
-                 multiscale: bool, device: str, merge_iou: float = 0.5) -> None:
+    def __init__(
+        self,
+        backends: Sequence[Detector],
+        thresholds: dict[str, float],
+        multiscale: bool,
+        device: str,
+        merge_iou: float = 0.5,
+    ) -> None:
         self.backends = list(backends)
         self.thresholds = dict(thresholds)
         self.multiscale = bool(multiscale)
@@ -151,8 +185,9 @@ class MergedDetector:
         self.name = "+".join(b.name for b in self.backends) or "none"
         self.labels = tuple(sorted({lab for b in self.backends for lab in b.labels}))
 
-    def detect(self, images: Sequence[np.ndarray],
-               extra: Sequence[Sequence[Detection]] | None = None) -> list[list[Detection]]:
+    def detect(
+        self, images: Sequence[np.ndarray], extra: Sequence[Sequence[Detection]] | None = None
+    ) -> list[list[Detection]]:
         """Detections per image; ``extra`` (one list per image, e.g. existing labels) is merged in."""
         images = list(images)
         if extra is not None and len(extra) != len(images):
@@ -214,8 +249,7 @@ def build_detector(
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if faces is not None:
         size = _FACE_SIZE_OVERRIDES[face_size] if faces == "centerface" else {}
-        backends.append(build_backend(faces, chosen[FACE], ms, device, precision=precision,
-                                      **size))
+        backends.append(build_backend(faces, chosen[FACE], ms, device, precision=precision, **size))
     if plates is not None:
         backends.append(build_backend(plates, chosen[PLATE], ms, device, precision=precision))
     used = {lab for b in backends for lab in b.labels}
@@ -230,7 +264,9 @@ def _version(package: str) -> str | None:
 
 
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+    return json.loads(
+        json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+    )
 
 
 def describe(detector: Any) -> dict:
@@ -242,32 +278,68 @@ def describe(detector: Any) -> dict:
     specs = load_manifest()
     entries = []
     for b in backends:
-        entry: dict[str, Any] = {"name": b.name, "labels": list(b.labels),
-                                 "threshold": getattr(b, "threshold", None)}
-        for attr in ("scales", "min_side", "max_side", "flip", "refine_below", "refine_score",
-                     "expand", "shift_down", "tiles", "tile_min_side", "tile_gate",
-                     "tile_narrower", "precision", "provider", "min_face_size", "device"):
+        entry: dict[str, Any] = {
+            "name": b.name,
+            "labels": list(b.labels),
+            "threshold": getattr(b, "threshold", None),
+        }
+        for attr in (
+            "scales",
+            "min_side",
+            "max_side",
+            "flip",
+            "refine_below",
+            "refine_score",
+            "expand",
+            "shift_down",
+            "tiles",
+            "tile_min_side",
+            "tile_gate",
+            "tile_narrower",
+            "precision",
+            "provider",
+            "min_face_size",
+            "device",
+        ):
             if hasattr(b, attr):
                 entry[attr] = getattr(b, attr)
         spec = specs.get(b.name)
         if spec is not None:
-            entry["model"] = {"file": str(getattr(b, "model_path", spec.filename)),
-                              "sha256": spec.sha256, "licence": spec.licence,
-                              "source": f"{spec.package}=={spec.version}:{spec.path_in_wheel}"}
+            entry["model"] = {
+                "file": str(getattr(b, "model_path", spec.filename)),
+                "sha256": spec.sha256,
+                "licence": spec.licence,
+                "source": f"{spec.package}=={spec.version}:{spec.path_in_wheel}",
+            }
         elif b.name == "mtcnn":
-            entry["model"] = {"file": "weights inside the mtcnn package", "licence": "MIT",
-                              "source": f"mtcnn=={_version('mtcnn')}"}
+            entry["model"] = {
+                "file": "weights inside the mtcnn package",
+                "licence": "MIT",
+                "source": f"mtcnn=={_version('mtcnn')}",
+            }
         entries.append(entry)
-    packages = {p: _version(p) for p in ("onnxruntime", "onnxruntime-gpu", "onnx", "numpy",
-                                         "pillow", "mtcnn", "tensorflow")}
-    return _jsonable({
-        "detector": getattr(detector, "name", type(detector).__name__),
-        "backends": entries,
-        "thresholds": getattr(detector, "thresholds", {}),
-        "multiscale": getattr(detector, "multiscale", None),
-        "merge_iou": getattr(detector, "merge_iou", None),
-        "packages": {k: v for k, v in packages.items() if v is not None},
-    })
+    packages = {
+        p: _version(p)
+        for p in (
+            "onnxruntime",
+            "onnxruntime-gpu",
+            "onnx",
+            "numpy",
+            "pillow",
+            "mtcnn",
+            "tensorflow",
+        )
+    }
+    return _jsonable(
+        {
+            "detector": getattr(detector, "name", type(detector).__name__),
+            "backends": entries,
+            "thresholds": getattr(detector, "thresholds", {}),
+            "multiscale": getattr(detector, "multiscale", None),
+            "merge_iou": getattr(detector, "merge_iou", None),
+            "packages": {k: v for k, v in packages.items() if v is not None},
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,9 +418,15 @@ class DetectorConfig:
         with _BUILT_LOCK:
             detector = _BUILT.get(key)
             if detector is None:
-                detector = build_detector(self.faces, self.plates, self.thresholds or None,
-                                          self.multiscale, self.device, self.face_size,
-                                          self.precision)
+                detector = build_detector(
+                    self.faces,
+                    self.plates,
+                    self.thresholds or None,
+                    self.multiscale,
+                    self.device,
+                    self.face_size,
+                    self.precision,
+                )
                 _BUILT[key] = detector
                 while len(_BUILT) > _BUILT_MAX:
                     _BUILT.popitem(last=False)

@@ -39,7 +39,9 @@ def to_detections(
 ) -> list[Detection]:
     """Pixel boxes (original image) and scores into relative ``Detection`` objects."""
     out = []
-    for box, score in zip(np.asarray(xyxy).reshape(-1, 4), np.asarray(scores).reshape(-1), strict=True):
+    for box, score in zip(
+        np.asarray(xyxy).reshape(-1, 4), np.asarray(scores).reshape(-1), strict=True
+    ):
         det = Detection.from_pixels(label, float(np.clip(score, 0.0, 1.0)), box, width, height)
         if det.box[2] > 0 and det.box[3] > 0:
             out.append(det)

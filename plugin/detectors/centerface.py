@@ -43,14 +43,23 @@ def prepare_graph(path: Path) -> bytes:
     model = dynamic_input_model(
         path,
         {INPUT: ["N", 3, "H", "W"]},
-        {"537": ["N", 1, "h", "w"], "538": ["N", 2, "h", "w"],
-         "539": ["N", 2, "h", "w"], "540": ["N", 10, "h", "w"]},
+        {
+            "537": ["N", 1, "h", "w"],
+            "538": ["N", 2, "h", "w"],
+            "539": ["N", 2, "h", "w"],
+            "540": ["N", 10, "h", "w"],
+        },
     )
     return name_nodes(fold_batch_norms(convert_opset(keep_outputs(model, list(OUTPUTS)), 13)))
 
 
 def plan_factors(
-    height: int, width: int, scales: Sequence[float], min_side: int, max_side: int, max_pixels: float
+    height: int,
+    width: int,
+    scales: Sequence[float],
+    min_side: int,
+    max_side: int,
+    max_pixels: float,
 ) -> list[float]:
     """Resize factors for one image: a base factor bringing the long side into
     ``[min_side, max_side]``, times each of ``scales``; a pass whose input would exceed
@@ -80,8 +89,9 @@ def _resized(height: int, width: int, factor: float) -> tuple[int, int]:
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 
-def make_blob(image: np.ndarray, factor: float, mirror: bool = False
-              ) -> tuple[np.ndarray, tuple[int, int]]:
+def make_blob(
+    image: np.ndarray, factor: float, mirror: bool = False
+) -> tuple[np.ndarray, tuple[int, int]]:
     """The network input for ``image`` resized by ``factor``: float32 RGB 0-255, N x 3 x H x W
     zero-padded at the bottom/right to multiples of 32, N = 2 with the mirror image second.
     Also returns the resized ``(width, height)``."""
@@ -104,7 +114,9 @@ def decode(
     heat = heatmap[0, 0]
     padded = np.pad(heat, 1, constant_values=-np.inf)
     h, w = heat.shape
-    local_max = np.max([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
+    local_max = np.max(
+        [padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0
+    )
     ys, xs = np.nonzero((heat > threshold) & (heat >= local_max))
     if ys.size == 0:
         return np.zeros((0, 4)), np.zeros(0)
@@ -146,26 +158,26 @@ class CenterFaceDetector:
         device: str = "auto",
     ) -> None:
         """Args:
-            model_path: the ONNX file (default: fetched per ``models/manifest.json``).
-            threshold: minimum heatmap score of a face.
-            scales: resize factors run and pooled, relative to the base factor that brings the
-                long side into ``[min_side, max_side]``.
-            min_side: smaller photos are upscaled to this long side (small faces).
-            max_side: larger photos are downscaled to this long side.
-            max_pixels: cap on the input size of any pass.
-            expand: box growth (width, height), see the class docstring.
-            shift_down: box centre moved down by this share of its height.
-            nms_iou: overlap above which the lower-scored of two boxes is dropped.
-            flip: also run the mirrored image and average the two heatmaps.
-            refine_below: when > 0, look at each photo at its own size first (one view) and
-                run the passes above (``min_side``, ``flip``) only if that look finds a
-                candidate scoring at least ``refine_score`` that is shorter than this many
-                pixels; otherwise its boxes are the answer. 0: always run the passes.
-            refine_score: see ``refine_below``. Absolute, not relative to ``threshold``, so the
-                passes run do not depend on the threshold (scripts/evaluate.py relies on it).
-            precision: "float32", "int8" (the quantized copy, see ``quantize``) or "auto"
-                (int8 on the CPU, float32 on a GPU).
-            device: "auto", "cpu" or "cuda".
+        model_path: the ONNX file (default: fetched per ``models/manifest.json``).
+        threshold: minimum heatmap score of a face.
+        scales: resize factors run and pooled, relative to the base factor that brings the
+            long side into ``[min_side, max_side]``.
+        min_side: smaller photos are upscaled to this long side (small faces).
+        max_side: larger photos are downscaled to this long side.
+        max_pixels: cap on the input size of any pass.
+        expand: box growth (width, height), see the class docstring.
+        shift_down: box centre moved down by this share of its height.
+        nms_iou: overlap above which the lower-scored of two boxes is dropped.
+        flip: also run the mirrored image and average the two heatmaps.
+        refine_below: when > 0, look at each photo at its own size first (one view) and
+            run the passes above (``min_side``, ``flip``) only if that look finds a
+            candidate scoring at least ``refine_score`` that is shorter than this many
+            pixels; otherwise its boxes are the answer. 0: always run the passes.
+        refine_score: see ``refine_below``. Absolute, not relative to ``threshold``, so the
+            passes run do not depend on the threshold (scripts/evaluate.py relies on it).
+        precision: "float32", "int8" (the quantized copy, see ``quantize``) or "auto"
+            (int8 on the CPU, float32 on a GPU).
+        device: "auto", "cpu" or "cuda".
         """
         if model_path is None:
             from ..core.weights import model_path as fetch
@@ -174,7 +186,11 @@ class CenterFaceDetector:
         self.model_path = Path(model_path)
         self.threshold = float(threshold)
         self.scales = tuple(float(s) for s in scales)
-        self.min_side, self.max_side, self.max_pixels = int(min_side), int(max_side), float(max_pixels)
+        self.min_side, self.max_side, self.max_pixels = (
+            int(min_side),
+            int(max_side),
+            float(max_pixels),
+        )
         self.expand = (float(expand[0]), float(expand[1]))
         self.shift_down = float(shift_down)
         self.nms_iou = float(nms_iou)
@@ -193,8 +209,9 @@ class CenterFaceDetector:
             self.session = ArenaBoundedSession(prepare_graph(self.model_path), device)
         self.provider = session_provider(self.session)
 
-    def heatmaps(self, image: np.ndarray, factor: float, mirror: bool, single: Outputs | None = None
-                 ) -> Outputs:
+    def heatmaps(
+        self, image: np.ndarray, factor: float, mirror: bool, single: Outputs | None = None
+    ) -> Outputs:
         """The network's outputs for ``image`` resized by ``factor`` (zero-padded to multiples
         of 32): heatmap, scale and offset of the image, and the resized ``(width, height)``.
 
@@ -219,16 +236,18 @@ class CenterFaceDetector:
         return heat, scale[:1], offset[:1], (new_w, new_h)
 
     @staticmethod
-    def boxes(outputs: Outputs, width: int, height: int, threshold: float
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def boxes(
+        outputs: Outputs, width: int, height: int, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Decoded boxes of one pass in original-image pixels, and their scores (before NMS)."""
         heat, scale, offset, (new_w, new_h) = outputs
         xyxy, scores = decode(heat, scale, offset, threshold)
         # Exact factors per axis (rounding), so boxes map back without drift.
         return xyxy / np.array([new_w / width, new_h / height] * 2), scores
 
-    def finish(self, xyxy: np.ndarray, scores: np.ndarray, width: int, height: int
-               ) -> list[Detection]:
+    def finish(
+        self, xyxy: np.ndarray, scores: np.ndarray, width: int, height: int
+    ) -> list[Detection]:
         """Pooled pixel boxes of one image to detections: NMS, then the box calibration."""
         if scores.size:
             keep = nms(xyxy, scores, self.nms_iou)
@@ -252,7 +271,9 @@ class CenterFaceDetector:
                 keep = sc > self.threshold
                 return self.finish(xyxy[keep], sc[keep], width, height)
         boxes, scores = [], []
-        for factor in plan_factors(height, width, self.scales, self.min_side, self.max_side, self.max_pixels):
+        for factor in plan_factors(
+            height, width, self.scales, self.min_side, self.max_side, self.max_pixels
+        ):
             same = scout is not None and scout[3] == _resized(height, width, factor)
             outputs = self.heatmaps(image, factor, self.flip, single=scout if same else None)
             xyxy, sc = self.boxes(outputs, width, height, self.threshold)

@@ -37,8 +37,10 @@ def providers_for(device: str = "auto") -> list[str]:
                 "install onnxruntime-gpu instead of onnxruntime for CUDA."
             )
         if ":" in device:
-            return [("CUDAExecutionProvider", {"device_id": int(device.split(":")[1])}),
-                    "CPUExecutionProvider"]  # type: ignore[list-item]
+            return [
+                ("CUDAExecutionProvider", {"device_id": int(device.split(":")[1])}),
+                "CPUExecutionProvider",
+            ]  # type: ignore[list-item]
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device != "auto":
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
@@ -116,8 +118,9 @@ def session_provider(session: Any) -> str:
     return session.get_providers()[0]
 
 
-def dynamic_input_model(path: Path | bytes, input_dims: dict[str, list],
-                        output_dims: dict[str, list]) -> bytes:
+def dynamic_input_model(
+    path: Path | bytes, input_dims: dict[str, list], output_dims: dict[str, list]
+) -> bytes:
     """Serialized copy of the model (a file or serialized bytes) whose input/output dims are
     replaced (names for dynamic axes).
 
@@ -249,14 +252,21 @@ def fold_batch_norms(model: bytes | Path) -> bytes:
     drop = []
     for bn in graph.node:
         conv = producer.get(bn.input[0]) if bn.op_type == "BatchNormalization" else None
-        if (conv is None or conv.op_type != "ConvTranspose" or consumers[bn.input[0]] != 1
-                or not all(name in inits for name in bn.input[1:5])
-                or conv.input[1] not in inits or consumers[conv.input[1]] != 1
-                or len(bn.output) != 1):
+        if (
+            conv is None
+            or conv.op_type != "ConvTranspose"
+            or consumers[bn.input[0]] != 1
+            or not all(name in inits for name in bn.input[1:5])
+            or conv.input[1] not in inits
+            or consumers[conv.input[1]] != 1
+            or len(bn.output) != 1
+        ):
             continue
         group = next((a.i for a in conv.attribute if a.name == "group"), 1)
         eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
+        gamma, beta, mean, var = (
+            numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5]
+        )
         factor = gamma / np.sqrt(var + eps)
         weight = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
         # ConvTranspose weights are [C_in, C_out / group, kH, kW]; output channel
@@ -264,10 +274,15 @@ def fold_batch_norms(model: bytes | Path) -> bytes:
         c_in, per_group = weight.shape[:2]
         w = weight.reshape(group, c_in // group, per_group, *weight.shape[2:])
         w = w * factor.reshape(group, 1, per_group, *([1] * (weight.ndim - 2)))
-        bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 else 0.0
+        bias = (
+            numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+            if len(conv.input) > 2
+            else 0.0
+        )
         new_bias = (bias - mean) * factor + beta
-        inits[conv.input[1]].CopyFrom(numpy_helper.from_array(
-            w.reshape(weight.shape).astype(np.float32), conv.input[1]))
+        inits[conv.input[1]].CopyFrom(
+            numpy_helper.from_array(w.reshape(weight.shape).astype(np.float32), conv.input[1])
+        )
         bias_name = f"{conv.name or conv.output[0]}:folded_bias"
         graph.initializer.append(numpy_helper.from_array(new_bias.astype(np.float32), bias_name))
         del conv.input[2:]
@@ -281,4 +296,3 @@ def fold_batch_norms(model: bytes | Path) -> bytes:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return proto.SerializeToString()
-

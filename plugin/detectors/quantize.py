@@ -24,8 +24,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INT8_MODELS", "QuantizeError", "int8_model", "load_table", "quantize_graph",
-           "float_graph", "table_path"]
+__all__ = [
+    "INT8_MODELS",
+    "QuantizeError",
+    "int8_model",
+    "load_table",
+    "quantize_graph",
+    "float_graph",
+    "table_path",
+]
 
 #: Models with a committed range table, i.e. with an int8 variant.
 INT8_MODELS = ("centerface", "yolov8-plates")
@@ -87,16 +94,30 @@ def quantize_graph(model: bytes, table: dict[str, Any]) -> bytes:
     produced |= {value.name for value in proto.graph.input}
     missing = sorted(produced - set(table["ranges"]) - _integer_tensors(proto))
     if missing:
-        raise QuantizeError(f"the range table has no entry for {len(missing)} tensors of the "
-                            f"graph, e.g. {missing[:3]}; it was made for another graph")
-    ranges = TensorsData(CalibrationMethod.MinMax, {
-        name: TensorData(lowest=np.float32(low), highest=np.float32(high))
-        for name, (low, high) in table["ranges"].items() if name in produced
-    })
+        raise QuantizeError(
+            f"the range table has no entry for {len(missing)} tensors of the "
+            f"graph, e.g. {missing[:3]}; it was made for another graph"
+        )
+    ranges = TensorsData(
+        CalibrationMethod.MinMax,
+        {
+            name: TensorData(lowest=np.float32(low), highest=np.float32(high))
+            for name, (low, high) in table["ranges"].items()
+            if name in produced
+        },
+    )
     op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # all it can (as quantize_static)
     quantizer = QDQQuantizer(
-        proto, bool(table["per_channel"]), False, QuantType.QInt8, QuantType.QUInt8, ranges,
-        [], list(table.get("float_nodes", [])), op_types, {},
+        proto,
+        bool(table["per_channel"]),
+        False,
+        QuantType.QInt8,
+        QuantType.QUInt8,
+        ranges,
+        [],
+        list(table.get("float_nodes", [])),
+        op_types,
+        {},
     )
     with _quiet_quantizer():
         quantizer.quantize_model()
@@ -108,6 +129,7 @@ def _quiet_quantizer() -> Iterator[None]:
     """Drop the quantizer's advice-level warnings (it logs through the root logger: "consider
     pre-processing", per-channel axis notes on 1-d weights); they are about its own choices,
     which the tables fix, and would alarm a user on first use."""
+
     def keep(record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR or "quantization" not in record.pathname
 
@@ -124,7 +146,9 @@ def _integer_tensors(proto: Any) -> set[str]:
     floats = (1, 10)  # FLOAT, FLOAT16
     typed = list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input)
     out = {v.name for v in typed if v.type.tensor_type.elem_type not in floats}
-    out |= {o for node in proto.graph.node if node.op_type in ("Shape", "Constant") for o in node.output}
+    out |= {
+        o for node in proto.graph.node if node.op_type in ("Shape", "Constant") for o in node.output
+    }
     return out
 
 
@@ -148,10 +172,15 @@ def int8_model(name: str, source: Path, cache: Path | None = None) -> Path:
         raise QuantizeError(
             f"{table_path(name).name} was calibrated for the {name} file with sha256 "
             f"{table['source_sha256'][:12]}, not {source_sha[:12]} ({source}); use "
-            "precision='float32' or run scripts/calibrate_int8.py for this file")
+            "precision='float32' or run scripts/calibrate_int8.py for this file"
+        )
     key = [RECIPE, source_sha, table_bytes, _version("onnx"), _version("onnxruntime")]
-    return derived_file(f"{name}-int8", key,
-                        lambda: quantize_graph(float_graph(name, Path(source)), table), cache=cache)
+    return derived_file(
+        f"{name}-int8",
+        key,
+        lambda: quantize_graph(float_graph(name, Path(source)), table),
+        cache=cache,
+    )
 
 
 def _version(package: str) -> str:

@@ -82,8 +82,10 @@ class TrackSettings:
         if not 0.0 < self.iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
         if self.max_gap < 0 or self.extend < 0 or self.union_radius < 0:
-            raise ValueError(f"max_gap, extend and union_radius must be >= 0, got "
-                             f"{self.max_gap}, {self.extend}, {self.union_radius}")
+            raise ValueError(
+                f"max_gap, extend and union_radius must be >= 0, got "
+                f"{self.max_gap}, {self.extend}, {self.union_radius}"
+            )
         if self.extend_mode not in EXTEND_MODES:
             raise ValueError(f"extend_mode must be one of {EXTEND_MODES}, got {self.extend_mode!r}")
         if self.min_length < 1:
@@ -117,8 +119,9 @@ class TrackSettings:
             raise ValueError(f"unknown track settings {sorted(unknown)}; known: {sorted(known)}")
         values = dict(values)
         if isinstance(values.get("start_scores"), dict):
-            values["start_scores"] = tuple(sorted(
-                (str(k), float(v)) for k, v in values["start_scores"].items()))
+            values["start_scores"] = tuple(
+                sorted((str(k), float(v)) for k, v in values["start_scores"].items())
+            )
         return cls(**values)
 
 
@@ -161,8 +164,11 @@ class _Track:
     def add(self, frame: int, box: np.ndarray, score: float, smoothing: float) -> None:
         step = frame - self.last
         motion = (_centre_size(box) - _centre_size(self.boxes[-1])) / step
-        self.velocity = motion if len(self.frames) == 1 else (
-            smoothing * motion + (1 - smoothing) * self.velocity)
+        self.velocity = (
+            motion
+            if len(self.frames) == 1
+            else (smoothing * motion + (1 - smoothing) * self.velocity)
+        )
         self.frames.append(frame)
         self.boxes.append(box)
         self.scores.append(score)
@@ -199,8 +205,9 @@ class _Track:
         return box, score, "interpolated"
 
 
-def _greedy_pairs(predicted: np.ndarray, boxes: np.ndarray, s: TrackSettings
-                  ) -> list[tuple[int, int]]:
+def _greedy_pairs(
+    predicted: np.ndarray, boxes: np.ndarray, s: TrackSettings
+) -> list[tuple[int, int]]:
     """(track, detection) pairs: greedily by IoU (highest first, >= ``iou_threshold``), then
     what is left by centre distance in box sizes (closest first, <= ``max_distance``)."""
     ious = iou_matrix(xywh_to_xyxy(predicted), xywh_to_xyxy(boxes))
@@ -338,8 +345,9 @@ class Tracker:
 
     def _confirm(self, track: _Track) -> None:
         s = self.settings
-        if track.index is None and (len(track.frames) >= s.min_length
-                                    or max(track.scores) >= s.keep_score):
+        if track.index is None and (
+            len(track.frames) >= s.min_length or max(track.scores) >= s.keep_score
+        ):
             track.index = self._next_index
             self._next_index += 1
             self._kept.append(track)
@@ -354,10 +362,15 @@ class Tracker:
                 if found is not None:
                     box, score, kind = found
                     if s.union_radius:
-                        box = _union([box] + [b[0] for k in range(1, s.union_radius + 1)
-                                              for b in (track.box_at(frame - k, s),
-                                                        track.box_at(frame + k, s))
-                                              if b is not None])
+                        box = _union(
+                            [box]
+                            + [
+                                b[0]
+                                for k in range(1, s.union_radius + 1)
+                                for b in (track.box_at(frame - k, s), track.box_at(frame + k, s))
+                                if b is not None
+                            ]
+                        )
                     det = Detection(track.label, float(score), tuple(float(v) for v in box))
                     boxes.append(TrackedDetection(track.index, det, kind))
             boxes.sort(key=lambda b: b.track)

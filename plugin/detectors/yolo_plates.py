@@ -35,7 +35,11 @@ SIZE = 640
 STRIDE = 32
 PAD_VALUE = 114
 # The detection head's outputs at strides 8, 16 and 32: [1, 64 box bins + 1 score, H/s, W/s].
-HEADS = ("/model.22/Concat_1_output_0", "/model.22/Concat_2_output_0", "/model.22/Concat_3_output_0")
+HEADS = (
+    "/model.22/Concat_1_output_0",
+    "/model.22/Concat_2_output_0",
+    "/model.22/Concat_3_output_0",
+)
 DFL_BINS = 16
 PRECISIONS = ("auto", "float32", "float16", "int8")
 
@@ -53,8 +57,9 @@ def prepare_graph(path: Path, precision: str = "float32") -> bytes:
     return name_nodes(model)
 
 
-def letterbox(image: np.ndarray, size: int = SIZE, stride: int | None = STRIDE
-              ) -> tuple[np.ndarray, float, float, float]:
+def letterbox(
+    image: np.ndarray, size: int = SIZE, stride: int | None = STRIDE
+) -> tuple[np.ndarray, float, float, float]:
     """Resize keeping the aspect so the long side is ``size``, pad centred with grey: up to a
     multiple of ``stride`` per side, or to ``size x size`` with ``stride=None``.
 
@@ -74,7 +79,9 @@ def letterbox(image: np.ndarray, size: int = SIZE, stride: int | None = STRIDE
     return out, factor, float(left), float(top)
 
 
-def make_blob(image: np.ndarray, dtype: type = np.float32) -> tuple[np.ndarray, float, float, float]:
+def make_blob(
+    image: np.ndarray, dtype: type = np.float32
+) -> tuple[np.ndarray, float, float, float]:
     """The network input for ``image``: letterboxed (see :func:`letterbox`), RGB 0-1,
     1 x 3 x H x W of ``dtype``; also the letterbox's factor and left/top padding."""
     boxed, factor, left, top = letterbox(image)
@@ -82,8 +89,9 @@ def make_blob(image: np.ndarray, dtype: type = np.float32) -> tuple[np.ndarray, 
     return blob, factor, left, top
 
 
-def decode_heads(heads: Sequence[np.ndarray], input_h: int, threshold: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def decode_heads(
+    heads: Sequence[np.ndarray], input_h: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (``xyxy`` in input pixels) and scores >= ``threshold`` from the per-stride head
     outputs ``[1, 4 * 16 + 1, h, w]``: the score is the sigmoid of the last channel; each box
     side's distance from the cell centre is the expectation of a softmax over 16 bins, in
@@ -102,7 +110,9 @@ def decode_heads(heads: Sequence[np.ndarray], input_h: int, threshold: float
         dist = np.exp(dist - dist.max(axis=2, keepdims=True))
         dist = (dist / dist.sum(axis=2, keepdims=True)) @ bins  # [n, 4]: left, top, right, bottom
         cx, cy = xs + 0.5, ys + 0.5
-        xyxy = np.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], axis=1)
+        xyxy = np.stack(
+            [cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], axis=1
+        )
         boxes.append(xyxy * stride)
         scores.append(score[ys, xs])
     if not boxes:
@@ -110,8 +120,11 @@ def decode_heads(heads: Sequence[np.ndarray], input_h: int, threshold: float
     return np.concatenate(boxes), np.concatenate(scores)
 
 
-def tile_windows(height: int, width: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
+def tile_windows(
+    height: int, width: int, tile: int, overlap: float
+) -> list[tuple[int, int, int, int]]:
     """Square windows ``(x0, y0, x1, y1)`` of side ``tile`` covering the image with overlap."""
+
     def starts(length: int) -> list[int]:
         if length <= tile:
             return [0]
@@ -119,12 +132,16 @@ def tile_windows(height: int, width: int, tile: int, overlap: float) -> list[tup
         n = -(-(length - tile) // step) + 1
         return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
-    return [(x, y, min(x + tile, width), min(y + tile, height))
-            for y in starts(height) for x in starts(width)]
+    return [
+        (x, y, min(x + tile, width), min(y + tile, height))
+        for y in starts(height)
+        for x in starts(width)
+    ]
 
 
-def plate_tiles(height: int, width: int, min_side: int = 1000, overlap: float = 0.15
-                ) -> list[tuple[int, int, int, int]]:
+def plate_tiles(
+    height: int, width: int, min_side: int = 1000, overlap: float = 0.15
+) -> list[tuple[int, int, int, int]]:
     """Tiles of a photo whose long side is at least ``min_side`` (else none): square tiles of
     the short side, so a 16:9 frame becomes 2 overlapping squares, each seen at ~1.8x the full
     view's resolution, for 2 extra passes (not 6-8 native ones)."""
@@ -160,7 +177,11 @@ class YoloPlateDetector:
         self.model_path = Path(model_path)
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
-        self.tiles, self.tile_min_side, self.tile_overlap = bool(tiles), int(tile_min_side), float(tile_overlap)
+        self.tiles, self.tile_min_side, self.tile_overlap = (
+            bool(tiles),
+            int(tile_min_side),
+            float(tile_overlap),
+        )
         # A tile runs only where the full view saw a candidate scoring >= tile_gate that is
         # narrower than tile_narrower pixels of the 640 view (0: no such condition): tiles find
         # plates too small in the full view, and the full view sees those as small, low boxes.
@@ -185,13 +206,19 @@ class YoloPlateDetector:
 
     def tile_windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """The tiles run besides the full view (none unless ``tiles``), see :func:`plate_tiles`."""
-        return plate_tiles(height, width, self.tile_min_side, self.tile_overlap) if self.tiles else []
+        return (
+            plate_tiles(height, width, self.tile_min_side, self.tile_overlap) if self.tiles else []
+        )
 
-    def _run(self, image: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _run(
+        self, image: np.ndarray, threshold: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One letterboxed view: pixel ``xyxy`` boxes of ``image`` and scores, before NMS."""
         blob, factor, left, top = make_blob(image, self.dtype)
         heads = self.session.run(list(HEADS), {self.input_name: blob})
-        xyxy, scores = decode_heads(heads, blob.shape[2], self.threshold if threshold is None else threshold)
+        xyxy, scores = decode_heads(
+            heads, blob.shape[2], self.threshold if threshold is None else threshold
+        )
         xyxy = (xyxy - np.array([left, top, left, top])) / factor
         return xyxy, scores
 

@@ -20,8 +20,9 @@ from . import schema
 from .report import JobReport, Progress, with_progress
 
 
-def check_output_dir(output_dir: str | os.PathLike, source_paths: Sequence[str],
-                     source_root: Path | None = None) -> str | None:
+def check_output_dir(
+    output_dir: str | os.PathLike, source_paths: Sequence[str], source_root: Path | None = None
+) -> str | None:
     """Why copies of ``source_paths`` may not go to ``output_dir`` (:mod:`core.paths`' rule, and
     no copy may land on a source file), or None."""
     problem = output_dir_problem(output_dir, source_folders(source_paths))
@@ -36,8 +37,9 @@ def check_output_dir(output_dir: str | os.PathLike, source_paths: Sequence[str],
     return None
 
 
-def copy_is_current(stored_path: str | None, target: Path, source: str, stored_fp: str | None,
-                    fp: str) -> bool:
+def copy_is_current(
+    stored_path: str | None, target: Path, source: str, stored_fp: str | None, fp: str
+) -> bool:
     """A copy is current when it is where this run would write it, was made from the same
     recipe and boxes (the fingerprint), still exists and is newer than its source."""
     if stored_path != str(target) or stored_fp != fp or not target.is_file():
@@ -111,15 +113,26 @@ def anonymize_images(
 
     if isinstance(label_fields, str):
         label_fields = [label_fields]
-    floors = (min_confidence.values() if isinstance(min_confidence, Mapping)
-              else [] if min_confidence is None else [min_confidence])
+    floors = (
+        min_confidence.values()
+        if isinstance(min_confidence, Mapping)
+        else []
+        if min_confidence is None
+        else [min_confidence]
+    )
     if any(not 0.0 <= float(v) <= 1.0 for v in floors):
-        raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}: a "
-                         f"floor above every score would obscure nothing")
+        raise ValueError(
+            f"min_confidence must be between 0 and 1, got {min_confidence}: a "
+            f"floor above every score would obscure nothing"
+        )
     recipe = schema.AnonymizeRecipe(
-        label_fields=tuple(label_fields), classes=tuple(classes) if classes else None,
-        min_confidence=min_confidence, settings=settings or BlurSettings(),
-        jpeg_quality=jpeg_quality, output_dir=str(Path(output_dir).expanduser().resolve()))
+        label_fields=tuple(label_fields),
+        classes=tuple(classes) if classes else None,
+        min_confidence=min_confidence,
+        settings=settings or BlurSettings(),
+        jpeg_quality=jpeg_quality,
+        output_dir=str(Path(output_dir).expanduser().resolve()),
+    )
     steps = engine.Steps(settings=recipe.settings, jpeg_quality=jpeg_quality)
     dataset = sample_collection._dataset
     out_dir = Path(recipe.output_dir)
@@ -134,8 +147,9 @@ def anonymize_images(
         unwritable = output_dir_unwritable(out_dir)
         if unwritable:
             raise ValueError(unwritable)
-        return anonymize_videos(sample_collection, recipe, output_field, overwrite, error_field,
-                                progress)
+        return anonymize_videos(
+            sample_collection, recipe, output_field, overwrite, error_field, progress
+        )
     missing = [f for f in label_fields if not sample_collection.has_field(f)]
     if missing:
         raise ValueError(f"label field(s) not on the dataset: {missing}")
@@ -144,7 +158,8 @@ def anonymize_images(
     schema.declare_copy_fields(dataset, output_field)
     errors = schema.error_values(dataset, error_field)
     ids, paths, copies, fps, *labels = sample_collection.values(
-        ["id", "filepath", output_field, fp_field, *label_fields])
+        ["id", "filepath", output_field, fp_field, *label_fields]
+    )
     report = JobReport("anonymize", samples=len(ids))
     todo = []
     nothing_obscured = 0  # samples whose detections were all filtered away
@@ -170,11 +185,11 @@ def anonymize_images(
         for result in with_progress(results, len(todo), "anonymized", progress):
             sid, path, fp = result.item.key
             if not result.ok:
-                writer.write(sid, {**errors(report.fail(path, result.error, sid)),
-                                   output_field: None})
+                writer.write(
+                    sid, {**errors(report.fail(path, result.error, sid)), output_field: None}
+                )
                 continue
-            writer.write(sid, {output_field: str(result.item.target), fp_field: fp,
-                               **errors(None)})
+            writer.write(sid, {output_field: str(result.item.target), fp_field: fp, **errors(None)})
             report.processed += 1
             report.boxes_per_class.update(d.label for d in result.obscured)
 
@@ -182,5 +197,6 @@ def anonymize_images(
     if nothing_obscured:
         report.extra["warnings"] = [
             f"{nothing_obscured} sample(s) have detections but none passed the class and "
-            f"confidence filters: their copies obscure nothing (share leaves them out)"]
+            f"confidence filters: their copies obscure nothing (share leaves them out)"
+        ]
     return report

@@ -103,12 +103,16 @@ class AuditReport:
     def summary(self) -> str:
         likely = ", ".join(f"{n} {k}" for k, n in sorted(self.likely_per_class.items()))
         possible = sum(self.possible_per_class.values())
-        text = (f"audit: {self.audited} audited, {self.flagged} flagged for review; "
-                f"likely misses: {likely or 'none'}; {possible} possible (stored, not tagged)")
+        text = (
+            f"audit: {self.audited} audited, {self.flagged} flagged for review; "
+            f"likely misses: {likely or 'none'}; {possible} possible (stored, not tagged)"
+        )
         for label, row in sorted(self.per_class.items()):
             recall = "n/a" if row["recall"] is None else f"{row['recall']:.3f}"
-            text += (f"; {label}: recall {recall}, coverage {row['coverage']:.3f}, "
-                     f"{row['uncovered']} uncovered")
+            text += (
+                f"; {label}: recall {recall}, coverage {row['coverage']:.3f}, "
+                f"{row['uncovered']} uncovered"
+            )
         return text
 
 
@@ -116,8 +120,9 @@ class AuditReport:
 # The residual rule, per image
 
 
-def residuals(found: Sequence[Detection], obscured: np.ndarray,
-              min_covered: float = RESIDUAL_MIN_COVERED) -> list[tuple[Detection, float]]:
+def residuals(
+    found: Sequence[Detection], obscured: np.ndarray, min_covered: float = RESIDUAL_MIN_COVERED
+) -> list[tuple[Detection, float]]:
     """``(detection, covered share)`` of each detection less than ``min_covered`` obscured."""
     if not found:
         return []
@@ -125,8 +130,9 @@ def residuals(found: Sequence[Detection], obscured: np.ndarray,
     return [(d, float(s)) for d, s in zip(found, shares) if s < min_covered]
 
 
-def uncovered_truths(truths: Sequence[Detection], obscured: np.ndarray,
-                     min_covered: float = metrics.MIN_COVERED) -> np.ndarray:
+def uncovered_truths(
+    truths: Sequence[Detection], obscured: np.ndarray, min_covered: float = metrics.MIN_COVERED
+) -> np.ndarray:
     """Bool per truth: less than ``min_covered`` of it was obscured (a leak)."""
     if not truths:
         return np.zeros(0, dtype=bool)
@@ -138,13 +144,20 @@ def residual_labels(found: Sequence[TieredResidual]):
     sample, "possible" does not), the second opinion if one was asked, and why."""
     import fiftyone as fo
 
-    return fo.Detections(detections=[
-        fo.Detection(label=r.detection.label, confidence=float(r.detection.score),
-                     bounding_box=list(r.detection.box), covered=round(r.covered, 4),
-                     tier=r.tier, reason=r.reason,
-                     opinion=None if r.opinion is None else round(r.opinion, 4))
-        for r in found
-    ])
+    return fo.Detections(
+        detections=[
+            fo.Detection(
+                label=r.detection.label,
+                confidence=float(r.detection.score),
+                bounding_box=list(r.detection.box),
+                covered=round(r.covered, 4),
+                tier=r.tier,
+                reason=r.reason,
+                opinion=None if r.opinion is None else round(r.opinion, 4),
+            )
+            for r in found
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,11 +174,19 @@ class _SampleResult:
     stale: bool
 
 
-def _audit_sample(sid: str, filepath: str, height: int, width: int, found: Sequence[Detection],
-                  used: Sequence[Detection], truths: Sequence[Detection],
-                  recipe: schema.AnonymizeRecipe, stale: bool,
-                  min_covered: float = RESIDUAL_MIN_COVERED, opinion: Any = None
-                  ) -> _SampleResult:
+def _audit_sample(
+    sid: str,
+    filepath: str,
+    height: int,
+    width: int,
+    found: Sequence[Detection],
+    used: Sequence[Detection],
+    truths: Sequence[Detection],
+    recipe: schema.AnonymizeRecipe,
+    stale: bool,
+    min_covered: float = RESIDUAL_MIN_COVERED,
+    opinion: Any = None,
+) -> _SampleResult:
     """Apply the residual rule (with its tiers) and the coverage rule to one copy of
     ``height`` x ``width`` pixels; ``opinion`` is asked about the undecided residuals."""
     from ..blur import obscured_region
@@ -175,14 +196,18 @@ def _audit_sample(sid: str, filepath: str, height: int, width: int, found: Seque
         found = [d for d in found if d.label in recipe.classes]
     leaks = uncovered_truths(truths, mask)
     return _SampleResult(
-        sid, filepath, tier_residuals(found, mask, opinion, min_covered=min_covered),
+        sid,
+        filepath,
+        tier_residuals(found, mask, opinion, min_covered=min_covered),
         truths=Counter(d.label for d in truths),
         uncovered=Counter(d.label for d, leak in zip(truths, leaks) if leak),
         stale=stale,
     )
 
 
-def _default_pred_field(recipe: schema.AnonymizeRecipe, gt_field: str | None, dataset) -> str | None:
+def _default_pred_field(
+    recipe: schema.AnonymizeRecipe, gt_field: str | None, dataset
+) -> str | None:
     """The label field to evaluate: the first one anonymize used that is not the ground truth;
     else (anonymized with the ground truth itself) our detections, if the dataset has them."""
     for name in recipe.label_fields:
@@ -216,8 +241,9 @@ def _confidence_filter(recipe: schema.AnonymizeRecipe):
     return expr
 
 
-def _evaluate(view, gt_field: str, pred_field: str, eval_key: str,
-              recipe: schema.AnonymizeRecipe) -> dict[str, dict[str, int]]:
+def _evaluate(
+    view, gt_field: str, pred_field: str, eval_key: str, recipe: schema.AnonymizeRecipe
+) -> dict[str, dict[str, int]]:
     """FiftyOne's own evaluation of the obscured boxes; true positives and truths per class."""
     dataset = view._dataset
     if eval_key in dataset.list_evaluations():
@@ -225,10 +251,17 @@ def _evaluate(view, gt_field: str, pred_field: str, eval_key: str,
     expr = _confidence_filter(recipe)
     target = view.filter_labels(pred_field, expr, only_matches=False) if expr is not None else view
     target.evaluate_detections(
-        pred_field, gt_field=gt_field, eval_key=eval_key, iou=EVAL_IOU, classwise=True,
-        classes=list(recipe.classes) if recipe.classes else None, progress=False)
-    labels, outcomes = view.values([f"{gt_field}.detections.label",
-                                    f"{gt_field}.detections.{eval_key}"])
+        pred_field,
+        gt_field=gt_field,
+        eval_key=eval_key,
+        iou=EVAL_IOU,
+        classwise=True,
+        classes=list(recipe.classes) if recipe.classes else None,
+        progress=False,
+    )
+    labels, outcomes = view.values(
+        [f"{gt_field}.detections.label", f"{gt_field}.detections.{eval_key}"]
+    )
     counts: dict[str, dict[str, int]] = {}
     for sample_labels, sample_outcomes in zip(labels, outcomes):
         for label, outcome in zip(sample_labels or [], sample_outcomes or []):
@@ -244,8 +277,9 @@ def _ensure_fields(dataset, residual_field: str, uncovered_field: str | None) ->
     import fiftyone as fo
 
     if not dataset.has_field(residual_field):
-        dataset.add_sample_field(residual_field, fo.EmbeddedDocumentField,
-                                 embedded_doc_type=fo.Detections)
+        dataset.add_sample_field(
+            residual_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections
+        )
     if uncovered_field and not dataset.has_field(uncovered_field):
         dataset.add_sample_field(uncovered_field, fo.IntField)
 
@@ -253,18 +287,28 @@ def _ensure_fields(dataset, residual_field: str, uncovered_field: str | None) ->
 def _worst(results: Sequence[_SampleResult], limit: int) -> list[dict[str, Any]]:
     """The samples a reviewer should open first: most uncovered true boxes, then likely
     residuals, then possible ones."""
-    rows = [{"id": r.sid, "filepath": r.filepath,
-             "residuals": sum(t.tier == LIKELY for t in r.residuals),
-             "possible": sum(t.tier != LIKELY for t in r.residuals),
-             "uncovered": sum(r.uncovered.values()), "stale": r.stale} for r in results]
+    rows = [
+        {
+            "id": r.sid,
+            "filepath": r.filepath,
+            "residuals": sum(t.tier == LIKELY for t in r.residuals),
+            "possible": sum(t.tier != LIKELY for t in r.residuals),
+            "uncovered": sum(r.uncovered.values()),
+            "stale": r.stale,
+        }
+        for r in results
+    ]
     rows = [r for r in rows if r["residuals"] or r["uncovered"] or r["stale"]]
     rows.sort(key=lambda r: (-r["uncovered"], -r["residuals"], -r["possible"], r["filepath"]))
     return rows[:limit]
 
 
-def audit_detector(sample_collection, recipe: schema.AnonymizeRecipe,
-                   face_threshold: float | None = None,
-                   plate_threshold: float | None = None) -> Any:
+def audit_detector(
+    sample_collection,
+    recipe: schema.AnonymizeRecipe,
+    face_threshold: float | None = None,
+    plate_threshold: float | None = None,
+) -> Any:
     """The audit's ``DetectorConfig``: the models and device recorded on the detections field
     anonymize used (so the audit looks with the same eyes), every extra pass, and the audit's
     own low thresholds (:data:`AUDIT_THRESHOLDS`) unless given."""
@@ -279,9 +323,11 @@ def audit_detector(sample_collection, recipe: schema.AnonymizeRecipe,
             break
     return base.replace(
         face_threshold=face_threshold if face_threshold is not None else AUDIT_THRESHOLDS["face"],
-        plate_threshold=(plate_threshold if plate_threshold is not None
-                         else AUDIT_THRESHOLDS["plate"]),
-        multiscale=True)
+        plate_threshold=(
+            plate_threshold if plate_threshold is not None else AUDIT_THRESHOLDS["plate"]
+        ),
+        multiscale=True,
+    )
 
 
 @schema.guarded
@@ -345,8 +391,17 @@ def audit_anonymization(
     recipes = schema.AnonymizeRecipe.read_all(sample_collection, output_field)
     recipe = recipes[""]  # the latest
     if schema.media_type(sample_collection) == "video":
-        return _audit_videos(sample_collection, recipes, output_field, residual_field, tag,
-                             detector, min_covered, every, progress)
+        return _audit_videos(
+            sample_collection,
+            recipes,
+            output_field,
+            residual_field,
+            tag,
+            detector,
+            min_covered,
+            every,
+            progress,
+        )
     if gt_field is not None and not sample_collection.has_field(gt_field):
         raise ValueError(f"ground-truth field '{gt_field}' is not on the dataset")
     label_fields = list(dict.fromkeys(f for r in recipes.values() for f in r.label_fields))
@@ -360,9 +415,13 @@ def audit_anonymization(
         progress(0.0, "models loaded")
     dataset = sample_collection._dataset
     fp_field = schema.fingerprint_field(output_field)
-    has_fp, has_err = sample_collection.has_field(fp_field), sample_collection.has_field(error_field)
+    has_fp, has_err = (
+        sample_collection.has_field(fp_field),
+        sample_collection.has_field(error_field),
+    )
     ids, paths, copies, *labels = sample_collection.values(
-        ["id", "filepath", output_field, *label_fields])
+        ["id", "filepath", output_field, *label_fields]
+    )
     by_field = dict(zip(label_fields, labels))
     stored_fps = sample_collection.values(fp_field) if has_fp else [None] * len(ids)
     errors = sample_collection.values(error_field) if has_err else [None] * len(ids)
@@ -383,17 +442,30 @@ def audit_anonymization(
     _ensure_fields(dataset, residual_field, uncovered_field if gt_field else None)
     results: list[_SampleResult] = []
     second = CropOpinion(device=getattr(config, "device", "auto"))
-    for result in with_progress(engine.run(todo, engine.Steps(detector=built), options),
-                                len(todo), "audited", progress):
+    for result in with_progress(
+        engine.run(todo, engine.Steps(detector=built), options), len(todo), "audited", progress
+    ):
         sid, path, used, gt, stale, own = result.item.key
         if not result.ok:
             report.failed[str(result.item.source)] = result.error
             report.failed_ids.append(sid)
             continue
         copy = str(result.item.source)
-        results.append(_audit_sample(
-            sid, path, result.height, result.width, result.detections, used, gt, own, stale,
-            min_covered, opinion=lambda dets, copy=copy: second(read_image(copy), dets)))
+        results.append(
+            _audit_sample(
+                sid,
+                path,
+                result.height,
+                result.width,
+                result.detections,
+                used,
+                gt,
+                own,
+                stale,
+                min_covered,
+                opinion=lambda dets, copy=copy: second(read_image(copy), dets),
+            )
+        )
 
     with schema.SampleWriter(sample_collection) as writer:
         for r in results:
@@ -401,8 +473,9 @@ def audit_anonymization(
             if gt_field:
                 values[uncovered_field] = sum(r.uncovered.values())
             writer.write(r.sid, values)
-    flagged = [r.sid for r in results
-               if needs_review(r.residuals) or r.stale or any(r.uncovered.values())]
+    flagged = [
+        r.sid for r in results if needs_review(r.residuals) or r.stale or any(r.uncovered.values())
+    ]
     clear = [r.sid for r in results if r.sid not in set(flagged)]
     if flagged:
         sample_collection.select(flagged).tag_samples(tag)
@@ -414,10 +487,12 @@ def audit_anonymization(
     report.stale = [r.sid for r in results if r.stale]
     report.residual_samples = sum(1 for r in results if r.residuals)
     report.residuals_per_class = Counter(t.detection.label for r in results for t in r.residuals)
-    report.likely_per_class = Counter(t.detection.label for r in results for t in r.residuals
-                                      if t.tier == LIKELY)
-    report.possible_per_class = Counter(t.detection.label for r in results for t in r.residuals
-                                        if t.tier != LIKELY)
+    report.likely_per_class = Counter(
+        t.detection.label for r in results for t in r.residuals if t.tier == LIKELY
+    )
+    report.possible_per_class = Counter(
+        t.detection.label for r in results for t in r.residuals if t.tier != LIKELY
+    )
     report.worst = _worst(results, worst)
 
     if gt_field and results:
@@ -449,34 +524,60 @@ def audit_anonymization(
             }
 
     report.settings = {
-        "output_field": output_field, "residual_field": residual_field, "tag": tag,
+        "output_field": output_field,
+        "residual_field": residual_field,
+        "tag": tag,
         "uncovered_field": uncovered_field if gt_field else None,
-        "min_covered": min_covered, "eval_iou": EVAL_IOU,
+        "min_covered": min_covered,
+        "eval_iou": EVAL_IOU,
         "tiers": {label: asdict(rule) for label, rule in RULES.items()},
         "detector": schema.detection_provenance(config, built),
     }
     produced = {"produced_by": schema.AUDIT_PRODUCER, **report.settings}
     schema.record_provenance(
-        dataset, residual_field,
+        dataset,
+        residual_field,
         "Faces and plates found on the anonymized copy outside the obscured regions "
-        "(fiftyone-anonymizer audit)", produced)
+        "(fiftyone-anonymizer audit)",
+        produced,
+    )
     if gt_field:
         schema.record_provenance(
-            dataset, uncovered_field,
-            "True boxes left less than 70 % obscured (fiftyone-anonymizer audit)", produced)
+            dataset,
+            uncovered_field,
+            "True boxes left less than 70 % obscured (fiftyone-anonymizer audit)",
+            produced,
+        )
     return report
 
 
-
-def _audit_videos(sample_collection, recipes, output_field, residual_field, tag, detector,
-                  min_covered, every, progress) -> AuditReport:
+def _audit_videos(
+    sample_collection,
+    recipes,
+    output_field,
+    residual_field,
+    tag,
+    detector,
+    min_covered,
+    every,
+    progress,
+) -> AuditReport:
     """The audit on video copies (see :func:`jobs.video_jobs.audit_videos`)."""
     from .video_jobs import audit_videos
 
     if detector is None:
         detector = audit_detector(sample_collection, recipes[""])
-    counts = audit_videos(sample_collection, recipes, output_field, residual_field, tag,
-                          detector, min_covered, every, progress)
+    counts = audit_videos(
+        sample_collection,
+        recipes,
+        output_field,
+        residual_field,
+        tag,
+        detector,
+        min_covered,
+        every,
+        progress,
+    )
     report = AuditReport(samples=len(sample_collection))
     report.audited = len(counts["audited"])
     report.flagged = len(counts["flagged"])
@@ -486,7 +587,12 @@ def _audit_videos(sample_collection, recipes, output_field, residual_field, tag,
     report.residuals_per_class = report.likely_per_class + report.possible_per_class
     report.failed = dict(counts["failed"])
     report.not_anonymized = report.samples - report.audited - len(report.failed)
-    report.settings = {"output_field": output_field, "residual_field": f"frames.{residual_field}",
-                       "tag": tag, "every": every, "min_covered": min_covered,
-                       "detector": counts["detector"]}
+    report.settings = {
+        "output_field": output_field,
+        "residual_field": f"frames.{residual_field}",
+        "tag": tag,
+        "every": every,
+        "min_covered": min_covered,
+        "detector": counts["detector"],
+    }
     return report

@@ -86,10 +86,12 @@ class TierRule:
 
 #: Measured rules per class (scripts/eval_audit_tiers.py; module docstring).
 RULES: dict[str, TierRule] = {
-    FACE: TierRule(min_height_px=16, max_covered=0.5, sure_score=0.3, ask_height_px=40,
-                   opinion_min=0.2),
-    PLATE: TierRule(min_height_px=12, max_covered=0.5, sure_score=0.35, ask_height_px=16,
-                    opinion_min=0.3),
+    FACE: TierRule(
+        min_height_px=16, max_covered=0.5, sure_score=0.3, ask_height_px=40, opinion_min=0.2
+    ),
+    PLATE: TierRule(
+        min_height_px=12, max_covered=0.5, sure_score=0.35, ask_height_px=16, opinion_min=0.3
+    ),
 }
 
 
@@ -105,8 +107,9 @@ class TieredResidual:
     reason: str
 
 
-def _decide(det: Detection, covered: float, height_px: float, rule: TierRule | None
-            ) -> tuple[str | None, str]:
+def _decide(
+    det: Detection, covered: float, height_px: float, rule: TierRule | None
+) -> tuple[str | None, str]:
     """The tier decided without a second opinion, or None (ask one), and the reason."""
     if rule is None:
         return LIKELY, f"no tier rule for '{det.label}'"
@@ -150,8 +153,10 @@ def tier_residuals(
     height = obscured.shape[0]
     shares = metrics.covered_fractions(found, obscured)
     kept = [i for i, s in enumerate(shares) if s < min_covered]
-    decided = {i: _decide(found[i], float(shares[i]), found[i].box[3] * height,
-                          rules.get(found[i].label)) for i in kept}
+    decided = {
+        i: _decide(found[i], float(shares[i]), found[i].box[3] * height, rules.get(found[i].label))
+        for i in kept
+    }
     asked = [i for i in kept if decided[i][0] is None]
     scores: dict[int, float | None] = {}
     if asked and callable(opinion):
@@ -186,8 +191,7 @@ def needs_review(tiered: Sequence[TieredResidual]) -> bool:
 # The second opinion: the detector again, on a crop around each residual
 
 
-def _crop(image: np.ndarray, cx: float, cy: float, side: float
-          ) -> tuple[np.ndarray, int, int]:
+def _crop(image: np.ndarray, cx: float, cy: float, side: float) -> tuple[np.ndarray, int, int]:
     """A square window of ``side`` px centred on ``(cx, cy)``, clipped to the image; its
     top-left corner."""
     height, width = image.shape[:2]
@@ -198,9 +202,19 @@ def _crop(image: np.ndarray, cx: float, cy: float, side: float
     return np.ascontiguousarray(image[r0:r1, c0:c1]), c0, r0
 
 
-def _agreement(det: Detection, crop_dets: Sequence[Detection], crop_w: int, crop_h: int,
-               ox: float, oy: float, sx: float, sy: float, mirrored: bool,
-               width: int, height: int) -> float:
+def _agreement(
+    det: Detection,
+    crop_dets: Sequence[Detection],
+    crop_w: int,
+    crop_h: int,
+    ox: float,
+    oy: float,
+    sx: float,
+    sy: float,
+    mirrored: bool,
+    width: int,
+    height: int,
+) -> float:
     """Highest score among crop detections (boxes in a crop of ``crop_w`` x ``crop_h`` px at
     ``(ox, oy)`` in the image, resized ``sx``, ``sy`` times) that overlap ``det``."""
     if not crop_dets:
@@ -240,10 +254,15 @@ class CropOpinion:
         device: where default detectors run
     """
 
-    def __init__(self, face_detector=None, plate_detector=None,
-                 face_targets: Sequence[int] = (24, 48),
-                 plate_contexts: Sequence[float] = (2.0, 8.0),
-                 floor: float = 0.02, device: str = "auto") -> None:
+    def __init__(
+        self,
+        face_detector=None,
+        plate_detector=None,
+        face_targets: Sequence[int] = (24, 48),
+        plate_contexts: Sequence[float] = (2.0, 8.0),
+        floor: float = 0.02,
+        device: str = "auto",
+    ) -> None:
         self._face, self._plate = face_detector, plate_detector
         self.face_targets = tuple(int(t) for t in face_targets)
         self.plate_contexts = tuple(float(c) for c in plate_contexts)
@@ -255,8 +274,14 @@ class CropOpinion:
         if self._face is None:
             from ..detectors import build_backend
 
-            self._face = build_backend("centerface", self.floor, multiscale=False,
-                                       device=self.device, min_side=32, max_side=1 << 16)
+            self._face = build_backend(
+                "centerface",
+                self.floor,
+                multiscale=False,
+                device=self.device,
+                min_side=32,
+                max_side=1 << 16,
+            )
         return self._face
 
     def plate_detector(self):
@@ -264,8 +289,9 @@ class CropOpinion:
         if self._plate is None:
             from ..detectors import build_backend
 
-            self._plate = build_backend("yolov8-plates", self.floor, multiscale=False,
-                                        device=self.device)
+            self._plate = build_backend(
+                "yolov8-plates", self.floor, multiscale=False, device=self.device
+            )
         return self._plate
 
     def face(self, image: np.ndarray, det: Detection) -> float:
@@ -289,8 +315,12 @@ class CropOpinion:
             for mirrored in (False, True):
                 view = np.ascontiguousarray(small[:, ::-1]) if mirrored else small
                 dets = detector.detect([view])[0]
-                best = max(best, _agreement(det, dets, nw, nh, ox, oy, nw / cw, nh / ch,
-                                            mirrored, width, height))
+                best = max(
+                    best,
+                    _agreement(
+                        det, dets, nw, nh, ox, oy, nw / cw, nh / ch, mirrored, width, height
+                    ),
+                )
         return best
 
     def plate(self, image: np.ndarray, det: Detection) -> float:
@@ -303,8 +333,7 @@ class CropOpinion:
             crop, ox, oy = _crop(image, (x0 + x1) / 2, (y0 + y1) / 2, side)
             ch, cw = crop.shape[:2]
             dets = self.plate_detector().detect([crop])[0]
-            best = max(best, _agreement(det, dets, cw, ch, ox, oy, 1.0, 1.0, False, width,
-                                        height))
+            best = max(best, _agreement(det, dets, cw, ch, ox, oy, 1.0, 1.0, False, width, height))
         return best
 
     def __call__(self, image: np.ndarray, detections: Sequence[Detection]) -> list[float]:

@@ -52,10 +52,12 @@ def detect_faces_and_plates(
     if schema.media_type(sample_collection) == "video":
         from .video_jobs import detect_videos
 
-        return detect_videos(sample_collection, label_field, detector, overwrite, error_field,
-                             progress)
+        return detect_videos(
+            sample_collection, label_field, detector, overwrite, error_field, progress
+        )
     config, built, options = engine.prepare(
-        DetectorConfig() if detector is None else detector, **engine_options)
+        DetectorConfig() if detector is None else detector, **engine_options
+    )
     if progress is not None:  # a heartbeat: loading the models can take a while
         progress(0.0, "models loaded")
     dataset = sample_collection._dataset
@@ -64,8 +66,11 @@ def detect_faces_and_plates(
     has_labels = sample_collection.has_field(label_field)
     existing = sample_collection.values(label_field) if has_labels else [None] * len(ids)
     report.samples = len(ids)
-    todo = [engine.Item((sid, path), source=path)
-            for sid, path, have in zip(ids, paths, existing) if have is None or overwrite]
+    todo = [
+        engine.Item((sid, path), source=path)
+        for sid, path, have in zip(ids, paths, existing)
+        if have is None or overwrite
+    ]
     report.skipped = len(ids) - len(todo)
 
     schema.declare_detections_field(dataset, label_field)
@@ -77,12 +82,14 @@ def detect_faces_and_plates(
             if not result.ok:
                 writer.write(sid, errors(report.fail(path, result.error, sid)))
                 continue
-            writer.write(sid, {label_field: schema.to_fo_detections(result.detections),
-                               **errors(None)})
+            writer.write(
+                sid, {label_field: schema.to_fo_detections(result.detections), **errors(None)}
+            )
             report.processed += 1
             report.boxes_per_class.update(d.label for d in result.detections)
 
-    schema.record_detections(dataset, label_field, "fiftyone-anonymizer detect_faces_and_plates",
-                             config, built)
+    schema.record_detections(
+        dataset, label_field, "fiftyone-anonymizer detect_faces_and_plates", config, built
+    )
     report.extra["label_field"] = label_field
     return report

@@ -18,9 +18,16 @@ from . import schema
 PRODUCED_BY = "fiftyone-anonymizer command line"
 
 
-def dataset_from_results(name: str, results: Sequence[Result], config: Any, detector: Any,
-                         settings: Any, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-                         output_dir: str | Path | None = None, overwrite: bool = False):
+def dataset_from_results(
+    name: str,
+    results: Sequence[Result],
+    config: Any,
+    detector: Any,
+    settings: Any,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    output_dir: str | Path | None = None,
+    overwrite: bool = False,
+):
     """A persistent dataset of the originals, with the boxes, the copies' paths (an App media
     field) and fingerprints, and for failed images the reason.
 
@@ -46,26 +53,33 @@ def dataset_from_results(name: str, results: Sequence[Result], config: Any, dete
     label_field, output_field = schema.DEFAULT_LABEL_FIELD, schema.DEFAULT_OUTPUT_FIELD
     error_field = schema.DEFAULT_ERROR_FIELD
     recipe = schema.AnonymizeRecipe(
-        label_fields=(label_field,), settings=settings, jpeg_quality=jpeg_quality,
-        output_dir=str(Path(output_dir).absolute()) if output_dir is not None else None)
+        label_fields=(label_field,),
+        settings=settings,
+        jpeg_quality=jpeg_quality,
+        output_dir=str(Path(output_dir).absolute()) if output_dir is not None else None,
+    )
 
     dataset = fo.Dataset(name, persistent=True)
     schema.declare_detections_field(dataset, label_field)
     schema.declare_copy_fields(dataset, output_field)
     errors = schema.error_values(dataset, error_field)
     ids = dataset.add_samples(
-        [fo.Sample(filepath=str(Path(r.item.source).absolute())) for r in results], progress=False)
+        [fo.Sample(filepath=str(Path(r.item.source).absolute())) for r in results], progress=False
+    )
     fp_field = schema.fingerprint_field(output_field)
     schema.record_copies(dataset, output_field, PRODUCED_BY, recipe)
     with schema.SampleWriter(dataset) as writer:
         for sid, r in zip(ids, results, strict=True):
             if r.ok:
-                writer.write(sid, {
-                    label_field: schema.to_fo_detections(r.detections),
-                    output_field: str(Path(r.item.target).absolute()),
-                    fp_field: recipe.fingerprint(r.detections, Path(r.item.target).absolute()),
-                    **errors(None),
-                })
+                writer.write(
+                    sid,
+                    {
+                        label_field: schema.to_fo_detections(r.detections),
+                        output_field: str(Path(r.item.target).absolute()),
+                        fp_field: recipe.fingerprint(r.detections, Path(r.item.target).absolute()),
+                        **errors(None),
+                    },
+                )
             else:
                 job = "detect" if r.stage == DETECT else "anonymize"
                 writer.write(sid, errors(f"{job}: {r.error}"))

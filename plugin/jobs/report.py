@@ -50,8 +50,10 @@ class JobReport:
         }
 
     def summary(self) -> str:
-        return (f"{self.job}: {self.processed} processed, {self.skipped} skipped, "
-                f"{len(self.failed)} failed; {count_text(self.boxes_per_class)}")
+        return (
+            f"{self.job}: {self.processed} processed, {self.skipped} skipped, "
+            f"{len(self.failed)} failed; {count_text(self.boxes_per_class)}"
+        )
 
 
 def notify_progress(progress: Progress | None, done: int, total: int, what: str) -> None:
@@ -59,8 +61,13 @@ def notify_progress(progress: Progress | None, done: int, total: int, what: str)
         progress(done / total if total else 1.0, f"{what} {done}/{total}")
 
 
-def with_progress(results: Iterable[Result], total: int, what: str,
-                  progress: Progress | None, every_s: float = PROGRESS_EVERY_S) -> Iterator[Result]:
+def with_progress(
+    results: Iterable[Result],
+    total: int,
+    what: str,
+    progress: Progress | None,
+    every_s: float = PROGRESS_EVERY_S,
+) -> Iterator[Result]:
     """Pass the engine's results through, reporting ``"<what> <done>/<total>"`` at most every
     ``every_s`` seconds and after the last (a delegated run stores each report in the
     database, so a million samples must not mean a million writes)."""

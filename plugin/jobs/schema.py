@@ -55,10 +55,12 @@ def to_fo_detections(detections: Sequence[Detection]):
     """Our boxes as an ``fo.Detections``."""
     import fiftyone as fo
 
-    return fo.Detections(detections=[
-        fo.Detection(label=d.label, confidence=float(d.score), bounding_box=list(d.box))
-        for d in detections
-    ])
+    return fo.Detections(
+        detections=[
+            fo.Detection(label=d.label, confidence=float(d.score), bounding_box=list(d.box))
+            for d in detections
+        ]
+    )
 
 
 def to_fo_frame_detections(tracked: Sequence[Any]):
@@ -67,12 +69,18 @@ def to_fo_frame_detections(tracked: Sequence[Any]):
     ``filled=True`` where the tracker added it (gap fill or extension), not the detector."""
     import fiftyone as fo
 
-    return fo.Detections(detections=[
-        fo.Detection(label=t.detection.label, confidence=float(t.detection.score),
-                     bounding_box=list(t.detection.box),
-                     index=t.track if t.track >= 0 else None, filled=t.filled)
-        for t in tracked
-    ])
+    return fo.Detections(
+        detections=[
+            fo.Detection(
+                label=t.detection.label,
+                confidence=float(t.detection.score),
+                bounding_box=list(t.detection.box),
+                index=t.track if t.track >= 0 else None,
+                filled=t.filled,
+            )
+            for t in tracked
+        ]
+    )
 
 
 def declare_frame_detections_field(dataset, name: str) -> None:
@@ -83,17 +91,21 @@ def declare_frame_detections_field(dataset, name: str) -> None:
 
 
 def media_type(sample_collection) -> str:
-    """"image" or "video"; anything else (grouped or mixed media) is refused with the way out."""
+    """ "image" or "video"; anything else (grouped or mixed media) is refused with the way out."""
     kind = sample_collection.media_type
     if kind not in ("image", "video"):
         raise ValueError(
             f"this view holds {kind} media: run the job on images or on videos, e.g. "
-            f"view.select_group_slices(media_type='video') or a view of one media type")
+            f"view.select_group_slices(media_type='video') or a view of one media type"
+        )
     return kind
 
 
-def from_fo_detections(labels, classes: Sequence[str] | None = None,
-                       min_confidence: float | Mapping[str, float] | None = None) -> list[Detection]:
+def from_fo_detections(
+    labels,
+    classes: Sequence[str] | None = None,
+    min_confidence: float | Mapping[str, float] | None = None,
+) -> list[Detection]:
     """Our boxes from an ``fo.Detections`` (or None), filtered by class and confidence.
 
     A label without a confidence (ground truth, hand-drawn fixes) always passes the
@@ -111,13 +123,20 @@ def from_fo_detections(labels, classes: Sequence[str] | None = None,
         if classes and det.label not in classes:
             continue
         conf = det.confidence
-        floor = min_confidence.get(det.label) if isinstance(min_confidence, Mapping) else min_confidence
+        floor = (
+            min_confidence.get(det.label) if isinstance(min_confidence, Mapping) else min_confidence
+        )
         if conf is not None and floor is not None and conf < floor:
             continue
         if det.bounding_box is None:
             continue
-        out.append(Detection(det.label or "", 1.0 if conf is None else float(conf),
-                             tuple(float(v) for v in det.bounding_box)))
+        out.append(
+            Detection(
+                det.label or "",
+                1.0 if conf is None else float(conf),
+                tuple(float(v) for v in det.bounding_box),
+            )
+        )
     return out
 
 
@@ -147,8 +166,11 @@ class AnonymizeRecipe:
 
     def boxes(self, labels_per_field: Sequence[Any]) -> list[Detection]:
         """The boxes obscured for one sample, given its value of each label field in order."""
-        return [d for labels in labels_per_field
-                for d in from_fo_detections(labels, self.classes, self.min_confidence)]
+        return [
+            d
+            for labels in labels_per_field
+            for d in from_fo_detections(labels, self.classes, self.min_confidence)
+        ]
 
     @property
     def recipe_id(self) -> str:
@@ -161,10 +183,14 @@ class AnonymizeRecipe:
         """What a copy depends on besides its source: this recipe (look, quality, folder), the
         boxes (a list, or one list per frame of a video) and the copy's own path.
         ``"<recipe id>-<hash>"``."""
+
         def rows(items: Sequence[Any]) -> list:
-            return [rows(d) if not isinstance(d, Detection)
-                    else [d.label, round(d.score, 4), [round(v, 6) for v in d.box]]
-                    for d in items]
+            return [
+                rows(d)
+                if not isinstance(d, Detection)
+                else [d.label, round(d.score, 4), [round(v, 6) for v in d.box]]
+                for d in items
+            ]
 
         payload = json.dumps({"boxes": rows(boxes), "target": os.fspath(target)}, sort_keys=True)
         return f"{self.recipe_id}-{hashlib.sha1(payload.encode()).hexdigest()[:16]}"
@@ -173,8 +199,11 @@ class AnonymizeRecipe:
         return {
             "label_fields": list(self.label_fields),
             "classes": list(self.classes) if self.classes else None,
-            "min_confidence": (dict(self.min_confidence) if isinstance(self.min_confidence, Mapping)
-                               else self.min_confidence),
+            "min_confidence": (
+                dict(self.min_confidence)
+                if isinstance(self.min_confidence, Mapping)
+                else self.min_confidence
+            ),
             "settings": self.settings.to_dict(),
             "output_dir": self.output_dir,
             "jpeg_quality": self.jpeg_quality,
@@ -200,8 +229,9 @@ class AnonymizeRecipe:
         return cls.from_info(_copies_info(sample_collection, output_field))
 
     @classmethod
-    def read_all(cls, sample_collection, output_field: str = DEFAULT_OUTPUT_FIELD
-                 ) -> dict[str, AnonymizeRecipe]:
+    def read_all(
+        cls, sample_collection, output_field: str = DEFAULT_OUTPUT_FIELD
+    ) -> dict[str, AnonymizeRecipe]:
         """Every recipe the field's copies were made with, by recipe id (see :meth:`fingerprint`);
         the latest also under ``""``, for copies fingerprinted before recipe ids existed."""
         info = _copies_info(sample_collection, output_field)
@@ -221,7 +251,8 @@ def _copies_info(sample_collection, output_field: str) -> dict[str, Any]:
     info = (fld.info or {}) if fld is not None else {}
     if "settings" not in info or "label_fields" not in info:
         raise ValueError(
-            f"field '{output_field}' records no anonymization: run anonymize_images first")
+            f"field '{output_field}' records no anonymization: run anonymize_images first"
+        )
     return info
 
 
@@ -278,19 +309,25 @@ def group_fields(dataset) -> None:
     the labels and the copies' path stay where the user looks for them."""
     import fiftyone as fo
 
-    ours = {name for name, fld in dataset.get_field_schema().items()
-            if name.endswith("_fingerprint") or name == DEFAULT_ERROR_FIELD
-            or str((fld.info or {}).get("produced_by", "")).startswith(AUDIT_PRODUCER)}
+    ours = {
+        name
+        for name, fld in dataset.get_field_schema().items()
+        if name.endswith("_fingerprint")
+        or name == DEFAULT_ERROR_FIELD
+        or str((fld.info or {}).get("produced_by", "")).startswith(AUDIT_PRODUCER)
+    }
     if not ours:
         return
     groups = dataset.app_config.sidebar_groups or fo.DatasetAppConfig.default_sidebar_groups(
-        dataset)
+        dataset
+    )
     for group in groups:
         group.paths = [path for path in group.paths if path not in ours]
     existing = next((g for g in groups if g.name == SIDEBAR_GROUP), None)
     if existing is None:
-        groups.append(fo.SidebarGroupDocument(name=SIDEBAR_GROUP, paths=sorted(ours),
-                                              expanded=False))
+        groups.append(
+            fo.SidebarGroupDocument(name=SIDEBAR_GROUP, paths=sorted(ours), expanded=False)
+        )
     else:
         existing.paths = sorted(ours)
     dataset.app_config.sidebar_groups = groups
@@ -314,12 +351,17 @@ def record_provenance(dataset, field_name: str, description: str, info: Mapping[
     fld.save()
 
 
-def record_detections(dataset, label_field: str, produced_by: str, config: Any,
-                      detector: Any) -> None:
+def record_detections(
+    dataset, label_field: str, produced_by: str, config: Any, detector: Any
+) -> None:
     """Provenance of a detections field: the configuration and what it built (models, sha256,
     versions, thresholds)."""
-    record_provenance(dataset, label_field, "Faces and licence plates found by fiftyone-anonymizer",
-                      {"produced_by": produced_by, **detection_provenance(config, detector)})
+    record_provenance(
+        dataset,
+        label_field,
+        "Faces and licence plates found by fiftyone-anonymizer",
+        {"produced_by": produced_by, **detection_provenance(config, detector)},
+    )
 
 
 def record_copies(dataset, output_field: str, produced_by: str, recipe: AnonymizeRecipe) -> None:
@@ -332,23 +374,35 @@ def record_copies(dataset, output_field: str, produced_by: str, recipe: Anonymiz
         dataset.reload()
         fld = dataset.get_field(output_field)
         old = (fld.info or {}) if fld is not None else {}
-        in_use = {recipe_id_of(fp) for fp in dataset.values(fingerprint_field(output_field))
-                  if fp} if dataset.has_field(fingerprint_field(output_field)) else set()
+        in_use = (
+            {recipe_id_of(fp) for fp in dataset.values(fingerprint_field(output_field)) if fp}
+            if dataset.has_field(fingerprint_field(output_field))
+            else set()
+        )
         # A recipe stays while copies use it, or while a run that recorded it may still be
         # writing its first copies.
         recent = (datetime.utcnow() - timedelta(days=1)).isoformat()
-        recipes = {rid: entry for rid, entry in old.get("recipes", {}).items()
-                   if rid in in_use or entry.get("recorded_at", "") > recent}
-        recipes[recipe.recipe_id] = {**recipe.to_info(),
-                                     "recorded_at": datetime.utcnow().isoformat()}
-        record_provenance(dataset, output_field,
-                          "Path of the anonymized copy written by fiftyone-anonymizer",
-                          {"produced_by": produced_by, **recipe.to_info(), "recipes": recipes})
+        recipes = {
+            rid: entry
+            for rid, entry in old.get("recipes", {}).items()
+            if rid in in_use or entry.get("recorded_at", "") > recent
+        }
+        recipes[recipe.recipe_id] = {
+            **recipe.to_info(),
+            "recorded_at": datetime.utcnow().isoformat(),
+        }
+        record_provenance(
+            dataset,
+            output_field,
+            "Path of the anonymized copy written by fiftyone-anonymizer",
+            {"produced_by": produced_by, **recipe.to_info(), "recipes": recipes},
+        )
 
 
 @contextmanager
-def field_lock(dataset, field_name: str, timeout_s: float = 60.0,
-               stale_after_s: float = 120.0) -> Iterator[None]:
+def field_lock(
+    dataset, field_name: str, timeout_s: float = 60.0, stale_after_s: float = 120.0
+) -> Iterator[None]:
     """Hold a lock on one field of one dataset, in FiftyOne's own database (so processes on
     other machines sharing it take turns too). A lock older than ``stale_after_s`` belongs to
     a process that died holding it and is taken over.
@@ -365,8 +419,9 @@ def field_lock(dataset, field_name: str, timeout_s: float = 60.0,
     while True:
         now = datetime.utcnow()
         try:
-            locks.insert_one({"_id": key, "at": now, "host": socket.gethostname(),
-                              "pid": os.getpid()})
+            locks.insert_one(
+                {"_id": key, "at": now, "host": socket.gethostname(), "pid": os.getpid()}
+            )
             break
         except DuplicateKeyError:
             locks.delete_one({"_id": key, "at": {"$lt": now - timedelta(seconds=stale_after_s)}})
@@ -385,8 +440,11 @@ AUDIT_PRODUCER = "fiftyone-anonymizer audit_anonymization"
 def audit_fields(dataset) -> set[str]:
     """The fields the audit wrote (residual detections, uncovered counts): review material
     about the originals, never shared."""
-    return {name for name, fld in dataset.get_field_schema().items()
-            if (fld.info or {}).get("produced_by") == AUDIT_PRODUCER}
+    return {
+        name
+        for name, fld in dataset.get_field_schema().items()
+        if (fld.info or {}).get("produced_by") == AUDIT_PRODUCER
+    }
 
 
 def detection_provenance(config: Any, detector: Any) -> dict[str, Any]:
@@ -436,10 +494,13 @@ class SampleWriter:
         from pymongo import UpdateOne
 
         now = datetime.utcnow()
-        ops = [UpdateOne({"_id": ObjectId(sid)},
-                         {"$set": {**{k: _to_mongo(v) for k, v in values.items()},
-                                   "last_modified_at": now}})
-               for sid, values in self._pending.items()]
+        ops = [
+            UpdateOne(
+                {"_id": ObjectId(sid)},
+                {"$set": {**{k: _to_mongo(v) for k, v in values.items()}, "last_modified_at": now}},
+            )
+            for sid, values in self._pending.items()
+        ]
         ids = list(self._pending)
         self._pending = {}
         with database_guard(DATABASE_TIMEOUT_S):
@@ -481,7 +542,8 @@ def database_guard(timeout_s: float | None = None) -> Iterator[None]:
             f"lost the connection to FiftyOne's database ({type(exc).__name__}); the copies "
             f"written so far are complete, the samples' fields are as the last save left them; "
             f"run the same job again once the database is back: it redoes only what is not "
-            f"current") from None
+            f"current"
+        ) from None
 
 
 def connect() -> None:

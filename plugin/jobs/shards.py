@@ -131,8 +131,9 @@ def plan_slices(weights: Sequence[float], n: int) -> list[tuple[int, int]]:
     return [(cuts[k], cuts[k + 1]) for k in range(n)]
 
 
-def sample_weights(sample_collection, compute_metadata: bool = True
-                   ) -> tuple[list[str], list[float]]:
+def sample_weights(
+    sample_collection, compute_metadata: bool = True
+) -> tuple[list[str], list[float]]:
     """Sample ids in id order and each sample's cost in pixels (width * height).
 
     Metadata is computed first where missing (``compute_metadata``). A sample without
@@ -146,7 +147,8 @@ def sample_weights(sample_collection, compute_metadata: bool = True
     if compute_metadata:
         sample_collection.compute_metadata(skip_failures=True)
     ids, widths, heights, sizes, paths = sample_collection.values(
-        ["id", "metadata.width", "metadata.height", "metadata.size_bytes", "filepath"])
+        ["id", "metadata.width", "metadata.height", "metadata.size_bytes", "filepath"]
+    )
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     pixels: list[float | None] = []
     nbytes: list[float | None] = []
@@ -187,8 +189,10 @@ def split_view(sample_collection, n: int, compute_metadata: bool = True) -> list
         compute_metadata: fill in missing metadata first (see :func:`sample_weights`)
     """
     ids, weights = sample_weights(sample_collection, compute_metadata=compute_metadata)
-    return [Slice(k, ids[a:b], int(round(sum(weights[a:b]))))
-            for k, (a, b) in enumerate(plan_slices(weights, n))]
+    return [
+        Slice(k, ids[a:b], int(round(sum(weights[a:b]))))
+        for k, (a, b) in enumerate(plan_slices(weights, n))
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,9 +225,15 @@ def _operator_uri(operator: str) -> str:
     return operator if operator.startswith("@") else f"{PLUGIN}/{operator}"
 
 
-def schedule_sharded(sample_collection, operator: str, params: dict[str, Any], shards: int,
-                     name: str | None = None, compute_metadata: bool = True,
-                     delegation_target: str | None = None) -> ShardedJob:
+def schedule_sharded(
+    sample_collection,
+    operator: str,
+    params: dict[str, Any],
+    shards: int,
+    name: str | None = None,
+    compute_metadata: bool = True,
+    delegation_target: str | None = None,
+) -> ShardedJob:
     """Queue ``operator`` on ``sample_collection`` as ``shards`` delegated operations.
 
     Each operation runs the operator with ``params`` on a ``select(ids)`` view of its slice
@@ -247,15 +257,20 @@ def schedule_sharded(sample_collection, operator: str, params: dict[str, Any], s
     if op_name not in SHARDABLE:
         raise ValueError(f"'{op_name}' does not split by sample; shardable: {SHARDABLE}")
     if op_name == "audit_anonymization" and params.get("gt_field"):
-        raise ValueError("an audit with gt_field runs one evaluation over the whole view: "
-                         "shard the audit without gt_field, then evaluate once")
+        raise ValueError(
+            "an audit with gt_field runs one evaluation over the whole view: "
+            "shard the audit without gt_field, then evaluate once"
+        )
     dataset = sample_collection._dataset
     if not dataset.persistent:
-        raise ValueError(f"dataset '{dataset.name}' is not persistent: workers in other "
-                         "processes could not load it")
+        raise ValueError(
+            f"dataset '{dataset.name}' is not persistent: workers in other "
+            "processes could not load it"
+        )
     # a form's target (the view is the slice) and a form's shard count (no shard re-shards)
-    params = {k: v for k, v in params.items()
-              if k not in ("view_target", "custom_view_target", "shards")}
+    params = {
+        k: v for k, v in params.items() if k not in ("view_target", "custom_view_target", "shards")
+    }
     _declare_fields(dataset, op_name, params)
     slices = split_view(sample_collection, shards, compute_metadata=compute_metadata)
     job_id = uuid.uuid4().hex[:12]
@@ -263,10 +278,19 @@ def schedule_sharded(sample_collection, operator: str, params: dict[str, Any], s
     service = DelegatedOperationService()
     op_ids = []
     for piece in slices:
-        shard = {"job_id": job_id, "job_name": name, "index": piece.index,
-                 "count": len(slices), "samples": len(piece.ids), "pixels": piece.pixels}
-        ctx: dict[str, Any] = {"view": sample_collection.select(piece.ids), "params": params,
-                               SHARD_KEY: shard}
+        shard = {
+            "job_id": job_id,
+            "job_name": name,
+            "index": piece.index,
+            "count": len(slices),
+            "samples": len(piece.ids),
+            "pixels": piece.pixels,
+        }
+        ctx: dict[str, Any] = {
+            "view": sample_collection.select(piece.ids),
+            "params": params,
+            SHARD_KEY: shard,
+        }
         if delegation_target:
             ctx["delegation_target"] = delegation_target
         queued = foo.execute_operator(uri, ctx, request_delegation=True)
@@ -283,10 +307,12 @@ def _declare_fields(dataset, op_name: str, params: dict[str, Any]) -> None:
 
     if op_name == "detect_faces_and_plates":
         schema.declare_detections_field(
-            dataset, params.get("label_field") or schema.DEFAULT_LABEL_FIELD)
+            dataset, params.get("label_field") or schema.DEFAULT_LABEL_FIELD
+        )
     elif op_name == "anonymize_images":
-        schema.declare_copy_fields(dataset,
-                                   params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD)
+        schema.declare_copy_fields(
+            dataset, params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,21 +366,30 @@ class JobStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "job_id": self.job_id, "name": self.name, "operator": self.operator,
-            "dataset": self.dataset, "shards": len(self.shards),
+            "job_id": self.job_id,
+            "name": self.name,
+            "operator": self.operator,
+            "dataset": self.dataset,
+            "shards": len(self.shards),
             **{state: self.count(state) for state in ("queued", "running", "done", "failed")},
             "requeued": sum(s.attempt - 1 for s in self.shards),
-            "samples": self.samples, "samples_done": self.samples_done,
-            "failures": [{"shard": s.index + 1, "op_id": s.op_id, "reason": s.reason}
-                         for s in self.shards if s.state == "failed"],
+            "samples": self.samples,
+            "samples_done": self.samples_done,
+            "failures": [
+                {"shard": s.index + 1, "op_id": s.op_id, "reason": s.reason}
+                for s in self.shards
+                if s.state == "failed"
+            ],
             "shard_states": [asdict(s) for s in self.shards],
         }
 
     def line(self) -> str:
         """One printable line, e.g. for a terminal or a log."""
-        text = (f"{self.name} [{self.job_id}]: {self.count('done')}/{len(self.shards)} shards "
-                f"done, {self.count('running')} running, {self.count('queued')} queued, "
-                f"{self.count('failed')} failed; {self.samples_done}/{self.samples} samples")
+        text = (
+            f"{self.name} [{self.job_id}]: {self.count('done')}/{len(self.shards)} shards "
+            f"done, {self.count('running')} running, {self.count('queued')} queued, "
+            f"{self.count('failed')} failed; {self.samples_done}/{self.samples} samples"
+        )
         requeued = sum(s.attempt - 1 for s in self.shards)
         if requeued:
             text += f"; {requeued} requeued"
@@ -396,8 +431,11 @@ def _shard_ops(job_id: str | None = None, run_state: str | None = None) -> list:
     key = f"context.request_params.{SHARD_KEY}" + (".job_id" if job_id else "")
     query = {key: job_id} if job_id else {key: {"$exists": True}}
     return DelegatedOperationService().list_operations(
-        run_state=run_state, paging=DelegatedOperationPagingParams(limit=0),
-        include_archived=True, **query)
+        run_state=run_state,
+        paging=DelegatedOperationPagingParams(limit=0),
+        include_archived=True,
+        **query,
+    )
 
 
 def _shard_info(doc) -> dict[str, Any]:
@@ -410,10 +448,17 @@ def _shard_status(doc, now: datetime) -> ShardStatus:
     info = _shard_info(doc)
     samples = int(info.get("samples", 0))
     state = {S.COMPLETED: "done", S.FAILED: "failed", S.RUNNING: "running"}.get(
-        doc.run_state, "queued")
+        doc.run_state, "queued"
+    )
     progress = getattr(doc.status, "progress", None) if doc.status else None
-    status = ShardStatus(index=int(info["index"]), op_id=str(doc.id), state=state,
-                         samples=samples, samples_done=0, attempt=_attempt(doc.label))
+    status = ShardStatus(
+        index=int(info["index"]),
+        op_id=str(doc.id),
+        state=state,
+        samples=samples,
+        samples_done=0,
+        attempt=_attempt(doc.label),
+    )
     if state == "done":
         status.samples_done, status.progress = samples, 1.0
     elif state == "running":
@@ -436,8 +481,12 @@ def list_jobs() -> list[str]:
     return sorted(seen, key=seen.get)
 
 
-def job_status(job_id: str, requeue: bool = False, timeout_s: float | None = None,
-               log: Callable[[str], None] | None = None) -> JobStatus:
+def job_status(
+    job_id: str,
+    requeue: bool = False,
+    timeout_s: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> JobStatus:
     """The state of every shard of ``job_id``, and the totals.
 
     Args:
@@ -455,8 +504,13 @@ def job_status(job_id: str, requeue: bool = False, timeout_s: float | None = Non
     info = _shard_info(docs[0])
     now = _utcnow()
     shards = sorted((_shard_status(d, now) for d in docs), key=lambda s: s.index)
-    return JobStatus(job_id, info.get("job_name", job_id), docs[0].operator,
-                     docs[0].context.request_params.get("dataset_name"), shards)
+    return JobStatus(
+        job_id,
+        info.get("job_name", job_id),
+        docs[0].operator,
+        docs[0].context.request_params.get("dataset_name"),
+        shards,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,8 +530,9 @@ class Requeued:
     removed_partials: int = 0
 
 
-def find_dead(timeout_s: float | None = None, job_id: str | None = None,
-              now: datetime | None = None) -> list:
+def find_dead(
+    timeout_s: float | None = None, job_id: str | None = None, now: datetime | None = None
+) -> list:
     """Running shard operations whose last progress report is older than the timeout.
 
     Args:
@@ -497,9 +552,13 @@ def find_dead(timeout_s: float | None = None, job_id: str | None = None,
     return dead
 
 
-def requeue_dead(timeout_s: float | None = None, job_id: str | None = None,
-                 max_attempts: int = MAX_ATTEMPTS, now: datetime | None = None,
-                 log: Callable[[str], None] | None = None) -> list[Requeued]:
+def requeue_dead(
+    timeout_s: float | None = None,
+    job_id: str | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+    now: datetime | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[Requeued]:
     """Put the shards of dead workers back in the queue (see the module notes).
 
     Safe to run from any number of processes at once: each requeue is a compare-and-set on
@@ -525,13 +584,17 @@ def requeue_dead(timeout_s: float | None = None, job_id: str | None = None,
         info = _shard_info(doc)
         silent = (now - _heartbeat(doc)).total_seconds()
         attempt = _attempt(doc.label)
-        reason = (f"{_DEAD_REASON} {silent:.0f} s (timeout {limit:.0f} s): worker presumed "
-                  f"dead on attempt {attempt}")
+        reason = (
+            f"{_DEAD_REASON} {silent:.0f} s (timeout {limit:.0f} s): worker presumed "
+            f"dead on attempt {attempt}"
+        )
         record = Requeued(str(doc.id), info["job_id"], int(info["index"]), "requeued", silent)
         if attempt >= max_attempts:
-            failed = service.set_failed(doc.id, result=ExecutionResult(
-                error=f"{reason}; gave up after {attempt} attempts"),
-                required_state=ExecutionRunState.RUNNING)
+            failed = service.set_failed(
+                doc.id,
+                result=ExecutionResult(error=f"{reason}; gave up after {attempt} attempts"),
+                required_state=ExecutionRunState.RUNNING,
+            )
             if failed is None:
                 continue  # finished, or handled by another watcher, meanwhile
             record.action = "failed"
@@ -540,13 +603,22 @@ def requeue_dead(timeout_s: float | None = None, job_id: str | None = None,
                 record.adopted, record.removed_partials = _salvage_anonymize(doc)
             if service.set_queued(doc.id, required_state=ExecutionRunState.RUNNING) is None:
                 continue
-            service.set_label(doc.id, shard_label(info.get("job_name", info["job_id"]),
-                                                  record.index, int(info["count"]), attempt + 1))
+            service.set_label(
+                doc.id,
+                shard_label(
+                    info.get("job_name", info["job_id"]),
+                    record.index,
+                    int(info["count"]),
+                    attempt + 1,
+                ),
+            )
         done.append(record)
         if log is not None:
-            log(f"shard {record.index + 1} of job {record.job_id} ({record.op_id}): {reason}; "
+            log(
+                f"shard {record.index + 1} of job {record.job_id} ({record.op_id}): {reason}; "
                 f"{record.action} (adopted {record.adopted} finished copies, removed "
-                f"{record.removed_partials} partial files)")
+                f"{record.removed_partials} partial files)"
+            )
     return done
 
 
@@ -581,10 +653,13 @@ def _salvage_anonymize(doc) -> tuple[int, int]:
     classes = params.get("classes") or None
     output_dir = Path(params["output_dir"]).expanduser().resolve()
     recipe = schema.AnonymizeRecipe(
-        label_fields=tuple(label_fields), classes=tuple(classes) if classes else None,
-        min_confidence=params.get("min_confidence"), settings=blur_settings_from_params(params),
+        label_fields=tuple(label_fields),
+        classes=tuple(classes) if classes else None,
+        min_confidence=params.get("min_confidence"),
+        settings=blur_settings_from_params(params),
         jpeg_quality=int(params.get("jpeg_quality") or DEFAULT_JPEG_QUALITY),
-        output_dir=str(output_dir))
+        output_dir=str(output_dir),
+    )
     output_field = params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
     fp_field = schema.fingerprint_field(output_field)
     if not all(dataset.has_field(f) for f in (output_field, fp_field, *label_fields)):
@@ -593,7 +668,8 @@ def _salvage_anonymize(doc) -> tuple[int, int]:
     since = doc.started_at.replace(tzinfo=timezone.utc).timestamp()
     root = common_root(dataset.values("filepath"))
     ids, paths, copies, fps, modified, *labels = view.values(
-        ["id", "filepath", output_field, fp_field, "last_modified_at", *label_fields])
+        ["id", "filepath", output_field, fp_field, "last_modified_at", *label_fields]
+    )
 
     adopted: dict[str, dict[str, Any]] = {}
     unrecorded: dict[Path, set[str]] = {}
@@ -603,8 +679,9 @@ def _salvage_anonymize(doc) -> tuple[int, int]:
         if copies[i] == str(target) and fps[i] == fp:
             continue  # recorded by the dead attempt before it died
         unrecorded.setdefault(target.parent, set()).add(target.name)
-        changed = modified[i] is not None and modified[i].replace(
-            tzinfo=timezone.utc).timestamp() > since
+        changed = (
+            modified[i] is not None and modified[i].replace(tzinfo=timezone.utc).timestamp() > since
+        )
         try:
             written = os.stat(target).st_mtime
             fresh = written >= since and written >= os.path.getmtime(path)
@@ -631,10 +708,14 @@ def _salvage_anonymize(doc) -> tuple[int, int]:
     return len(adopted), removed
 
 
-def wait_for_job(job_id: str, timeout_s: float | None = None, poll_s: float = 2.0,
-                 max_wait_s: float | None = None,
-                 on_change: Callable[[JobStatus], None] | None = None,
-                 log: Callable[[str], None] | None = None) -> JobStatus:
+def wait_for_job(
+    job_id: str,
+    timeout_s: float | None = None,
+    poll_s: float = 2.0,
+    max_wait_s: float | None = None,
+    on_change: Callable[[JobStatus], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> JobStatus:
     """Wait until every shard of ``job_id`` is done or failed, requeueing dead ones meanwhile.
 
     Args:
@@ -656,8 +737,9 @@ def wait_for_job(job_id: str, timeout_s: float | None = None, poll_s: float = 2.
         if status.finished:
             return status
         if max_wait_s is not None and time.monotonic() - start > max_wait_s:
-            raise TimeoutError(f"job {job_id} not finished after {max_wait_s:.0f} s: "
-                               f"{status.line()}")
+            raise TimeoutError(
+                f"job {job_id} not finished after {max_wait_s:.0f} s: {status.line()}"
+            )
         time.sleep(poll_s)
 
 
@@ -666,8 +748,9 @@ def wait_for_job(job_id: str, timeout_s: float | None = None, poll_s: float = 2.
 
 
 @contextmanager
-def progress_reporter(ctx, startup_beat_s: float = 10.0,
-                      max_startup_s: float | None = None) -> Iterator[Callable[[float, str], None]]:
+def progress_reporter(
+    ctx, startup_beat_s: float = 10.0, max_startup_s: float | None = None
+) -> Iterator[Callable[[float, str], None]]:
     """The progress callback for an operator's ``execute``, as a context manager::
 
         with shards.progress_reporter(ctx) as progress:
@@ -708,8 +791,10 @@ def progress_reporter(ctx, startup_beat_s: float = 10.0,
         except ValueError as exc:  # deleted
             raise ShardSuperseded(f"operation {op_id} was deleted") from exc
         if doc.run_state != ExecutionRunState.RUNNING or doc.started_at != started:
-            raise ShardSuperseded(f"operation {op_id} was requeued or failed by another "
-                                  f"process (now {doc.run_state}); this attempt stops")
+            raise ShardSuperseded(
+                f"operation {op_id} was requeued or failed by another "
+                f"process (now {doc.run_state}); this attempt stops"
+            )
 
     def beat() -> None:
         limit = time.monotonic() + (dead_timeout() if max_startup_s is None else max_startup_s)
@@ -742,8 +827,9 @@ def _print_status(job_id: str, requeue: bool, timeout_s: float | None) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """``status [JOB]``: one line per job; ``watch``: requeue dead shards every few seconds
     (run one beside the workers; any number of copies is safe); ``requeue``: one pass."""
-    parser = argparse.ArgumentParser(prog="python -m fiftyone_anonymizer.jobs.shards",
-                                     description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m fiftyone_anonymizer.jobs.shards", description=main.__doc__
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="one line per sharded job")
     status.add_argument("job", nargs="?", help="a job id (default: every job)")
@@ -752,9 +838,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch.add_argument("--interval", type=float, default=15.0, help="seconds between passes")
     sub.add_parser("requeue", help="one pass of dead-shard requeueing")
     for p in (status, watch, sub.choices["requeue"]):
-        p.add_argument("--timeout", type=float, default=None,
-                       help=f"seconds without progress = dead (default ${TIMEOUT_ENV} or "
-                            f"{DEFAULT_TIMEOUT_S:.0f})")
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            help=f"seconds without progress = dead (default ${TIMEOUT_ENV} or "
+            f"{DEFAULT_TIMEOUT_S:.0f})",
+        )
     args = parser.parse_args(argv)
 
     def log(line: str) -> None:

@@ -41,9 +41,12 @@ class ShareCheck:
         return f"{sum(counts.values())} left out: {parts}"
 
 
-def check_shareable(sample_collection, output_field: str = schema.DEFAULT_OUTPUT_FIELD,
-                    error_field: str = schema.DEFAULT_ERROR_FIELD,
-                    review_tag: str = DEFAULT_REVIEW_TAG) -> ShareCheck:
+def check_shareable(
+    sample_collection,
+    output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+    error_field: str = schema.DEFAULT_ERROR_FIELD,
+    review_tag: str = DEFAULT_REVIEW_TAG,
+) -> ShareCheck:
     """Sort the samples into ready to share and left out, with the reason.
 
     A sample is left out when it has no copy (or the file is gone), failed, is tagged for
@@ -66,8 +69,11 @@ def check_shareable(sample_collection, output_field: str = schema.DEFAULT_OUTPUT
         recipes = schema.AnonymizeRecipe.read_all(sample_collection, output_field)
     except ValueError:
         recipes = {}  # copies made before recipes were recorded: their currency is unknown
-    label_fields = list(dict.fromkeys(f for r in recipes.values() for f in r.label_fields
-                                      if sample_collection.has_field(f)))
+    label_fields = list(
+        dict.fromkeys(
+            f for r in recipes.values() for f in r.label_fields if sample_collection.has_field(f)
+        )
+    )
     fp_field = schema.fingerprint_field(output_field)
     names = ["id", "filepath", "tags", output_field]
     names += [n for n in (error_field, fp_field) if sample_collection.has_field(n)]
@@ -88,8 +94,9 @@ def check_shareable(sample_collection, output_field: str = schema.DEFAULT_OUTPUT
             reason = NO_COPY
         elif review_tag in (columns["tags"][i] or []):
             reason = FLAGGED
-        elif own is not None and not copy_is_current(copy, Path(copy), columns["filepath"][i],
-                                                     fps[i], own.fingerprint(boxes, copy)):
+        elif own is not None and not copy_is_current(
+            copy, Path(copy), columns["filepath"][i], fps[i], own.fingerprint(boxes, copy)
+        ):
             reason = NOT_CURRENT
         elif own is not None and found and not any(boxes):
             reason = NOTHING_OBSCURED
@@ -100,8 +107,14 @@ def check_shareable(sample_collection, output_field: str = schema.DEFAULT_OUTPUT
     return check
 
 
-def _boxes(sample_collection, sid: str, recipe: schema.AnonymizeRecipe | None,
-           labels: dict[str, list], i: int, video: bool) -> tuple[list, bool]:
+def _boxes(
+    sample_collection,
+    sid: str,
+    recipe: schema.AnonymizeRecipe | None,
+    labels: dict[str, list],
+    i: int,
+    video: bool,
+) -> tuple[list, bool]:
     """The boxes a sample's copy obscured by its recipe (per frame for a video), and whether
     its label fields hold any detection at all."""
     if recipe is None:
@@ -110,16 +123,23 @@ def _boxes(sample_collection, sid: str, recipe: schema.AnonymizeRecipe | None,
         from .video_jobs import _frame_boxes
 
         per_frame = _frame_boxes(sample_collection, sid, recipe)
-        unfiltered = _frame_boxes(sample_collection, sid, schema.AnonymizeRecipe(
-            recipe.label_fields, settings=recipe.settings))
+        unfiltered = _frame_boxes(
+            sample_collection,
+            sid,
+            schema.AnonymizeRecipe(recipe.label_fields, settings=recipe.settings),
+        )
         return per_frame, any(unfiltered)
     values = [labels[f][i] for f in recipe.label_fields if f in labels]
     return recipe.boxes(values), any(v is not None and v.detections for v in values)
 
 
-def anonymized_view(sample_collection, output_field: str = schema.DEFAULT_OUTPUT_FIELD,
-                    error_field: str = schema.DEFAULT_ERROR_FIELD,
-                    review_tag: str = DEFAULT_REVIEW_TAG, include: Sequence[str] = ()):
+def anonymized_view(
+    sample_collection,
+    output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+    error_field: str = schema.DEFAULT_ERROR_FIELD,
+    review_tag: str = DEFAULT_REVIEW_TAG,
+    include: Sequence[str] = (),
+):
     """The samples ready to share (see :func:`check_shareable`), plus those left out only for
     one of the ``include`` reasons (from :data:`OVERRIDABLE`)."""
     check = check_shareable(sample_collection, output_field, error_field, review_tag)
@@ -183,19 +203,33 @@ def share_anonymized(
     import fiftyone as fo
     import fiftyone.core.labels as fol
 
-    view, check = anonymized_view(sample_collection, output_field, error_field, review_tag,
-                                  OVERRIDABLE if include_left_out else ())
+    view, check = anonymized_view(
+        sample_collection,
+        output_field,
+        error_field,
+        review_tag,
+        OVERRIDABLE if include_left_out else (),
+    )
     report = JobReport("share", samples=len(sample_collection), processed=len(view))
     report.skipped = report.samples - report.processed
-    report.extra["left_out"] = {reason: len(ids) for reason, ids in check.left_out.items()
-                                if ids and not (include_left_out and reason in OVERRIDABLE)}
-    report.extra["left_out_ids"] = [sid for reason, ids in check.left_out.items() for sid in ids
-                                    if not (include_left_out and reason in OVERRIDABLE)]
+    report.extra["left_out"] = {
+        reason: len(ids)
+        for reason, ids in check.left_out.items()
+        if ids and not (include_left_out and reason in OVERRIDABLE)
+    }
+    report.extra["left_out_ids"] = [
+        sid
+        for reason, ids in check.left_out.items()
+        for sid in ids
+        if not (include_left_out and reason in OVERRIDABLE)
+    ]
     if name is None:
         name = f"{sample_collection._dataset.name}-anonymized"
     if fo.dataset_exists(name):
         if not overwrite:
-            raise ValueError(f"a dataset named '{name}' already exists (set overwrite to replace it)")
+            raise ValueError(
+                f"a dataset named '{name}' already exists (set overwrite to replace it)"
+            )
         fo.delete_dataset(name)
     shared = view.clone(name, persistent=persistent)
     shared.set_values("filepath", shared.values(output_field))
@@ -203,8 +237,11 @@ def share_anonymized(
     for key in shared.list_evaluations():  # the audit's evaluation refers to the originals
         shared.delete_evaluation(key)
     field_schema = shared.get_field_schema()
-    label_schema = {k for k, v in field_schema.items()
-                    if isinstance(v, fo.EmbeddedDocumentField) and issubclass(v.document_type, fol.Label)}
+    label_schema = {
+        k
+        for k, v in field_schema.items()
+        if isinstance(v, fo.EmbeddedDocumentField) and issubclass(v.document_type, fol.Label)
+    }
     audit_fields = schema.audit_fields(sample_collection._dataset)
     keep = set(label_fields) if label_fields is not None else label_schema - audit_fields
     unknown = keep - label_schema

@@ -39,10 +39,13 @@ class Status:
         return {"counts": self.counts(), "boxes_per_class": dict(self.boxes_per_class)}
 
 
-def anonymization_status(sample_collection, label_field: str = schema.DEFAULT_LABEL_FIELD,
-                         output_field: str = schema.DEFAULT_OUTPUT_FIELD,
-                         error_field: str = schema.DEFAULT_ERROR_FIELD,
-                         review_tag: str = DEFAULT_REVIEW_TAG) -> Status:
+def anonymization_status(
+    sample_collection,
+    label_field: str = schema.DEFAULT_LABEL_FIELD,
+    output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+    error_field: str = schema.DEFAULT_ERROR_FIELD,
+    review_tag: str = DEFAULT_REVIEW_TAG,
+) -> Status:
     """The dataset's anonymization state, by group.
 
     Args:
@@ -62,8 +65,7 @@ def anonymization_status(sample_collection, label_field: str = schema.DEFAULT_LA
         labels = sample_collection.values(f"{label_field}.detections.label")
         status.boxes_per_class = Counter(label for row in labels for label in (row or []))
     if sample_collection.has_field(error_field):
-        status.groups["failed"] = sample_collection.match(
-            F(error_field) != None).values("id")  # noqa: E711 (a MongoDB expression)
+        status.groups["failed"] = sample_collection.match(F(error_field) != None).values("id")  # noqa: E711 (a MongoDB expression)
     status.groups["flagged"] = sample_collection.match_tags(review_tag).values("id")
     if sample_collection.has_field(output_field):
         status.groups["anonymized"] = sample_collection.exists(output_field).values("id")

@@ -33,15 +33,24 @@ def _frame_progress(progress: Progress | None, done_videos: int, total_videos: i
         if progress is not None and frames % 30 == 0:
             share = (frames / total) if total else 0.0
             notify_progress(progress, done_videos, total_videos, what)
-            progress((done_videos + min(share, 1.0)) / max(total_videos, 1),
-                     f"{what} {done_videos}/{total_videos} (frame {frames}"
-                     + (f" of {total})" if total else ")"))
+            progress(
+                (done_videos + min(share, 1.0)) / max(total_videos, 1),
+                f"{what} {done_videos}/{total_videos} (frame {frames}"
+                + (f" of {total})" if total else ")"),
+            )
+
     return on_frame
 
 
-def detect_videos(sample_collection, label_field: str, detector: Any, overwrite: bool,
-                  error_field: str, progress: Progress | None,
-                  track: TrackSettings | None = None) -> JobReport:
+def detect_videos(
+    sample_collection,
+    label_field: str,
+    detector: Any,
+    overwrite: bool,
+    error_field: str,
+    progress: Progress | None,
+    track: TrackSettings | None = None,
+) -> JobReport:
     """``detect_faces_and_plates`` on videos: tracked frame labels in ``frames.<label_field>``."""
     from ..detectors import DetectorConfig
 
@@ -55,43 +64,57 @@ def detect_videos(sample_collection, label_field: str, detector: Any, overwrite:
     dataset = sample_collection._dataset
     report = JobReport("detect")
     ids, paths = sample_collection.values(["id", "filepath"])
-    done = set(sample_collection.exists(f"frames.{label_field}").values("id")) \
-        if dataset.has_frame_field(label_field) else set()
+    done = (
+        set(sample_collection.exists(f"frames.{label_field}").values("id"))
+        if dataset.has_frame_field(label_field)
+        else set()
+    )
     todo = [(sid, path) for sid, path in zip(ids, paths) if overwrite or sid not in done]
     report.samples, report.skipped = len(ids), len(ids) - len(todo)
     schema.declare_frame_detections_field(dataset, label_field)
     errors = schema.error_values(dataset, error_field)
     with schema.SampleWriter(sample_collection) as writer:
         for n, (sid, path) in enumerate(todo):
-            result = videos.process_video(path, None, built, track=track, options=options,
-                                          on_frame=_frame_progress(progress, n, len(todo),
-                                                                   "detected"))
+            result = videos.process_video(
+                path,
+                None,
+                built,
+                track=track,
+                options=options,
+                on_frame=_frame_progress(progress, n, len(todo), "detected"),
+            )
             if not result.ok:
                 writer.write(sid, errors(report.fail(path, result.error, sid)))
                 continue
-            labels = {i + 1: schema.to_fo_frame_detections(tracked)
-                      for i, tracked in enumerate(result.frames)}
+            labels = {
+                i + 1: schema.to_fo_frame_detections(tracked)
+                for i, tracked in enumerate(result.frames)
+            }
             with schema.database_guard(schema.DATABASE_TIMEOUT_S):
-                sample_collection.select(sid).set_values(f"frames.{label_field}", {sid: labels},
-                                                         key_field="id")
+                sample_collection.select(sid).set_values(
+                    f"frames.{label_field}", {sid: labels}, key_field="id"
+                )
             writer.write(sid, errors(None))
             report.processed += 1
             report.boxes_per_class.update(result.boxes_per_class())
             notify_progress(progress, n + 1, len(todo), "detected")
-    schema.record_detections(dataset, label_field, "fiftyone-anonymizer detect_faces_and_plates",
-                             config, built)
+    schema.record_detections(
+        dataset, label_field, "fiftyone-anonymizer detect_faces_and_plates", config, built
+    )
     fld = dataset.get_field(f"frames.{label_field}")
     info = dict(fld.info or {})
     info["tracking"] = track.to_dict()
     fld.info = info
     fld.save()
-    report.extra.update(label_field=f"frames.{label_field}", tracks_per_class=dict(
-        report.boxes_per_class))
+    report.extra.update(
+        label_field=f"frames.{label_field}", tracks_per_class=dict(report.boxes_per_class)
+    )
     return report
 
 
-def _frame_boxes(sample_collection, sid: str, recipe: schema.AnonymizeRecipe
-                 ) -> list[list[Detection]]:
+def _frame_boxes(
+    sample_collection, sid: str, recipe: schema.AnonymizeRecipe
+) -> list[list[Detection]]:
     """One list of boxes per frame (frame 1 first) from the recipe's frame label fields."""
     view = sample_collection.select(sid)
     numbers = view.values("frames.frame_number")[0] or []
@@ -104,17 +127,25 @@ def _frame_boxes(sample_collection, sid: str, recipe: schema.AnonymizeRecipe
     return per_frame
 
 
-def anonymize_videos(sample_collection, recipe: schema.AnonymizeRecipe, output_field: str,
-                     overwrite: bool, error_field: str, progress: Progress | None,
-                     audio: bool = True) -> JobReport:
+def anonymize_videos(
+    sample_collection,
+    recipe: schema.AnonymizeRecipe,
+    output_field: str,
+    overwrite: bool,
+    error_field: str,
+    progress: Progress | None,
+    audio: bool = True,
+) -> JobReport:
     """``anonymize_images`` on videos: an MP4 copy per video, its frames' boxes obscured."""
     from .anonymize import copy_is_current
 
     dataset = sample_collection._dataset
     missing = [f for f in recipe.label_fields if not dataset.has_frame_field(f)]
     if missing:
-        raise ValueError(f"frame label field(s) not on the dataset: {missing} (videos keep "
-                         f"their boxes per frame, in frames.<field>)")
+        raise ValueError(
+            f"frame label field(s) not on the dataset: {missing} (videos keep "
+            f"their boxes per frame, in frames.<field>)"
+        )
     out_dir = Path(recipe.output_dir)
     source_root = common_root(dataset.values("filepath"))
     fp_field = schema.fingerprint_field(output_field)
@@ -133,11 +164,18 @@ def anonymize_videos(sample_collection, recipe: schema.AnonymizeRecipe, output_f
                 report.skipped += 1
                 continue
             result = videos.process_video(
-                path, target, settings=recipe.settings, boxes_per_frame=boxes, audio=audio,
-                options=options, on_frame=_frame_progress(progress, n, len(ids), "anonymized"))
+                path,
+                target,
+                settings=recipe.settings,
+                boxes_per_frame=boxes,
+                audio=audio,
+                options=options,
+                on_frame=_frame_progress(progress, n, len(ids), "anonymized"),
+            )
             if not result.ok:
-                writer.write(sid, {**errors(report.fail(path, result.error, sid)),
-                                   output_field: None})
+                writer.write(
+                    sid, {**errors(report.fail(path, result.error, sid)), output_field: None}
+                )
                 continue
             writer.write(sid, {output_field: str(target), fp_field: fp, **errors(None)})
             report.processed += 1
@@ -147,9 +185,17 @@ def anonymize_videos(sample_collection, recipe: schema.AnonymizeRecipe, output_f
     return report
 
 
-def audit_videos(sample_collection, recipes: dict[str, schema.AnonymizeRecipe],
-                 output_field: str, residual_field: str, tag: str, detector: Any,
-                 min_covered: float, every: int, progress: Progress | None) -> dict[str, Any]:
+def audit_videos(
+    sample_collection,
+    recipes: dict[str, schema.AnonymizeRecipe],
+    output_field: str,
+    residual_field: str,
+    tag: str,
+    detector: Any,
+    min_covered: float,
+    every: int,
+    progress: Progress | None,
+) -> dict[str, Any]:
     """The audit on video copies: every ``every``-th frame searched; residuals stored per frame
     (``frames.<residual_field>``), samples with one tagged. Returns the counts."""
     from ..blur import obscured_region
@@ -162,16 +208,24 @@ def audit_videos(sample_collection, recipes: dict[str, schema.AnonymizeRecipe],
     schema.declare_frame_detections_field(dataset, residual_field)
     fp_field = schema.fingerprint_field(output_field)
     ids, copies, fps = sample_collection.values(["id", output_field, fp_field])
-    counts: dict[str, Any] = {"audited": [], "flagged": [], "likely_per_class": {},
-                              "possible_per_class": {}, "failed": {}}
+    counts: dict[str, Any] = {
+        "audited": [],
+        "flagged": [],
+        "likely_per_class": {},
+        "possible_per_class": {},
+        "failed": {},
+    }
     second = CropOpinion(device=getattr(config, "device", "auto"))
     for n, (sid, copy, fp) in enumerate(zip(ids, copies, fps)):
         if not copy or not Path(copy).is_file():
             continue
         own = recipes.get(schema.recipe_id_of(fp)) or recipes[""]
         boxes = _frame_boxes(sample_collection, sid, own)
-        sampled = (engine.Item(frame, image=LoadedImage(frame.rgb, "", copy))
-                   for frame in iter_frames(copy) if frame.index % every == 0)
+        sampled = (
+            engine.Item(frame, image=LoadedImage(frame.rgb, "", copy))
+            for frame in iter_frames(copy)
+            if frame.index % every == 0
+        )
         found_frames: dict[int, Any] = {}
         likely = False
         try:
@@ -180,10 +234,8 @@ def audit_videos(sample_collection, recipes: dict[str, schema.AnonymizeRecipe],
                 height, width = frame.rgb.shape[:2]
                 used = boxes[frame.index] if frame.index < len(boxes) else []
                 mask = np.asarray(obscured_region(height, width, used, own.settings), bool)
-                found = [d for d in result.detections
-                         if not own.classes or d.label in own.classes]
-                left = tier_residuals(found, mask, second.bind(frame.rgb),
-                                      min_covered=min_covered)
+                found = [d for d in result.detections if not own.classes or d.label in own.classes]
+                left = tier_residuals(found, mask, second.bind(frame.rgb), min_covered=min_covered)
                 if left:
                     found_frames[frame.index + 1] = residual_labels(left)
                     likely = likely or needs_review(left)
@@ -195,8 +247,9 @@ def audit_videos(sample_collection, recipes: dict[str, schema.AnonymizeRecipe],
             continue
         counts["audited"].append(sid)
         if found_frames:
-            sample_collection.select(sid).set_values(f"frames.{residual_field}",
-                                                     {sid: found_frames}, key_field="id")
+            sample_collection.select(sid).set_values(
+                f"frames.{residual_field}", {sid: found_frames}, key_field="id"
+            )
         if likely:
             counts["flagged"].append(sid)
         notify_progress(progress, n + 1, len(ids), "audited")
