@@ -24,6 +24,8 @@ if __name__ != _PACKAGE:
         _spec = importlib.util.spec_from_file_location(
             _PACKAGE, _here / "__init__.py", submodule_search_locations=[str(_here)]
         )
+        if _spec is None or _spec.loader is None:
+            raise ImportError(f"cannot load {_PACKAGE} from {_here}")
         _pkg = importlib.util.module_from_spec(_spec)
         sys.modules[_PACKAGE] = _pkg
         _spec.loader.exec_module(_pkg)

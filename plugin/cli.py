@@ -435,7 +435,7 @@ def _images(
     plan: folders.FolderPlan,
     todo: set,
     steps: engine.Steps,
-    options: engine.EngineOptions,
+    options: engine.EngineOptions | None,
     resume: folders.ResumeLog,
     bar: Any,
 ) -> tuple[dict, str | None]:

@@ -29,7 +29,9 @@ def _crowd() -> np.ndarray:
     canvas = np.full((480, 720), 96, dtype=np.float64)
     canvas += rng.normal(0, 6, canvas.shape)
     for i, idx in enumerate(rng.choice(len(faces), size=12, replace=False)):
-        face = Image.fromarray((faces[idx] * 255).astype(np.uint8)).resize((44, 44), Image.BICUBIC)
+        face = Image.fromarray((faces[idx] * 255).astype(np.uint8)).resize(
+            (44, 44), Image.Resampling.BICUBIC
+        )
         row, col = divmod(i, 4)
         y, x = 60 + row * 140 + int(rng.integers(0, 30)), 60 + col * 165 + int(rng.integers(0, 30))
         canvas[y : y + 44, x : x + 44] = np.asarray(face, dtype=np.float64)

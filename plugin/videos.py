@@ -177,6 +177,10 @@ def process_video(
                 if not done.ok:
                     raise RuntimeError(f"frame {done.item.key[0].index}: {done.error}")
                 frame, tracked = done.item.key
+                if done.pixels is None:
+                    raise ValueError(
+                        f"frame {frame.index}: no obscured pixels to write (a copy needs blur settings)"
+                    )
                 writer.write(done.pixels, frame.pts)
                 result.frames.append(tracked)
                 if on_frame is not None:

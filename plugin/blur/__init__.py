@@ -40,10 +40,11 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,11 @@ class BlurSettings:
         size, seed_sigma, feather = float(parts[0]), float(parts[1]), float(parts[2])
         if size != int(size) or feather != int(feather):
             raise ValueError(f"kernel and smoothing sizes must be integers, got {spec!r}")
-        values = {"kernel_size": int(size), "seed_sigma": seed_sigma, "feather": int(feather)}
+        values: dict[str, Any] = {
+            "kernel_size": int(size),
+            "seed_sigma": seed_sigma,
+            "feather": int(feather),
+        }
         values.update(overrides)
         return cls(**values)
 
@@ -399,7 +404,7 @@ def _regions(
             else:
                 out.append(list(b))
         boxes = out
-    return [tuple(b) for b in boxes]
+    return [(y0, x0, y1, x1) for y0, x0, y1, x1 in boxes]
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,9 +416,9 @@ def _regions(
 WHOLE_IMAGE_SHARE = 0.6
 
 _TF = None
-_FUNCS: dict[str, object] = {}
+_FUNCS: dict[str, Callable[..., Any]] = {}
 _FUNCS_LOCK = threading.Lock()
-_TRACED: dict[str, object] = {}  # the tf.functions behind _FUNCS, for their tracing counts
+_TRACED: dict[str, Any] = {}  # the tf.functions behind _FUNCS, for their tracing counts
 
 
 def _tf():
@@ -432,7 +437,7 @@ def _tf():
     return _TF
 
 
-def _funcs() -> dict[str, object]:
+def _funcs() -> dict[str, Callable[..., Any]]:
     """The compiled functions, traced once: every dimension is dynamic (``None``).
 
     Built and traced under a lock before they are published: two threads tracing the same
@@ -449,7 +454,7 @@ def _funcs() -> dict[str, object]:
     return _FUNCS
 
 
-def _build_funcs() -> dict[str, object]:
+def _build_funcs() -> dict[str, Any]:
     tf = _tf()
 
     def one_pass(x, band, axis):
@@ -945,7 +950,7 @@ def _strips(
 ) -> list[tuple[int, int, int, int]]:
     """``regions`` with each large one cut into up to ``workers`` strips of whole rows (more
     when a strip would exceed ``STRIP_MAX_PIXELS``)."""
-    out = []
+    out: list[tuple[int, int, int, int]] = []
     for y0, x0, y1, x1 in regions:
         pixels = (y1 - y0) * (x1 - x0)
         n = max(1, min(workers, pixels // STRIP_PIXELS, (y1 - y0) // STRIP_MIN_ROWS))

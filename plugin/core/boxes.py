@@ -33,7 +33,7 @@ class Detection:
 
     @classmethod
     def from_pixels(
-        cls, label: str, score: float, xyxy: Sequence[float], width: int, height: int
+        cls, label: str, score: float, xyxy: Sequence[float] | np.ndarray, width: int, height: int
     ) -> Detection:
         """Build from absolute ``(x_min, y_min, x_max, y_max)``, clipped to the image."""
         x0, y0, x1, y1 = (float(v) for v in xyxy)

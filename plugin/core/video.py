@@ -28,12 +28,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
+import av.sidedata.sidedata
 import numpy as np
 
 #: x264's constant rate factor of the copies (lower = better and bigger; x264's own default is
@@ -160,7 +162,10 @@ def _orientation_from_matrix(matrix: tuple[int, ...]) -> _Orientation:
 
 
 def _frame_orientation(frame: av.VideoFrame) -> _Orientation:
-    for side in frame.side_data:
+    # PyAV's stubs type ``Frame.side_data`` as a TypedDict; at run time it is a container whose
+    # iteration yields SideData entries.
+    side_data = cast("Iterable[av.sidedata.sidedata.SideData]", frame.side_data)
+    for side in side_data:
         if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
             raw = bytes(side)
             if len(raw) >= 36:
@@ -279,7 +284,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             width=width,
             height=height,
             fps=Fraction(fps),
-            time_base=Fraction(stream.time_base),
+            time_base=_time_base(path, stream),
             frames=stream.frames or None,
             rotation=rotation,
             mirrored=mirrored,
@@ -310,8 +315,8 @@ def iter_frames(path: str | os.PathLike) -> Iterator[Frame]:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         expected = stream.frames or None
-        time_base = Fraction(stream.time_base)
-        step = _nominal_step(stream)
+        time_base = _time_base(path, stream)
+        step = _nominal_step(stream, time_base)
         count, last_pts, orientation = 0, None, None
         try:
             for packet in container.demux(stream):
@@ -342,9 +347,17 @@ def iter_frames(path: str | os.PathLike) -> Iterator[Frame]:
         container.close()
 
 
-def _nominal_step(stream: av.video.stream.VideoStream) -> int:
+def _time_base(path: Path, stream: av.video.stream.VideoStream) -> Fraction:
+    """The stream's time base (FFmpeg sets one on every demuxed stream; PyAV reads a zero one
+    as None, refused here)."""
+    if stream.time_base is None:
+        raise VideoReadError(path, "has no time base (its timestamps have no unit)")
+    return Fraction(stream.time_base)
+
+
+def _nominal_step(stream: av.video.stream.VideoStream, time_base: Fraction) -> int:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
-    return max(1, round(1 / (Fraction(rate) * Fraction(stream.time_base))))
+    return max(1, round(1 / (Fraction(rate) * time_base)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -408,7 +408,9 @@ class DetectorConfig:
         """The inverse of :meth:`to_dict`; unknown keys (e.g. from a newer version) are ignored,
         and ``"none"`` stands for None (the forms' spelling)."""
         known = {f.name for f in fields(cls)}
-        kept = {k: (None if v == "none" else v) for k, v in values.items() if k in known}
+        kept: dict[str, Any] = {
+            k: (None if v == "none" else v) for k, v in values.items() if k in known
+        }
         return cls(**kept)
 
     def build(self) -> Detector:

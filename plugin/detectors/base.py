@@ -31,7 +31,7 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Bilinear resize (Pillow; box-filtered when shrinking so small faces do not alias away)."""
     if image.shape[1] == width and image.shape[0] == height:
         return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def to_detections(

@@ -70,7 +70,7 @@ def plan_factors(
         base = max_side / long_side
     elif long_side < min_side:
         base = min_side / long_side
-    factors = []
+    factors: list[float] = []
     for s in scales:
         f = base * s
         if f * f * height * width > max_pixels:
@@ -95,7 +95,8 @@ def make_blob(
     """The network input for ``image`` resized by ``factor``: float32 RGB 0-255, N x 3 x H x W
     zero-padded at the bottom/right to multiples of 32, N = 2 with the mirror image second.
     Also returns the resized ``(width, height)``."""
-    new_w, new_h = _resized(*image.shape[:2], factor)
+    height, width = image.shape[:2]
+    new_w, new_h = _resized(height, width, factor)
     chw = resize(image, new_w, new_h).transpose(2, 0, 1)
     pad_w, pad_h = -(-new_w // 32) * 32, -(-new_h // 32) * 32
     blob = np.zeros((2 if mirror else 1, 3, pad_h, pad_w), dtype=np.float32)
@@ -138,7 +139,7 @@ class CenterFaceDetector:
     """
 
     name = "centerface"
-    labels = (FACE,)
+    labels: tuple[str, ...] = (FACE,)
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ class MTCNNDetector:
     """Faces with MTCNN; ``threshold`` applies to the final (O-Net) confidence."""
 
     name = "mtcnn"
-    labels = (FACE,)
+    labels: tuple[str, ...] = (FACE,)
 
     def __init__(
         self,

@@ -18,7 +18,7 @@ import numpy as np
 _FLOAT, _FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
 
 
-def providers_for(device: str = "auto") -> list[str]:
+def providers_for(device: str = "auto") -> list[str | tuple[str, dict[str, Any]]]:
     """Execution providers for ``device`` ("auto", "cpu", "cuda"/"gpu").
 
     "auto" takes CUDA when the installed onnxruntime offers it (onnxruntime-gpu), else the CPU.
@@ -40,7 +40,7 @@ def providers_for(device: str = "auto") -> list[str]:
             return [
                 ("CUDAExecutionProvider", {"device_id": int(device.split(":")[1])}),
                 "CPUExecutionProvider",
-            ]  # type: ignore[list-item]
+            ]
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device != "auto":
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")

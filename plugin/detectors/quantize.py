@@ -65,13 +65,13 @@ def load_table(name: str) -> dict[str, Any]:
 def float_graph(name: str, source: Path) -> bytes:
     """The float32 graph the backend runs (its own load-time rewrites of ``source``)."""
     if name == "centerface":
-        from .centerface import prepare_graph
+        from .centerface import prepare_graph as prepare_centerface
 
-        return prepare_graph(source)
+        return prepare_centerface(source)
     if name == "yolov8-plates":
-        from .yolo_plates import prepare_graph
+        from .yolo_plates import prepare_graph as prepare_yolo
 
-        return prepare_graph(source, "float32")
+        return prepare_yolo(source, "float32")
     raise QuantizeError(f"no int8 variant of {name!r}; there is one of {INT8_MODELS}")
 
 
@@ -174,7 +174,13 @@ def int8_model(name: str, source: Path, cache: Path | None = None) -> Path:
             f"{table['source_sha256'][:12]}, not {source_sha[:12]} ({source}); use "
             "precision='float32' or run scripts/calibrate_int8.py for this file"
         )
-    key = [RECIPE, source_sha, table_bytes, _version("onnx"), _version("onnxruntime")]
+    key: list[bytes | str] = [
+        RECIPE,
+        source_sha,
+        table_bytes,
+        _version("onnx"),
+        _version("onnxruntime"),
+    ]
     return derived_file(
         f"{name}-int8",
         key,

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import cast
 
 import numpy as np
 
@@ -191,10 +192,10 @@ class _Track:
                 cs = _centre_size(box)
                 cs[:2] += self.velocity[:2] * (frame - self.frames[edge])
                 box = _xywh(cs)
-            box = _clip(box)
-            if box is None:
+            clipped = _clip(box)
+            if clipped is None:
                 return None
-            return box, self.scores[edge], "extended"
+            return clipped, self.scores[edge], "extended"
         i = int(np.searchsorted(self.frames, frame))
         if self.frames[i] == frame:
             return self.boxes[i], self.scores[i], "detected"
@@ -371,8 +372,10 @@ class Tracker:
                                 if b is not None
                             ]
                         )
-                    det = Detection(track.label, float(score), tuple(float(v) for v in box))
-                    boxes.append(TrackedDetection(track.index, det, kind))
+                    x, y, w, h = (float(v) for v in box)
+                    det = Detection(track.label, float(score), (x, y, w, h))
+                    # a kept track is confirmed, so its index is set
+                    boxes.append(TrackedDetection(cast(int, track.index), det, kind))
             boxes.sort(key=lambda b: b.track)
             out.append((frame, boxes))
         self._emitted = max(self._emitted, upto + 1)

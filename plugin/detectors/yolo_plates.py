@@ -154,7 +154,7 @@ class YoloPlateDetector:
     """Plates with the YOLOv8 plate model; ``threshold`` on the class score (0-1)."""
 
     name = "yolov8-plates"
-    labels = (PLATE,)
+    labels: tuple[str, ...] = (PLATE,)
 
     def __init__(
         self,

@@ -125,17 +125,17 @@ def anonymize_images(
             f"min_confidence must be between 0 and 1, got {min_confidence}: a "
             f"floor above every score would obscure nothing"
         )
+    out_dir = Path(output_dir).expanduser().resolve()
     recipe = schema.AnonymizeRecipe(
         label_fields=tuple(label_fields),
         classes=tuple(classes) if classes else None,
         min_confidence=min_confidence,
         settings=settings or BlurSettings(),
         jpeg_quality=jpeg_quality,
-        output_dir=str(Path(output_dir).expanduser().resolve()),
+        output_dir=str(out_dir),
     )
     steps = engine.Steps(settings=recipe.settings, jpeg_quality=jpeg_quality)
     dataset = sample_collection._dataset
-    out_dir = Path(recipe.output_dir)
     all_paths = dataset.values("filepath")
     source_root = common_root(all_paths)
     reason = check_output_dir(out_dir, all_paths, source_root)
@@ -184,7 +184,7 @@ def anonymize_images(
     with schema.SampleWriter(sample_collection) as writer:
         for result in with_progress(results, len(todo), "anonymized", progress):
             sid, path, fp = result.item.key
-            if not result.ok:
+            if result.error is not None:
                 writer.write(
                     sid, {**errors(report.fail(path, result.error, sid)), output_field: None}
                 )

@@ -287,7 +287,7 @@ def _ensure_fields(dataset, residual_field: str, uncovered_field: str | None) ->
 def _worst(results: Sequence[_SampleResult], limit: int) -> list[dict[str, Any]]:
     """The samples a reviewer should open first: most uncovered true boxes, then likely
     residuals, then possible ones."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": r.sid,
             "filepath": r.filepath,
@@ -446,7 +446,7 @@ def audit_anonymization(
         engine.run(todo, engine.Steps(detector=built), options), len(todo), "audited", progress
     ):
         sid, path, used, gt, stale, own = result.item.key
-        if not result.ok:
+        if result.error is not None:
             report.failed[str(result.item.source)] = result.error
             report.failed_ids.append(sid)
             continue

@@ -164,8 +164,9 @@ def tier_residuals(
         if len(answers) != len(asked):
             raise ValueError(f"the opinion gave {len(answers)} scores for {len(asked)} residuals")
         scores = {i: float(s) for i, s in zip(asked, answers)}
-    elif asked and opinion is not None:
-        scores = {i: None if opinion[i] is None else float(opinion[i]) for i in asked}
+    elif asked and opinion is not None and not callable(opinion):
+        given = {i: opinion[i] for i in asked}
+        scores = {i: None if v is None else float(v) for i, v in given.items()}
     out = []
     for i in kept:
         det, (tier, reason) = found[i], decided[i]

@@ -79,7 +79,7 @@ def detect_faces_and_plates(
     with schema.SampleWriter(sample_collection) as writer:
         for result in with_progress(results, len(todo), "detected", progress):
             sid, path = result.item.key
-            if not result.ok:
+            if result.error is not None:
                 writer.write(sid, errors(report.fail(path, result.error, sid)))
                 continue
             writer.write(

@@ -7,6 +7,7 @@ audit and share take it from there as if they had made it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ def dataset_from_results(
     schema.declare_copy_fields(dataset, output_field)
     errors = schema.error_values(dataset, error_field)
     ids = dataset.add_samples(
-        [fo.Sample(filepath=str(Path(r.item.source).absolute())) for r in results], progress=False
+        [fo.Sample(filepath=str(_absolute(r.item.source, "source"))) for r in results],
+        progress=False,
     )
     fp_field = schema.fingerprint_field(output_field)
     schema.record_copies(dataset, output_field, PRODUCED_BY, recipe)
@@ -75,8 +77,10 @@ def dataset_from_results(
                     sid,
                     {
                         label_field: schema.to_fo_detections(r.detections),
-                        output_field: str(Path(r.item.target).absolute()),
-                        fp_field: recipe.fingerprint(r.detections, Path(r.item.target).absolute()),
+                        output_field: str(_absolute(r.item.target, "target")),
+                        fp_field: recipe.fingerprint(
+                            r.detections, _absolute(r.item.target, "target")
+                        ),
                         **errors(None),
                     },
                 )
@@ -85,3 +89,10 @@ def dataset_from_results(
                 writer.write(sid, errors(f"{job}: {r.error}"))
     schema.record_detections(dataset, label_field, PRODUCED_BY, config, detector)
     return dataset
+
+
+def _absolute(path: str | os.PathLike | None, what: str) -> Path:
+    """``path`` made absolute; the results of a run over files all have a source and a target."""
+    if path is None:
+        raise ValueError(f"a result without a {what} file: expected a run over files")
+    return Path(path).absolute()

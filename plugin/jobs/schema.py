@@ -28,9 +28,9 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from ..core.boxes import Detection
+from ..core.boxes import Detection, RelBox
 from ..core.images import DEFAULT_JPEG_QUALITY
 
 T = TypeVar("T")
@@ -134,7 +134,7 @@ def from_fo_detections(
             Detection(
                 det.label or "",
                 1.0 if conf is None else float(conf),
-                tuple(float(v) for v in det.bounding_box),
+                cast(RelBox, tuple(float(v) for v in det.bounding_box)),
             )
         )
     return out

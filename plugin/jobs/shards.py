@@ -60,7 +60,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 PLUGIN = "@fiftyone-anonymizer/anonymize"
 SHARD_KEY = "anonymizer_shard"  # request parameter holding a shard's identity
@@ -478,7 +478,7 @@ def list_jobs() -> list[str]:
         job = _shard_info(doc)["job_id"]
         queued = doc.queued_at or _utcnow()
         seen[job] = min(seen.get(job, queued), queued)
-    return sorted(seen, key=seen.get)
+    return sorted(seen, key=lambda job: seen[job])
 
 
 def job_status(
@@ -582,7 +582,8 @@ def requeue_dead(
     done = []
     for doc in find_dead(limit, job_id, now):
         info = _shard_info(doc)
-        silent = (now - _heartbeat(doc)).total_seconds()
+        beat = cast(datetime, _heartbeat(doc))  # find_dead keeps only shards with a heartbeat
+        silent = (now - beat).total_seconds()
         attempt = _attempt(doc.label)
         reason = (
             f"{_DEAD_REASON} {silent:.0f} s (timeout {limit:.0f} s): worker presumed "

@@ -83,7 +83,7 @@ def detect_videos(
                 options=options,
                 on_frame=_frame_progress(progress, n, len(todo), "detected"),
             )
-            if not result.ok:
+            if result.error is not None:
                 writer.write(sid, errors(report.fail(path, result.error, sid)))
                 continue
             labels = {
@@ -146,6 +146,8 @@ def anonymize_videos(
             f"frame label field(s) not on the dataset: {missing} (videos keep "
             f"their boxes per frame, in frames.<field>)"
         )
+    if recipe.output_dir is None:
+        raise ValueError("the recipe has no output_dir: there is nowhere to write the copies")
     out_dir = Path(recipe.output_dir)
     source_root = common_root(dataset.values("filepath"))
     fp_field = schema.fingerprint_field(output_field)
@@ -172,7 +174,7 @@ def anonymize_videos(
                 options=options,
                 on_frame=_frame_progress(progress, n, len(ids), "anonymized"),
             )
-            if not result.ok:
+            if result.error is not None:
                 writer.write(
                     sid, {**errors(report.fail(path, result.error, sid)), output_field: None}
                 )
