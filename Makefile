@@ -27,8 +27,11 @@ test-fast: $(STAMP)
 test-faults: $(STAMP)
 	$(PY) -m pytest -m faults
 
+## Linter, formatter and type checker (CI runs this before the tests).
 lint: $(STAMP)
 	.venv/bin/ruff check plugin tests scripts
+	.venv/bin/ruff format --check plugin tests scripts
+	.venv/bin/mypy
 
 bench-blur: $(STAMP)
 	$(PY) scripts/bench_blur.py
