@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from PIL import Image
 
@@ -56,7 +54,3 @@ def expand_xyxy(xyxy: np.ndarray, factor_w: float, factor_h: float) -> np.ndarra
     cx, cy = (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2
     hw, hh = (xyxy[:, 2] - xyxy[:, 0]) * factor_w / 2, (xyxy[:, 3] - xyxy[:, 1]) * factor_h / 2
     return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
-
-
-def filter_threshold(dets: Sequence[Detection], thresholds: dict[str, float]) -> list[Detection]:
-    return [d for d in dets if d.score >= thresholds.get(d.label, 0.0)]
