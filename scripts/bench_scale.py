@@ -25,8 +25,8 @@ On a private MongoDB (FiftyOne's own ``mongod`` on 127.0.0.1, a throwaway folder
 4. **1080p per image.** One worker, one thread, on ``--hd`` photos upscaled to 1920x1080:
    seconds per image for detect + anonymize, the figure deploy/README.md's estimate uses.
 
-Other agents share this machine's cores while it measures: figures are noisy, and the
-scaling is a lower bound of what two idle cores give. The CPU model is printed.
+Anything else running on the machine makes the figures noisy and the scaling a lower bound
+of what two idle cores give: the CPU model and the load average at start are printed.
 
 The last two lines read ``scale: 2 workers vs 1: <N>x`` and
 ``after kill -9: lost <a>, duplicated <b>, partial <c>``.
@@ -352,8 +352,8 @@ def main() -> int:
     rng = random.Random(seed)
     print(
         f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average "
-        f"{os.getloadavg()[0]:.1f} at start. Other agents share these cores while this "
-        "measures: times are noisy and the scaling is a lower bound."
+        f"{os.getloadavg()[0]:.1f} at start (other work on these cores makes the times noisy "
+        "and the scaling a lower bound)."
     )
     print(
         f"{args.photos} photos (the shared face photos repeated), {args.shards} shards, "

@@ -483,7 +483,7 @@ def main() -> int:
 
     thresholds = {**VIDEO_THRESHOLDS, **json.loads(args.thresholds)}
     print(
-        f"{cpu_model()}, {os.cpu_count()} CPUs shared with other work (timings indicative); "
+        f"{cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
         f"detector {args.detector} at {thresholds}; tracker {json.dumps(track.to_dict())}",
         flush=True,
     )
