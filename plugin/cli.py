@@ -194,10 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--multiscale",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="extra passes: a mirrored view of each image for faces (fewer "
-        "false alarms, same recall) and overlapping tiles for plates on "
-        "photos of 1000 px or more (default: on; --no-multiscale about "
-        "halves the face detector's time)",
+        help="extra passes where they can change the answer: a 640 px look at "
+        "photos whose first look finds small uncertain faces, and plate tiles "
+        "over small candidates on photos of 1000 px or more (default: on; "
+        "--no-multiscale: face recall 0.904 instead of 0.929, about 1.2x faster)",
     )
     models.add_argument(
         "--face-size",

@@ -409,8 +409,8 @@ def _detect_inputs(ctx, inputs: types.Object) -> None:
         inputs,
         DEFAULT_THRESHOLDS["face"],
         DEFAULT_THRESHOLDS["plate"],
-        "Mirrored view for faces (fewer false alarms, same recall) and tiles for "
-        "plates on large photos; off is about twice as fast",
+        "A 640 px look at photos with small uncertain faces and plate tiles over "
+        "small candidates: face recall 0.929 (off: 0.904), off is about 1.2x faster",
     )
     inputs.bool(
         "overwrite",
@@ -463,8 +463,9 @@ class DetectFacesAndPlates(foo.Operator):
             plates: ``"yolov8-plates"`` or ``"none"``
             face_threshold: minimum face score (None: the default)
             plate_threshold: minimum plate score (None: the default)
-            multiscale: extra passes (mirrored view for faces, tiles for plates on large
-                photos); False is about twice as fast at the same face recall
+            multiscale: extra passes where they can change the answer (a 640 px look at
+                photos with small uncertain faces, plate tiles over small candidates);
+                False is about 1.2x faster at a lower face recall (0.904 against 0.929)
             overwrite: redo samples that already have ``label_field``
             delegate: queue it for a delegated worker instead of running now
             shards: queue it as this many delegated operations, balanced by pixels (any
@@ -990,8 +991,8 @@ def _audit_inputs(ctx, inputs: types.Object) -> bool:
         inputs,
         audit.AUDIT_THRESHOLDS["face"],
         audit.AUDIT_THRESHOLDS["plate"],
-        "Mirrored view for faces, tiles for plates on large photos: slower, fewer "
-        "misses and false alarms",
+        "A 640 px look at photos with small uncertain faces, plate tiles over small "
+        "candidates: slower, fewer misses",
     )
     inputs.str(
         "residual_field",
@@ -1117,8 +1118,8 @@ class AuditAnonymization(foo.Operator):
             tag: tag for samples to review (default ``needs_review``)
             face_threshold: audit face threshold (None: the low default)
             plate_threshold: audit plate threshold (None: the low default)
-            multiscale: extra passes (mirrored view for faces, tiles for plates on large
-                photos)
+            multiscale: extra passes (a 640 px look for small faces, plate tiles over
+                small candidates)
             delegate: queue it for a delegated worker instead of running now
             shards: queue it as this many delegated operations, balanced by pixels (any
                 number of ``fiftyone delegated launch`` workers take them); returns a

@@ -51,7 +51,7 @@ PLATE_BACKENDS = ("yolov8-plates",)
 #: Where the models run: "auto" takes a GPU when onnxruntime-gpu offers one.
 DEVICES = ("auto", "cpu", "cuda")
 
-#: Whether the extra passes (CenterFace mirrored view, plate tiles on large photos) run by default.
+#: Whether the extra passes (CenterFace's 640 px look, plate tiles on large photos) run by default.
 DEFAULT_MULTISCALE = True
 
 # Backend settings: single pass, and what ``multiscale=True`` adds.
@@ -358,7 +358,7 @@ class DetectorConfig:
         plates: plate backend (:data:`PLATE_BACKENDS`) or None for no plates
         face_threshold: minimum face score; None: the backend's calibrated default
         plate_threshold: minimum plate score; None: :data:`DEFAULT_THRESHOLDS`
-        multiscale: the extra passes (mirrored face view, plate tiles on large photos)
+        multiscale: the extra passes (CenterFace's 640 px look, plate tiles on large photos)
         device: :data:`DEVICES`
         face_size: :data:`FACE_SIZES`
         precision: :data:`PRECISIONS`
