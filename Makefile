@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STAMP := .venv/.setup-stamp
 LABELS ?= ../shared/data/faces/labels.json
 
-.PHONY: setup demo test test-fast test-faults lint bench-blur eval eval-video bench-e2e bench-scale clean
+.PHONY: setup demo test test-fast test-faults lint bench-blur eval eval-video bench-e2e bench-scale bench-video-memory clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,10 @@ bench-scale: $(STAMP)
 eval-video: $(STAMP)
 	$(PY) scripts/make_video_clips.py
 	$(PY) scripts/eval_video.py
+
+## Peak memory of a video job: a 10 s clip against a 5 min clip (made here).
+bench-video-memory: $(STAMP)
+	$(PY) scripts/bench_video_memory.py
 
 clean:
 	rm -rf out .pytest_cache
