@@ -142,21 +142,17 @@ def uncovered_truths(
 def residual_labels(found: Sequence[TieredResidual]):
     """Residuals as ``fo.Detections``: each with its covered share, tier ("likely" tags the
     sample, "possible" does not), the second opinion if one was asked, and why."""
-    import fiftyone as fo
-
-    return fo.Detections(
-        detections=[
-            fo.Detection(
-                label=r.detection.label,
-                confidence=float(r.detection.score),
-                bounding_box=list(r.detection.box),
-                covered=round(r.covered, 4),
-                tier=r.tier,
-                reason=r.reason,
-                opinion=None if r.opinion is None else round(r.opinion, 4),
-            )
+    return schema.to_fo_detections(
+        [r.detection for r in found],
+        [
+            {
+                "covered": round(r.covered, 4),
+                "tier": r.tier,
+                "reason": r.reason,
+                "opinion": None if r.opinion is None else round(r.opinion, 4),
+            }
             for r in found
-        ]
+        ],
     )
 
 

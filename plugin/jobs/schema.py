@@ -51,14 +51,24 @@ def fingerprint_field(output_field: str) -> str:
 # Labels
 
 
-def to_fo_detections(detections: Sequence[Detection]):
-    """Our boxes as an ``fo.Detections``."""
+def to_fo_detections(
+    detections: Sequence[Detection], attributes: Sequence[dict[str, Any]] | None = None
+):
+    """Our boxes as an ``fo.Detections``.
+
+    Args:
+        detections: the boxes
+        attributes: per box, extra label attributes (track index, audit tier, ...), if any
+    """
     import fiftyone as fo
 
+    extras = attributes if attributes is not None else [{}] * len(detections)
     return fo.Detections(
         detections=[
-            fo.Detection(label=d.label, confidence=float(d.score), bounding_box=list(d.box))
-            for d in detections
+            fo.Detection(
+                label=d.label, confidence=float(d.score), bounding_box=list(d.box), **extra
+            )
+            for d, extra in zip(detections, extras, strict=True)
         ]
     )
 
@@ -67,19 +77,9 @@ def to_fo_frame_detections(tracked: Sequence[Any]):
     """A frame's tracked boxes (``detectors.tracking.TrackedDetection``) as an
     ``fo.Detections``: each box's track in ``index`` (FiftyOne's object id across frames) and
     ``filled=True`` where the tracker added it (gap fill or extension), not the detector."""
-    import fiftyone as fo
-
-    return fo.Detections(
-        detections=[
-            fo.Detection(
-                label=t.detection.label,
-                confidence=float(t.detection.score),
-                bounding_box=list(t.detection.box),
-                index=t.track if t.track >= 0 else None,
-                filled=t.filled,
-            )
-            for t in tracked
-        ]
+    return to_fo_detections(
+        [t.detection for t in tracked],
+        [{"index": t.track if t.track >= 0 else None, "filled": t.filled} for t in tracked],
     )
 
 
