@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from machine import cpu_model  # scripts/machine.py
+
 from fiftyone_anonymizer import metrics
 from fiftyone_anonymizer.core.boxes import FACE, Detection
 
@@ -245,13 +247,6 @@ def startup_seconds(run: Run) -> tuple[float, float]:
         sys.exit(f"no summary line in our command's output:\n{run.output[-2000:]}")
     processing, load = float(match.group(1)), float(match.group(3))
     return run.seconds - processing + load, load
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def warm_cache(paths: list[Path]) -> None:

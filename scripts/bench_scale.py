@@ -47,6 +47,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from machine import cpu_model  # scripts/machine.py
+
 REPO = Path(__file__).resolve().parents[1]
 # ../shared/data beside the checkout, or $FO_ANONYMIZER_SHARED_DATA (as in tests/conftest.py)
 FACES = Path(os.environ.get("FO_ANONYMIZER_SHARED_DATA", REPO.parent / "shared" / "data")) / "faces"
@@ -138,16 +140,6 @@ for copy, error in zip(copies, errors):
         lost += 1
 print(json.dumps({"lost": lost, "samples": len(ds)}))
 """
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def photo_tree(dest: Path, count: int, hd: bool = False) -> list[str]:

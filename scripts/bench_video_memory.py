@@ -23,19 +23,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+from machine import cpu_model  # scripts/machine.py
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "out" / "bench-video-memory"
 RATE, WIDTH, HEIGHT = 30, 640, 360
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def make_clip(path: Path, seconds: float) -> Path:

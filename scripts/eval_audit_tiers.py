@@ -34,10 +34,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # scripts/machine.py
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without the editable install
     sys.path.insert(0, str(REPO))
+
 
 from fiftyone_anonymizer import metrics  # noqa: E402
 from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection  # noqa: E402
@@ -60,16 +62,6 @@ def audit_thresholds() -> dict[str, float]:
     from fiftyone_anonymizer.jobs.audit import AUDIT_THRESHOLDS
 
     return dict(AUDIT_THRESHOLDS)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def build(classes: tuple[str, ...], thresholds: dict[str, float]):

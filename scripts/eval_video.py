@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # scripts/machine.py
 from PIL import Image, ImageFilter
 
 from fiftyone_anonymizer import metrics
@@ -445,13 +446,6 @@ def line(
         f"video {label}: frame recall {recall} coverage {s.coverage:.3f} flicker "
         f"{s.flicker_rate:.4f}{fps}  [{name}; {s.truths} true boxes{extra}]"
     )
-
-
-def cpu_model() -> str:
-    for row in Path("/proc/cpuinfo").read_text().splitlines():
-        if row.startswith("model name"):
-            return row.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> int:

@@ -25,10 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # scripts/machine.py
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without the editable install
     sys.path.insert(0, str(REPO))
+
 
 from fiftyone_anonymizer import metrics  # noqa: E402
 from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection  # noqa: E402
@@ -138,19 +140,6 @@ def make_detector(
             extra.setdefault("precision", precision)
         backends.append(build_backend(name, thresholds[label], multiscale, device, **extra))
     return MergedDetector(backends, thresholds, multiscale, device)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (timings mean little without it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def bench(

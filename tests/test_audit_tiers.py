@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import box_iou
 from fiftyone_anonymizer.core.boxes import Detection
 from fiftyone_anonymizer.jobs.audit_tiers import (
     LIKELY,
@@ -187,13 +188,6 @@ COLLAR = (0.25, 0.31, 0.30, 0.25)  # the metal neck ring of her suit
 HELMET = (0.0, 0.62, 0.18, 0.08)  # a strip of the helmet beside her, no plate anywhere
 
 
-def _iou(a, b) -> float:
-    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
-
-
 def test_astronaut_face_left_visible_is_likely_and_the_collar_is_possible():
     """Her face, left unblurred, scores ~0.87: "likely" without asking. A faint false alarm on
     the collar (as an older calibration produced, score ~0.2) is asked and the crops disagree:
@@ -220,8 +214,8 @@ def test_astronaut_face_left_visible_is_likely_and_the_collar_is_possible():
     tiered = tier_residuals(found, np.zeros(image.shape[:2], dtype=bool), recording)
 
     faces = [r for r in tiered if r.detection.label == "face" and r.detection is not collar]
-    her = max(faces, key=lambda r: _iou(r.detection.box, FACE_REGION))
-    assert _iou(her.detection.box, FACE_REGION) >= 0.3
+    her = max(faces, key=lambda r: box_iou(r.detection.box, FACE_REGION))
+    assert box_iou(her.detection.box, FACE_REGION) >= 0.3
     assert her.tier == LIKELY and her.opinion is None  # sure enough without asking
     (on_collar,) = [r for r in tiered if r.detection is collar]
     assert on_collar.tier == POSSIBLE and any(d is collar for d in asked)
@@ -238,11 +232,13 @@ def test_astronaut_face_left_visible_is_likely_and_the_collar_is_possible():
     assert again.tier == LIKELY and again.opinion > 0.5
 
 
-def test_the_measurement_script_skips_without_the_photos(tmp_path, capsys):
+def test_the_measurement_script_skips_without_the_photos(tmp_path, capsys, monkeypatch):
     import importlib.util
 
     from conftest import REPO_ROOT
 
+    # As when it runs: its own folder on the path (it imports scripts/machine.py).
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
     spec = importlib.util.spec_from_file_location(
         "eval_audit_tiers", REPO_ROOT / "scripts" / "eval_audit_tiers.py"
     )
