@@ -22,6 +22,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
 
+# The astronaut (scikit-image's sample portrait): the real face every detector test looks at.
+HAND_FACE = (0.35, 0.12, 0.18, 0.23)  # her face as a hand box, forehead to chin, relative xywh
+
+
+def box_iou(a, b) -> float:
+    """IoU of two relative ``[x, y, w, h]`` boxes (the library's own ``iou_matrix``)."""
+    import numpy as np
+
+    from fiftyone_anonymizer.core.boxes import iou_matrix, xywh_to_xyxy
+
+    return float(iou_matrix(xywh_to_xyxy(np.array([a])), xywh_to_xyxy(np.array([b])))[0, 0])
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """The astronaut as RGB uint8."""
+    from skimage import data
+
+    return data.astronaut()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real photos with boxes; skips the test with a visible reason when absent."""

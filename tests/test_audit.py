@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PLUGIN_NAME
+from conftest import HAND_FACE, PLUGIN_NAME, box_iou
 
 FACE_BOX = (0.30, 0.05, 0.28, 0.36)  # the astronaut's head, relative [x, y, w, h]
-HAND_FACE = (0.35, 0.12, 0.18, 0.23)  # her face as a hand box (forehead to chin), as in the photos
 N_FACE_IMAGES = 15
 N_PLATE_IMAGES = 8
 #: The deliberately high confidence floor of the first anonymization (so it misses faces).
@@ -69,22 +68,13 @@ def _share_covered(mask: np.ndarray, box) -> float:
     return float(mask[r0:r1, c0:c1].mean())
 
 
-def _iou(a, b) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
-    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _matched_truths(truths, preds, iou: float = 0.3) -> int:
     """Greedy one-to-one matching, highest confidence first; how many truths were found."""
     taken = [False] * len(truths)
     for _conf, pbox in sorted(preds, key=lambda p: -p[0]):
         best, best_iou = None, iou
         for j, tbox in enumerate(truths):
-            v = _iou(pbox, tbox)
+            v = box_iou(pbox, tbox)
             if not taken[j] and v >= best_iou:
                 best, best_iou = j, v
         if best is not None:
@@ -248,7 +238,7 @@ def test_astronaut_missed_face_is_flagged_then_cleared(make_dataset, tmp_path):
     sample = ds.first()
     assert report.residuals_per_class["face"] >= 1
     faces = [d for d in sample.anonymizer_residual.detections if d.label == "face"]
-    assert max(_iou(d.bounding_box, HAND_FACE) for d in faces) >= 0.3  # it is her face
+    assert max(box_iou(d.bounding_box, HAND_FACE) for d in faces) >= 0.3  # it is her face
     assert "needs_review" in sample.tags
     assert sample.anonymizer_uncovered == 1
     assert report.per_class["face"]["coverage"] == 0.0
@@ -394,7 +384,7 @@ def test_shared_data_audit_finds_the_misses_and_the_numbers_hold(shared_dataset,
                 else:
                     uncovered += 1
                     leaks += 1
-                    leaks_flagged += any(_iou(r, t) >= 0.3 for r in residual_boxes)
+                    leaks_flagged += any(box_iou(r, t) >= 0.3 for r in residual_boxes)
         uncovered_by_id[s.id] = uncovered
 
     assert leaks > 0, "the high threshold should have left some true boxes clear"

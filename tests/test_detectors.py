@@ -10,21 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import HAND_FACE, box_iou
 from fiftyone_anonymizer import metrics
-from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection, iou_matrix, xywh_to_xyxy
-
-HAND_FACE = (0.35, 0.12, 0.18, 0.23)  # the astronaut's face, forehead to chin, relative xywh
-
-
-def iou(a, b) -> float:
-    return float(iou_matrix(xywh_to_xyxy(np.array([a])), xywh_to_xyxy(np.array([b])))[0, 0])
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    from skimage import data
-
-    return data.astronaut()
+from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +45,8 @@ def test_import_is_cheap():
 def test_finds_the_astronauts_face(faces, astronaut):
     found = faces.detect([astronaut])[0]
     assert all(d.label == FACE and 0.0 <= d.score <= 1.0 for d in found)
-    best = max(found, key=lambda d: iou(d.box, HAND_FACE))
-    assert iou(best.box, HAND_FACE) >= 0.5
+    best = max(found, key=lambda d: box_iou(d.box, HAND_FACE))
+    assert box_iou(best.box, HAND_FACE) >= 0.5
     assert best.score >= 0.5
     # Nothing else in the picture is a face (flag, suit, rocket) at the default threshold.
     assert len(found) <= 2
@@ -118,7 +106,7 @@ def test_plate_box_maps_back_through_letterbox_padding(shared_data):
     image, truths = next(_labelled(shared_data, "plates", 10))
     h, w = image.shape[:2]
     best = max(det.detect([image])[0], key=lambda d: d.score)
-    assert iou(best.box, truths[0].box) >= 0.5
+    assert box_iou(best.box, truths[0].box) >= 0.5
     padded = np.pad(image, ((0, h // 3), (w // 2, 0), (0, 0)), constant_values=114)
     moved = max(det.detect([padded])[0], key=lambda d: d.score)
     x0, y0, x1, y1 = moved.to_pixels(padded.shape[1], padded.shape[0])
@@ -162,7 +150,7 @@ def test_mtcnn_backend_finds_the_face(astronaut):
 
     det = build_detector(faces="mtcnn", plates=None, multiscale=False)
     found = det.detect([astronaut])[0]
-    assert found and max(iou(d.box, HAND_FACE) for d in found) >= 0.4
+    assert found and max(box_iou(d.box, HAND_FACE) for d in found) >= 0.4
 
 
 def _labelled(shared_data, kind: str, n: int):
@@ -211,7 +199,7 @@ def test_float32_conversion_keeps_the_plate_model_s_answers(shared_data):
     for a, b in zip(
         sorted(half, key=lambda d: d.score), sorted(full, key=lambda d: d.score), strict=True
     ):
-        assert abs(a.score - b.score) < 0.02 and iou(a.box, b.box) > 0.95
+        assert abs(a.score - b.score) < 0.02 and box_iou(a.box, b.box) > 0.95
 
 
 def test_plate_heads_decode_to_the_shipped_model_s_boxes(astronaut):
@@ -325,4 +313,4 @@ def test_plate_tiles_run_only_where_the_full_view_saw_a_small_candidate(shared_d
     assert 1 <= len(counted.batches) <= 3
     for d in always.detect([image])[0]:
         if d.score >= 0.3:
-            assert max((iou(d.box, f.box) for f in found), default=0) > 0.7
+            assert max((box_iou(d.box, f.box) for f in found), default=0) > 0.7

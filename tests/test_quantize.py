@@ -13,21 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fiftyone_anonymizer.core.boxes import iou_matrix, xywh_to_xyxy
+from conftest import HAND_FACE, box_iou
 
 REPO = Path(__file__).resolve().parents[1]
-HAND_FACE = (0.35, 0.12, 0.18, 0.23)  # the astronaut's face, forehead to chin, relative xywh
-
-
-def iou(a, b) -> float:
-    return float(iou_matrix(xywh_to_xyxy(np.array([a])), xywh_to_xyxy(np.array([b])))[0, 0])
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    from skimage import data
-
-    return data.astronaut()
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +105,9 @@ def test_int8_and_float32_find_the_same_face(astronaut):
         assert det.precision == precision
         found[precision] = max(det.detect([astronaut])[0], key=lambda d: d.score)
     full, small = found["float32"], found["int8"]
-    assert iou(small.box, full.box) > 0.8
+    assert box_iou(small.box, full.box) > 0.8
     assert abs(small.score - full.score) < 0.1
-    assert iou(small.box, HAND_FACE) >= 0.5
+    assert box_iou(small.box, HAND_FACE) >= 0.5
 
 
 def test_int8_plate_heads_follow_the_float_ones(astronaut):
@@ -153,7 +141,7 @@ def test_int8_plates_on_real_photos(shared_data):
         full, small = (dets[p].detect([image])[0] for p in ("float32", "int8"))
         for a in full:
             if a.score >= 0.4:  # clear plates: the int8 model finds each one in place
-                assert max((iou(a.box, b.box) for b in small), default=0) > 0.7, entry["file"]
+                assert max((box_iou(a.box, b.box) for b in small), default=0) > 0.7, entry["file"]
 
 
 def test_auto_precision_is_int8_on_the_cpu_only():
