@@ -6,13 +6,16 @@ Headless Debian Chromium through Playwright (never a downloaded browser). Screen
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -73,6 +76,28 @@ def browser():
             b.close()
 
 
+@contextlib.contextmanager
+def _app_page(browser, dataset, failure_shot: Path, settle_ms: int) -> Iterator[Any]:
+    """The App serving ``dataset`` in a page of ``browser``, its grid shown; a screenshot to
+    ``failure_shot`` when the block fails; the App closed afterwards."""
+    import fiftyone as fo
+
+    port = _free_port()
+    session = fo.launch_app(dataset, remote=True, port=port, auto=False)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/")
+        page.goto(f"http://127.0.0.1:{port}/datasets/{dataset.name}", wait_until="domcontentloaded")
+        page.wait_for_selector("[data-cy='fo-grid']", timeout=90_000)
+        page.wait_for_timeout(settle_ms)
+        yield page
+    except Exception:
+        page.screenshot(path=str(failure_shot))
+        raise
+    finally:
+        session.close()
+
+
 def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
     import fiftyone as fo
     from skimage import data
@@ -92,15 +117,8 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
     ds.persistent = True  # the App's server is another process
     out_dir = tmp_path / "anonymized"
 
-    port = _free_port()
-    session = fo.launch_app(ds, remote=True, port=port, auto=False)
     shots = _artifacts()
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/")
-        page.goto(f"http://127.0.0.1:{port}/datasets/{ds.name}", wait_until="domcontentloaded")
-        page.wait_for_selector("[data-cy='fo-grid']", timeout=90_000)
-        page.wait_for_timeout(3000)
+    with _app_page(browser, ds, shots / "failure.png", settle_ms=3000) as page:
         page.screenshot(path=str(shots / "01-grid.png"))
 
         # The backquote opens the operator browser; typing filters it.
@@ -159,11 +177,6 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
         assert (
             np.abs(after[60:180, 180:280] - before[60:180, 180:280]).mean() > 8
         )  # the face is blurred
-    except Exception:
-        page.screenshot(path=str(shots / "failure.png"))
-        raise
-    finally:
-        session.close()
 
 
 def _dismiss_banners(page) -> None:
@@ -207,80 +220,72 @@ def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
     flagged.save()
     shared_name = f"{ds.name}-shared"
 
-    port = _free_port()
-    session = fo.launch_app(ds, remote=True, port=port, auto=False)
     shots = _artifacts()
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
-        _wait_http(f"http://127.0.0.1:{port}/")
-        page.goto(f"http://127.0.0.1:{port}/datasets/{ds.name}", wait_until="domcontentloaded")
-        page.wait_for_selector("[data-cy='fo-grid']", timeout=90_000)
-        page.wait_for_timeout(2000)
-        _dismiss_banners(page)
+        with _app_page(browser, ds, shots / "failure-reviewer.png", settle_ms=2000) as page:
+            _dismiss_banners(page)
 
-        # A confidence floor of 2 would obscure nothing: refused next to the field.
-        _open_operator(page, "Anonymizer: anonymize images")
-        page.wait_for_selector("text=Minimum confidence", timeout=30_000)
-        floor = page.get_by_text("Minimum confidence", exact=True).locator(
-            "xpath=following::input[1]"
-        )
-        floor.fill("2")
-        page.get_by_text("must be between 0 and 1").first.wait_for(timeout=15_000)
-        assert page.get_by_role("button", name="Execute").is_disabled()
-        page.screenshot(path=str(shots / "10-bad-value-refused.png"))
-
-        # Corrected, with Overwrite: the run streams its progress, then shows a table.
-        floor.fill("")
-        page.get_by_text("Overwrite", exact=True).click()
-        page.wait_for_timeout(1000)
-        page.get_by_role("button", name="Execute").click()
-        seen: set[str] = set()
-        deadline = time.time() + 180
-        while time.time() < deadline and not page.get_by_text("copies written").count():
-            seen.update(
-                ln
-                for ln in page.inner_text("body").splitlines()
-                if ln.startswith("anonymized ") and "/30" in ln
+            # A confidence floor of 2 would obscure nothing: refused next to the field.
+            _open_operator(page, "Anonymizer: anonymize images")
+            page.wait_for_selector("text=Minimum confidence", timeout=30_000)
+            floor = page.get_by_text("Minimum confidence", exact=True).locator(
+                "xpath=following::input[1]"
             )
-            if len(seen) == 1:
-                page.screenshot(path=str(shots / "11-progress.png"))
-            page.wait_for_timeout(150)
-        page.screenshot(path=str(shots / "12-result-table.png"))
-        assert seen and any(ln != "anonymized 30/30" for ln in seen), seen
-        assert page.get_by_text("copies written").count()
-        page.get_by_role("button", name="Done").click()
+            floor.fill("2")
+            page.get_by_text("must be between 0 and 1").first.wait_for(timeout=15_000)
+            assert page.get_by_role("button", name="Execute").is_disabled()
+            page.screenshot(path=str(shots / "10-bad-value-refused.png"))
 
-        # Share: the form says one sample is left out, and it is.
-        _open_operator(page, "Anonymizer: share anonymized dataset")
-        page.get_by_text("1 left out: 1 tagged for review").first.wait_for(timeout=30_000)
-        name = page.get_by_text("New dataset name", exact=True).locator("xpath=following::input[1]")
-        name.fill(shared_name)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(shots / "13-share-form.png"))
-        page.get_by_role("button", name="Execute").click()
-        page.get_by_text("samples shared").first.wait_for(timeout=120_000)
-        page.screenshot(path=str(shots / "14-shared.png"))
-        shared = fo.load_dataset(shared_name)
-        assert len(shared) == 29
-        assert Path(flagged.anonymized_filepath).name not in {
-            Path(p).name for p in shared.values("filepath")
-        }
-        page.get_by_role("button", name="Done").click()
+            # Corrected, with Overwrite: the run streams its progress, then shows a table.
+            floor.fill("")
+            page.get_by_text("Overwrite", exact=True).click()
+            page.wait_for_timeout(1000)
+            page.get_by_role("button", name="Execute").click()
+            seen: set[str] = set()
+            deadline = time.time() + 180
+            while time.time() < deadline and not page.get_by_text("copies written").count():
+                seen.update(
+                    ln
+                    for ln in page.inner_text("body").splitlines()
+                    if ln.startswith("anonymized ") and "/30" in ln
+                )
+                if len(seen) == 1:
+                    page.screenshot(path=str(shots / "11-progress.png"))
+                page.wait_for_timeout(150)
+            page.screenshot(path=str(shots / "12-result-table.png"))
+            assert seen and any(ln != "anonymized 30/30" for ln in seen), seen
+            assert page.get_by_text("copies written").count()
+            page.get_by_role("button", name="Done").click()
 
-        # The panel: counts and a button per group.
-        page.locator("[data-cy='new-panel-btn']").first.click()
-        page.get_by_text("Anonymization", exact=True).first.click()
-        page.get_by_text("Open: tagged for review (1)").first.wait_for(timeout=60_000)
-        body = page.inner_text("body")
-        assert "Ready to share" in body and "Tagged for review" in body
-        page.screenshot(path=str(shots / "15-panel.png"))
-        page.get_by_text("Open: tagged for review (1)").first.click()
-        page.get_by_text("1 sample", exact=True).first.wait_for(timeout=30_000)
-        page.screenshot(path=str(shots / "16-review-queue.png"))
-    except Exception:
-        page.screenshot(path=str(shots / "failure-reviewer.png"))
-        raise
+            # Share: the form says one sample is left out, and it is.
+            _open_operator(page, "Anonymizer: share anonymized dataset")
+            page.get_by_text("1 left out: 1 tagged for review").first.wait_for(timeout=30_000)
+            name = page.get_by_text("New dataset name", exact=True).locator(
+                "xpath=following::input[1]"
+            )
+            name.fill(shared_name)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(shots / "13-share-form.png"))
+            page.get_by_role("button", name="Execute").click()
+            page.get_by_text("samples shared").first.wait_for(timeout=120_000)
+            page.screenshot(path=str(shots / "14-shared.png"))
+            shared = fo.load_dataset(shared_name)
+            assert len(shared) == 29
+            assert Path(flagged.anonymized_filepath).name not in {
+                Path(p).name for p in shared.values("filepath")
+            }
+            page.get_by_role("button", name="Done").click()
+
+            # The panel: counts and a button per group.
+            page.locator("[data-cy='new-panel-btn']").first.click()
+            page.get_by_text("Anonymization", exact=True).first.click()
+            page.get_by_text("Open: tagged for review (1)").first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            assert "Ready to share" in body and "Tagged for review" in body
+            page.screenshot(path=str(shots / "15-panel.png"))
+            page.get_by_text("Open: tagged for review (1)").first.click()
+            page.get_by_text("1 sample", exact=True).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(shots / "16-review-queue.png"))
     finally:
-        session.close()
         if fo.dataset_exists(shared_name):
             fo.delete_dataset(shared_name)

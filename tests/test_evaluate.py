@@ -43,9 +43,8 @@ def _labels(tmp_path: Path) -> Path:
     return labels
 
 
-def test_evaluate_prints_the_required_lines_and_writes_its_report(tmp_path):
-    labels = _labels(tmp_path)
-    out = tmp_path / "report"
+def _evaluate(labels: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
+    """``scripts/evaluate.py`` on ``labels``, faces only, report into ``out``; must succeed."""
     run = subprocess.run(
         [
             sys.executable,
@@ -55,12 +54,20 @@ def test_evaluate_prints_the_required_lines_and_writes_its_report(tmp_path):
             "none",
             "--out",
             str(out),
+            *options,
         ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def test_evaluate_prints_the_required_lines_and_writes_its_report(tmp_path):
+    labels = _labels(tmp_path)
+    out = tmp_path / "report"
+    run = _evaluate(labels, out)
     lines = run.stdout.splitlines()
     required = [line for line in lines if LINE.match(line)]
     assert [line.split(":")[0] for line in required] == ["face"]  # only labels present
@@ -85,27 +92,16 @@ def test_added_boxes_count_for_precision_only_and_variants_can_be_chosen(tmp_pat
     entries[2]["boxes"] = [{**FACE_BOX, "x": 20, "y": 20, "added": True}]
     labels.write_text(json.dumps(entries))
     out = tmp_path / "report"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "evaluate.py"),
-            str(labels),
-            "--plates",
-            "none",
-            "--out",
-            str(out),
-            "--precision",
-            "int8",
-            "--face-option",
-            "min_side=640",
-            "--face-option",
-            "flip=false",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run = _evaluate(
+        labels,
+        out,
+        "--precision",
+        "int8",
+        "--face-option",
+        "min_side=640",
+        "--face-option",
+        "flip=false",
     )
-    assert run.returncode == 0, run.stderr[-3000:]
     (line,) = [line for line in run.stdout.splitlines() if LINE.match(line)]
     assert line.startswith("face: recall 1.000 coverage 1.000 precision 1.000 images 3 "), line
     report = json.loads((out / "report.json").read_text())

@@ -196,8 +196,9 @@ def test_a_shard_that_keeps_killing_workers_fails_after_max_attempts(fake_job):
     assert "gave up after 3 attempts" in status.shards[0].reason
 
 
-def test_progress_reporter_stops_an_attempt_that_was_requeued_behind_its_back(fake_job):
-    from fiftyone.operators.executor import ExecutionContext, ExecutionRunState
+def _running_shard(fake_job):
+    """One shard of a fake job, marked running, and the execution context a worker gives it."""
+    from fiftyone.operators.executor import ExecutionContext
 
     (op,) = fake_job(1)
     service = fake_job.service
@@ -207,6 +208,13 @@ def test_progress_reporter_stops_an_attempt_that_was_requeued_behind_its_back(fa
         delegated_operation_id=op,
         set_progress=service.set_progress,
     )
+    return op, service, ctx
+
+
+def test_progress_reporter_stops_an_attempt_that_was_requeued_behind_its_back(fake_job):
+    from fiftyone.operators.executor import ExecutionRunState
+
+    op, service, ctx = _running_shard(fake_job)
     with shards.progress_reporter(ctx) as report:
         assert service.get(op).status.label == "starting"  # the heartbeat starts at once
         report(0.5, "half")
@@ -223,16 +231,7 @@ def test_progress_reporter_stops_an_attempt_that_was_requeued_behind_its_back(fa
 
 
 def test_a_slow_start_up_is_not_a_death_but_a_hung_one_is(fake_job):
-    from fiftyone.operators.executor import ExecutionContext
-
-    (op,) = fake_job(1)
-    service = fake_job.service
-    service.set_running(op)
-    ctx = ExecutionContext(
-        request_params={"run_doc": op, "delegated": True},
-        delegated_operation_id=op,
-        set_progress=service.set_progress,
-    )
+    op, service, ctx = _running_shard(fake_job)
     job = fake_job.job_id
     with shards.progress_reporter(ctx, startup_beat_s=0.2, max_startup_s=2.0) as report:
         start = time.monotonic()
