@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,18 +96,20 @@ class ArenaBoundedSession:
     """
 
     def __init__(self, model: bytes | str | Path, device: str = "auto") -> None:
-        self.model, self.device = model, device
+        self.model, self.device = model, device  # kept to build the twin on first need
         self.session = make_session(model, device)
-        self._large: Any = None
+        self._on_cpu = session_provider(self.session) == "CPUExecutionProvider"
+        self._twin: Any = None
+        self._twin_lock = threading.Lock()  # detect workers may reach a large photo at once
 
     def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list:
         """``InferenceSession.run``, in the arena-free twin inside ``arena_free()``."""
-        session = self.session
-        if _ARENA_FREE.get() and session.get_providers()[0] == "CPUExecutionProvider":
-            if self._large is None:
-                self._large = make_session(self.model, self.device, arena=False)
-            session = self._large
-        return session.run(outputs, feeds)
+        if not (_ARENA_FREE.get() and self._on_cpu):
+            return self.session.run(outputs, feeds)
+        with self._twin_lock:
+            if self._twin is None:
+                self._twin = make_session(self.model, self.device, arena=False)
+        return self._twin.run(outputs, feeds)
 
     def __getattr__(self, name: str) -> Any:  # get_inputs, get_providers, ...
         if name == "session":
