@@ -29,17 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without the editable install
-    sys.path.insert(0, str(REPO))
-
-from fiftyone_anonymizer.core.images import read_image  # noqa: E402
-from fiftyone_anonymizer.core.weights import model_path, sha256_of  # noqa: E402
-from fiftyone_anonymizer.detectors.quantize import (  # noqa: E402
+from fiftyone_anonymizer.core.images import read_image
+from fiftyone_anonymizer.core.weights import model_path, sha256_of
+from fiftyone_anonymizer.detectors.quantize import (
     INT8_MODELS,
     float_graph,
     table_path,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = REPO.parent / "shared" / "data"
 DEFAULT_LABELS = {

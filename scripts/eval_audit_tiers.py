@@ -29,27 +29,23 @@ import io
 import json
 import pickle
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from machine import cpu_model  # scripts/machine.py
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without the editable install
-    sys.path.insert(0, str(REPO))
-
-
-from fiftyone_anonymizer import metrics  # noqa: E402
-from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection  # noqa: E402
-from fiftyone_anonymizer.detectors import DEFAULT_THRESHOLDS  # noqa: E402
-from fiftyone_anonymizer.jobs.audit_tiers import (  # noqa: E402
+from fiftyone_anonymizer import metrics
+from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection
+from fiftyone_anonymizer.detectors import DEFAULT_THRESHOLDS
+from fiftyone_anonymizer.jobs.audit_tiers import (
     LIKELY,
     RULES,
     CropOpinion,
     tier_residuals,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 READABLE_PX = 16
 PASSES = {"weak": {FACE: 0.8, PLATE: 0.5}, "default": dict(DEFAULT_THRESHOLDS)}

@@ -27,14 +27,9 @@ from pathlib import Path
 import numpy as np
 from machine import cpu_model  # scripts/machine.py
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without the editable install
-    sys.path.insert(0, str(REPO))
-
-
-from fiftyone_anonymizer import metrics  # noqa: E402
-from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection  # noqa: E402
-from fiftyone_anonymizer.detectors import (  # noqa: E402
+from fiftyone_anonymizer import metrics
+from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection
+from fiftyone_anonymizer.detectors import (
     DEFAULT_MULTISCALE,
     DEFAULT_THRESHOLDS,
     MTCNN_THRESHOLD,
@@ -42,6 +37,8 @@ from fiftyone_anonymizer.detectors import (  # noqa: E402
     build_backend,
     describe,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 SWEEP = [0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
