@@ -290,7 +290,10 @@ CASES = {
     ],
     ids=["default", "seed", "fixed_ellipse", "hard_edge"],
 )
-def test_matches_reference(case, settings):
+@pytest.mark.parametrize("dense_max_side", [blur_module.DENSE_MAX_SIDE, 0], ids=["whole", "tiles"])
+def test_matches_reference(case, settings, dense_max_side, monkeypatch):
+    # Small regions blur with whole matrices, large ones with tiles: both checked here.
+    monkeypatch.setattr(blur_module, "DENSE_MAX_SIDE", dense_max_side)
     check(textured(H, W, seed=len(case)), CASES[case], settings)
 
 
