@@ -456,6 +456,14 @@ def _funcs() -> dict[str, Callable[..., Any]]:
 
 def _build_funcs() -> dict[str, Any]:
     tf = _tf()
+    U8_3D, F32_2D, F32_3D = (3, tf.uint8), (2, tf.float32), (3, tf.float32)
+
+    def typed(*args: tuple[int, Any]) -> Callable[[Callable], Any]:
+        """``tf.function`` traced once for any sizes: each argument's rank and dtype, every
+        dimension dynamic."""
+        return tf.function(
+            input_signature=[tf.TensorSpec([None] * rank, dtype) for rank, dtype in args]
+        )
 
     def one_pass(x, band, axis):
         # 1-D VALID correlation along ``axis`` (1 or 2 of a [C, H, W] tensor) as tiles of T
@@ -478,25 +486,14 @@ def _build_funcs() -> dict[str, Any]:
         y = tf.reshape(tf.linalg.matmul(band, frames, transpose_a=True), [s[0], tiles * tile, s[2]])
         return y[:, :n_out, :]
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None, None], tf.uint8),
-            tf.TensorSpec([None, None], tf.float32),
-        ]
-    )
+    @typed(U8_3D, F32_2D)
     def blur(crop, band):
         """[H + k - 1, W + k - 1, C] uint8 (already reflect-padded) -> [H, W, C] float32."""
         x = tf.cast(tf.transpose(crop, [2, 0, 1]), tf.float32)
         y = one_pass(one_pass(x, band, 2), band, 1)
         return tf.transpose(y, [1, 2, 0])
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None, None], tf.uint8),
-            tf.TensorSpec([None, None, None], tf.float32),
-            tf.TensorSpec([None, None], tf.float32),
-        ]
-    )
+    @typed(U8_3D, F32_3D, F32_2D)
     def composite(region, obscured, alpha):
         """``region + (obscured - region) * alpha``, i.e. ``obscured * alpha + region *
         (1 - alpha)`` with fewer passes (exactly ``region`` where alpha is 0), rounded half to
@@ -522,12 +519,7 @@ def _build_funcs() -> dict[str, Any]:
         out = tf.linalg.matmul(rows, wide)  # [H, W * C]
         return tf.reshape(out, [tf.shape(rows)[0], width, s[2]])
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None, None], tf.uint8),
-            tf.TensorSpec([None, None], tf.float32),
-        ]
-    )
+    @typed(U8_3D, F32_2D)
     def blur_dense(crop, toeplitz):
         """What ``blur`` computes, for small regions: each axis as one product with a slice
         of ``toeplitz`` ([N, N + k - 1], row i the kernel from column i; N >= H and W),
@@ -538,13 +530,7 @@ def _build_funcs() -> dict[str, Any]:
         cols = toeplitz[: s[1] - reach, : s[1]]
         return separable(tf.cast(crop, tf.float32), rows, cols)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None, None], tf.float32),
-            tf.TensorSpec([None, None], tf.float32),
-            tf.TensorSpec([None, None], tf.float32),
-        ]
-    )
+    @typed(F32_3D, F32_2D, F32_2D)
     def blur_up(cells, rows, cols):
         """Multi-resolution blur: [h + k - 1, w + k - 1, C] cell means (already padded by the
         kernel radius) -> [H, W, C] pixels, as two matrix products: ``cols`` [W, w + k - 1]
@@ -554,37 +540,15 @@ def _build_funcs() -> dict[str, Any]:
 
     # One call per region in the common case (one kernel): blur and composite fused, which
     # saves a dispatch and an intermediate tensor per region.
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None, None], tf.uint8),
-            tf.TensorSpec([None, None], tf.float32),
-            tf.TensorSpec([None, None, None], tf.uint8),
-            tf.TensorSpec([None, None], tf.float32),
-        ]
-    )
+    @typed(U8_3D, F32_2D, U8_3D, F32_2D)
     def blur_composite(crop, band, region, alpha):
         return composite(region, blur(crop, band), alpha)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None, None], tf.uint8),
-            tf.TensorSpec([None, None], tf.float32),
-            tf.TensorSpec([None, None, None], tf.uint8),
-            tf.TensorSpec([None, None], tf.float32),
-        ]
-    )
+    @typed(U8_3D, F32_2D, U8_3D, F32_2D)
     def blur_dense_composite(crop, toeplitz, region, alpha):
         return composite(region, blur_dense(crop, toeplitz), alpha)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None, None], tf.float32),
-            tf.TensorSpec([None, None], tf.float32),
-            tf.TensorSpec([None, None], tf.float32),
-            tf.TensorSpec([None, None, None], tf.uint8),
-            tf.TensorSpec([None, None], tf.float32),
-        ]
-    )
+    @typed(F32_3D, F32_2D, F32_2D, U8_3D, F32_2D)
     def blur_up_composite(cells, rows, cols, region, alpha):
         return composite(region, blur_up(cells, rows, cols), alpha)
 
