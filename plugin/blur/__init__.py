@@ -408,7 +408,8 @@ def _regions(
 
 
 # --------------------------------------------------------------------------------------------
-# TensorFlow engine: separable blur as banded matrix products over tiles, composite, rounding
+# TensorFlow engine: separable blur as matrix products (whole banded matrices for small
+# regions, tiles for large ones), composite, rounding
 # --------------------------------------------------------------------------------------------
 
 # Regions whose blur inputs (region + kernel margin) add up to more than this share of the
