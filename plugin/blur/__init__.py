@@ -241,6 +241,15 @@ def kernel_1d(key: tuple) -> np.ndarray:
     return k
 
 
+def _banded(k: np.ndarray, n: int) -> np.ndarray:
+    """[n, n + len(k) - 1] matrix whose row i holds ``k`` from column i (in ``k``'s dtype):
+    a product with it is the VALID correlation with ``k`` giving n outputs."""
+    out = np.zeros((n, n + k.size - 1), dtype=k.dtype)
+    rows = np.arange(n)[:, None]
+    out[rows, rows + np.arange(k.size)] = k
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Geometry and masks (NumPy, exact integer arithmetic)
 # --------------------------------------------------------------------------------------------
@@ -573,12 +582,7 @@ def _tile_for(size: int) -> int:
 def _band(key: tuple):
     """Banded [T + k - 1, T] matrix of a kernel, as a TF constant (built once per kernel)."""
     k = kernel_1d(key).astype(np.float32)
-    n = k.size
-    tile = _tile_for(n)
-    band = np.zeros((tile + n - 1, tile), dtype=np.float32)
-    for t in range(tile):
-        band[t : t + n, t] = k
-    return _tf().constant(band)
+    return _tf().constant(np.ascontiguousarray(_banded(k, _tile_for(k.size)).T))
 
 
 #: Regions up to this many pixels a side are blurred at full resolution with whole banded
@@ -592,18 +596,15 @@ DENSE_MAX_SIDE = 640
 def _toeplitz(key: tuple, n: int):
     """[n, n + k - 1] matrix of a kernel, row i holding it from column i, as a TF constant:
     its top-left [m, m + k - 1] block blurs m outputs (see ``blur_dense``)."""
-    k = kernel_1d(key).astype(np.float32)
-    mat = np.zeros((n, n + k.size - 1), dtype=np.float32)
-    for i in range(n):
-        mat[i, i : i + k.size] = k
-    return _tf().constant(mat)
+    return _tf().constant(_banded(kernel_1d(key).astype(np.float32), n))
 
 
 def _full_res_blur(
     image: np.ndarray, win: tuple[int, int, int, int], key: tuple
 ) -> tuple[str, tuple]:
-    """The blur function (without composite: add ``_composite``) and its inputs for a
-    full-resolution key over ``win``: whole matrices for small windows, tiles otherwise."""
+    """The name of the blur function (``name + "_composite"``: fused with the composite) and
+    its inputs for a full-resolution key over ``win``: whole matrices for small windows, tiles
+    otherwise."""
     crop = _padded_crop(image, win, (key[0] - 1) // 2)
     side = max(win[2] - win[0], win[3] - win[1])
     if side > DENSE_MAX_SIDE:
@@ -663,12 +664,8 @@ def _upsample_matrix(start: int, stop: int, key: tuple) -> tuple[int, int, np.nd
     kernel-padded cells ``first - r .. first + count + r - 1``. Row p is the bilinear mix
     ``(1 - f) G[i] + f G[i + 1]`` of the Gaussian's rows for cells i and i + 1 (float64 sums,
     stored float32). Returns the first cell, the cell count (before padding) and the matrix."""
-    d, size = key[3], key[0]
-    first, count, idx, frac = _lerp_plan(start, stop, d)
-    k = kernel_1d(key)
-    gauss = np.zeros((count, count + size - 1))
-    for c in range(count):
-        gauss[c, c : c + size] = k
+    first, count, idx, frac = _lerp_plan(start, stop, key[3])
+    gauss = _banded(kernel_1d(key), count)
     rows = gauss[idx] * (1.0 - frac)[:, None] + gauss[idx + 1] * frac[:, None]
     out = rows.astype(np.float32)
     out.setflags(write=False)
