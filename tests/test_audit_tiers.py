@@ -199,7 +199,7 @@ def test_astronaut_face_left_visible_is_likely_and_the_collar_is_possible():
     from fiftyone_anonymizer.jobs.audit import AUDIT_THRESHOLDS
 
     image = data.astronaut()
-    auditor = build_detector(thresholds=AUDIT_THRESHOLDS, multiscale=True)
+    auditor = build_detector(thresholds=AUDIT_THRESHOLDS)
     found = auditor.detect([image])[0]
     collar = Detection("face", 0.2, COLLAR)
     helmet = Detection("plate", 0.07, HELMET)

@@ -148,7 +148,7 @@ def test_mtcnn_backend_finds_the_face(astronaut):
     pytest.importorskip("mtcnn")
     from fiftyone_anonymizer.detectors import build_detector
 
-    det = build_detector(faces="mtcnn", plates=None, multiscale=False)
+    det = build_detector(faces="mtcnn", plates=None, effort="fast")
     found = det.detect([astronaut])[0]
     assert found and max(box_iou(d.box, HAND_FACE) for d in found) >= 0.4
 

@@ -68,7 +68,7 @@ def _cli(*args, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-FAST = ("--plates", "none", "--no-multiscale", "--quiet")
+FAST = ("--plates", "none", "--effort", "fast", "--quiet")
 
 
 # --------------------------------------------------------------------------------------------

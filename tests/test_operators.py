@@ -272,12 +272,13 @@ def test_detect_and_anonymize_bad_inputs_with_the_real_models(make_dataset, tmp_
     assert by_name["missing"].anonymizer_error.startswith("detect: ")
 
     info = ds.get_field("anonymizer_detections").info
-    assert info["thresholds"] and "centerface" in str(info) and info["multiscale"] is True
-    # The single-pass choice reaches the detector and is recorded with the labels.
+    assert info["thresholds"] and "centerface" in str(info) and info["effort"] == "balanced"
+    # The effort level reaches the detector and is recorded with the labels.
     good = ds.match({"filepath": str(files["good"])})
-    _run("detect_faces_and_plates", good.view(), {"multiscale": False, "overwrite": True})
+    _run("detect_faces_and_plates", good.view(), {"effort": "thorough", "overwrite": True})
     info = ds.get_field("anonymizer_detections").info
-    assert info["multiscale"] is False and info["backends"][0]["flip"] is False
+    assert info["effort"] == "thorough" and info["backends"][0]["flip"] is True
+    assert info["config"]["effort"] == "thorough"
     assert [d.label for d in good.first().anonymizer_detections.detections].count("face") >= 1
 
     anon = _run("anonymize_images", ds.view(), {"output_dir": str(tmp_path / "out")})

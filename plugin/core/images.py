@@ -200,11 +200,11 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
 
 @dataclass
 class LargeImage:
-    """An image too large to copy around (:data:`LARGE_PIXELS`). The detectors see a reduced
-    copy (relative boxes do not depend on the resolution they were found at), decoded at a
-    reduced scale where the format allows (JPEG); the full image is decoded only to be
-    obscured, after detection, held once as Pillow decoded it, obscured in place window by
-    window and saved straight from it."""
+    """An image too large to copy around (:data:`LARGE_PIXELS`). Whole-image looks see a
+    reduced copy (relative boxes do not depend on the resolution they were found at), decoded
+    at a reduced scale where the format allows (JPEG); tiles read windows of the full image
+    (:meth:`window`), which is decoded once, held as Pillow decoded it, obscured in place
+    window by window and saved straight from it."""
 
     path: str
     format: str
@@ -215,6 +215,11 @@ class LargeImage:
     @property
     def rgb(self) -> np.ndarray:
         return self.detect_rgb
+
+    def window(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """RGB pixels of ``box`` ``(x0, y0, x1, y1)`` at full resolution: what the detectors'
+        tiles read (the full image is decoded once, and kept for the obscure stage)."""
+        return to_rgb(np.asarray(self.full().crop(box)))
 
     def full(self) -> Image.Image:
         """The full image (mode L, RGB or RGBA, upright, sRGB, no metadata), decoded once."""

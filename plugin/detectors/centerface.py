@@ -22,7 +22,6 @@ from .onnx_runtime import (
     fold_batch_norms,
     keep_outputs,
     name_nodes,
-    providers_for,
     session_provider,
 )
 
@@ -30,7 +29,8 @@ INPUT = "input.1"
 # Heatmap (after its sigmoid), log box size (h, w), centre offset; the landmark output ("540")
 # is cut off with the branch that computes it.
 OUTPUTS = ("537", "538", "539")
-PRECISIONS = ("auto", "float32", "int8")
+#: What this backend runs in; ``detectors.backend_precision`` chooses (the one place).
+PRECISIONS = ("float32", "int8")
 
 
 def prepare_graph(path: Path) -> bytes:
@@ -176,8 +176,7 @@ class CenterFaceDetector:
             pixels; otherwise its boxes are the answer. 0: always run the passes.
         refine_score: see ``refine_below``. Absolute, not relative to ``threshold``, so the
             passes run do not depend on the threshold (scripts/evaluate.py relies on it).
-        precision: "float32", "int8" (the quantized copy, see ``quantize``) or "auto"
-            (int8 on the CPU, float32 on a GPU).
+        precision: "float32" or "int8" (the quantized copy, see ``quantize``).
         device: "auto", "cpu" or "cuda".
         """
         if model_path is None:
@@ -199,8 +198,6 @@ class CenterFaceDetector:
         self.refine_below, self.refine_score = float(refine_below), float(refine_score)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-        if precision == "auto":
-            precision = "int8" if providers_for(device) == ["CPUExecutionProvider"] else "float32"
         self.precision = precision
         if precision == "int8":
             from .quantize import int8_model

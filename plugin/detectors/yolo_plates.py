@@ -27,7 +27,6 @@ from .onnx_runtime import (
     float16_to_float32,
     keep_outputs,
     name_nodes,
-    providers_for,
     session_provider,
 )
 
@@ -41,7 +40,8 @@ HEADS = (
     "/model.22/Concat_3_output_0",
 )
 DFL_BINS = 16
-PRECISIONS = ("auto", "float32", "float16", "int8")
+#: What this backend runs in; ``detectors.backend_precision`` chooses (the one place).
+PRECISIONS = ("float32", "float16", "int8")
 
 
 def prepare_graph(path: Path, precision: str = "float32") -> bytes:
@@ -167,7 +167,7 @@ class YoloPlateDetector:
         tile_gate: float = 0.0,
         tile_narrower: float = 0.0,
         expand: tuple[float, float] = (1.0, 1.0),
-        precision: str = "auto",
+        precision: str = "float32",
         device: str = "auto",
     ) -> None:
         if model_path is None:
@@ -188,11 +188,8 @@ class YoloPlateDetector:
         # Absolute, not relative to threshold, so the passes run do not depend on it.
         self.tile_gate, self.tile_narrower = float(tile_gate), float(tile_narrower)
         self.expand = (float(expand[0]), float(expand[1]))
-        on_cpu = providers_for(device) == ["CPUExecutionProvider"]
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-        if precision == "auto":
-            precision = "float32" if on_cpu else "float16"
         self.precision = precision
         if precision == "int8":
             from .quantize import int8_model

@@ -305,9 +305,10 @@ def audit_detector(
     face_threshold: float | None = None,
     plate_threshold: float | None = None,
 ) -> Any:
-    """The audit's ``DetectorConfig``: the models and device recorded on the detections field
-    anonymize used (so the audit looks with the same eyes), every extra pass, and the audit's
-    own low thresholds (:data:`AUDIT_THRESHOLDS`) unless given."""
+    """The audit's ``DetectorConfig``: the models, effort level, tiles and device recorded on
+    the detections field anonymize used (so the audit looks with the same eyes; a field
+    recorded before effort levels reads as its closest level), and the audit's own low
+    thresholds (:data:`AUDIT_THRESHOLDS`) unless given."""
     from ..detectors import DetectorConfig
 
     base = DetectorConfig()
@@ -322,7 +323,6 @@ def audit_detector(
         plate_threshold=(
             plate_threshold if plate_threshold is not None else AUDIT_THRESHOLDS["plate"]
         ),
-        multiscale=True,
     )
 
 

@@ -282,10 +282,11 @@ class CropOpinion:
             self._face = build_backend(
                 "centerface",
                 self.floor,
-                multiscale=False,
                 device=self.device,
                 min_side=32,
                 max_side=1 << 16,
+                flip=False,
+                tiled=None,
             )
         return self._face
 
@@ -295,7 +296,7 @@ class CropOpinion:
             from ..detectors import build_backend
 
             self._plate = build_backend(
-                "yolov8-plates", self.floor, multiscale=False, device=self.device
+                "yolov8-plates", self.floor, device=self.device, tiles=False
             )
         return self._plate
 
