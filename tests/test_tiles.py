@@ -20,7 +20,7 @@ def test_spans_cover_the_side_with_the_overlap_and_no_tile_too_long(length):
     assert got[0][0] == 0 and got[-1][1] == length
     sizes = {end - start for start, end in got}
     assert len(sizes) == 1 and max(sizes) <= SPEC.side  # as even as the photo allows
-    for (s0, e0), (s1, _) in zip(got, got[1:]):
+    for (_, e0), (s1, _) in zip(got, got[1:]):
         assert e0 - s1 >= SPEC.overlap  # neighbours share at least the overlap
     # as few tiles as that allows: one fewer could not keep the overlap
     n = len(got) - 1
