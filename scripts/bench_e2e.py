@@ -1,26 +1,30 @@
 """End-to-end throughput, recall and memory: our pipeline against ``deface``, at the scale
 users run it (10^4 images and more), so start-up counts as it does there and is printed apart.
 
-Two sets, each at least 1 000 images long (the labelled photos of ``../shared/data``, repeated
-through symlinks), the same machine, one run each, interleaved:
+Three sets, the same machine, one run each, ours at every effort level (``--efforts``):
 
-* **faces**: the 200 photos of ``faces/labels.json`` (small, crowded, masked faces):
-  ``anonymize`` faces only at our defaults, ``anonymize`` at deface's settings (one pass,
-  native size, no plates), and ``deface`` 1.5.0 at its defaults;
-* **street**: the 201 photos of ``plates/labels.json`` (mostly 1280x720): ``anonymize`` with
-  faces and plates at our defaults (the full pipeline) against ``deface`` (faces only).
+* **faces**: the 200 photos of ``faces/labels.json`` (small, crowded, masked faces), repeated
+  through symlinks to 1 000 images: ``anonymize`` faces only, ``anonymize`` at deface's
+  settings (one pass, native size, no plates), and ``deface`` 1.5.0 at its defaults;
+* **street**: the 201 photos of ``plates/labels.json`` (mostly 1280x720), repeated likewise:
+  ``anonymize`` with faces and plates (the full pipeline) against ``deface`` (faces only);
+* **large**: 12 MP photos (4000 x 3000) that ``large_photos.py`` packs from the face photos,
+  each face at its own pixel size, as a phone's crowd photo holds them: faces only, ours and
+  deface. The line ``large photos (<level>): ours obscured a (>= 16 px b), deface c (>= 16 px
+  d), ours/deface images/s Nx`` reads coverage (the pixel rule of ``metrics.py``).
 
 deface is installed into a throwaway virtual environment under ``out/bench-e2e/deface-venv``
 (never one of our dependencies, never imported here) and given all paths in one invocation.
 Times are wall clock from process start to exit; each process's peak RSS is read from the
 kernel (``wait4``), and the anonymous part of it (without mapped library files) sampled every
-20 ms from ``/proc``: TensorFlow's libraries alone map ~370 MB of pages that every process on the
-machine shares and the kernel can drop under pressure. Start-up (interpreter, imports, model load) is measured on its own: ours
-as the wall time our command reports before its first image, deface's as a one-image run.
-Recall on the labelled photos (the first repetition) with ``metrics.py``; deface writes no
-detections, so its CenterFace is run at its defaults through deface's own code.
+20 ms from ``/proc``: TensorFlow's libraries alone map ~370 MB of pages that every process on
+the machine shares and the kernel can drop under pressure. Start-up (interpreter, imports,
+model load) is measured on its own: ours as the wall time our command reports before its first
+image, deface's as a one-image run. Recall on the labelled photos (the first repetition) with
+``metrics.py``, every face and the faces >= 16 px tall; deface writes no detections, so its
+CenterFace is run at its defaults through deface's own code.
 
-The last line reads ``e2e speedup vs deface (faces only): <N>x``.
+The last lines read ``e2e speedup vs deface (faces only, <level>): <N>x``.
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import large_photos  # scripts/large_photos.py
 from machine import cpu_model  # scripts/machine.py
 
 from fiftyone_anonymizer import metrics
 from fiftyone_anonymizer.core.boxes import FACE, Detection
+from fiftyone_anonymizer.detectors import DEFAULT_EFFORT, EFFORTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -278,24 +284,53 @@ def warm_cache(paths: list[Path]) -> None:
         p.read_bytes()
 
 
-def our_face_recall(entries: list[dict], output: Path) -> metrics.Tally:
-    """Recall/coverage of our command from the detections files it wrote."""
-    per_image = []
+@dataclass
+class Faces:
+    """Face figures of one tool on one set: every face, and the faces >= 16 px tall."""
+
+    all: metrics.Tally
+    large: metrics.Tally
+
+    def text(self, what: str = "recall") -> str:
+        return f"{getattr(self.all, what):.3f} (>= 16 px {getattr(self.large, what):.3f})"
+
+
+def score_faces(entries: list[dict], found: list[list[Detection]], settings=None) -> Faces:
+    """Recall, coverage and precision of ``found`` (per entry) against the hand boxes; the
+    faces >= 16 px tall also apart (``metrics.SIZE_EDGES``)."""
+    every, sized = [], []
+    for e, dets in zip(entries, found, strict=True):
+        w, h = e["width"], e["height"]
+        truths = truths_of(e)
+        mask = metrics.obscured_mask(h, w, dets, settings)
+        every.append(metrics.score_image(truths, dets, h, w, mask=mask))
+        sized.append(metrics.score_by_size(truths, dets, h, w, mask=mask))
+    large = metrics.Tally()
+    for (label, cls), tally in metrics.combine(sized).items():
+        if label == FACE and cls in metrics.size_classes()[2:]:  # 16-24, 24-48, >= 48
+            large.add(tally)
+    return Faces(metrics.combine(every).get(FACE, metrics.Tally()), large)
+
+
+def our_faces(entries: list[dict], output: Path) -> Faces:
+    """Our command's figures, from the detections files it wrote beside its copies."""
+    found = []
     for e in entries:
         w, h = e["width"], e["height"]
         rows = json.loads((output / e["file"]).with_suffix(".json").read_text())
-        dets = [
-            Detection.from_pixels(
-                r["kind"], r["score"], (r["x_min"], r["y_min"], r["x_max"], r["y_max"]), w, h
-            )
-            for r in rows
-        ]
-        per_image.append(metrics.score_image(truths_of(e), dets, h, w))
-    return metrics.combine(per_image).get(FACE, metrics.Tally())
+        found.append(
+            [
+                Detection.from_pixels(
+                    r["kind"], r["score"], (r["x_min"], r["y_min"], r["x_max"], r["y_max"]), w, h
+                )
+                for r in rows
+            ]
+        )
+    return score_faces(entries, found)
 
 
-def deface_face_recall(entries: list[dict], paths: list[Path], venv: Path) -> metrics.Tally:
-    """Recall of deface's default detector, run by deface's own code in its environment."""
+def deface_faces(entries: list[dict], paths: list[Path], venv: Path) -> Faces:
+    """deface's default detector's figures, run by deface's own code in its environment."""
     proc = subprocess.run(
         [str(venv / "bin" / "python"), "-c", _DEFACE_DETECT, str(DEFACE_THRESHOLD)],
         input=json.dumps([str(p) for p in paths]),
@@ -303,20 +338,17 @@ def deface_face_recall(entries: list[dict], paths: list[Path], venv: Path) -> me
         text=True,
         check=True,
     )
-    found = json.loads(proc.stdout)
-    per_image = []
-    for e, p in zip(entries, paths):
-        w, h = e["width"], e["height"]
-        dets = [
-            Detection.from_pixels(FACE, s, (x0, y0, x1, y1), w, h)
-            for x0, y0, x1, y1, s in found[str(p)]
+    boxes = json.loads(proc.stdout)
+    found = [
+        [
+            Detection.from_pixels(FACE, s, (x0, y0, x1, y1), e["width"], e["height"])
+            for x0, y0, x1, y1, s in boxes[str(p)]
         ]
-        # deface hides ellipses in its boxes grown by (mask_scale - 1) = 0.3 of the box size on
-        # every side (1.6x overall): score its coverage the same way
-        per_image.append(
-            metrics.score_image(truths_of(e), dets, h, w, settings=_deface_like_settings())
-        )
-    return metrics.combine(per_image).get(FACE, metrics.Tally())
+        for e, p in zip(entries, paths, strict=True)
+    ]
+    # deface hides ellipses in its boxes grown by (mask_scale - 1) = 0.3 of the box size on
+    # every side (1.6x overall): score its coverage the same way
+    return score_faces(entries, found, _deface_like_settings())
 
 
 def _deface_like_settings():
@@ -330,10 +362,22 @@ def main() -> int:
     parser.add_argument("--faces", type=Path, default=SHARED / "faces" / "labels.json")
     parser.add_argument("--street", type=Path, default=SHARED / "plates" / "labels.json")
     parser.add_argument(
+        "--large-from",
+        type=Path,
+        nargs="+",
+        default=[SHARED / "faces" / "labels.json", SHARED / "faces" / "more.json"],
+        help="labels files whose photos are packed into the 12 MP photos (large_photos.py)",
+    )
+    parser.add_argument(
         "--min-images",
         type=int,
         default=1000,
-        help="each set is repeated until it is at least this long",
+        help="the faces and street sets are repeated until they are at least this long",
+    )
+    parser.add_argument(
+        "--efforts",
+        default=",".join(EFFORTS),
+        help="effort levels to time (comma-separated; the default level always runs)",
     )
     parser.add_argument("--extra", default="", help="extra options for our command (tuning)")
     parser.add_argument(
@@ -342,17 +386,23 @@ def main() -> int:
         help="our command (another build or wrapper, for comparisons)",
     )
     args = parser.parse_args()
-    for labels in (args.faces, args.street):
+    for labels in (args.faces, args.street, *args.large_from):
         if not labels.is_file():
             sys.exit(f"{labels} not found (the evaluation photos live beside the checkout)")
+    efforts = [e for e in EFFORTS if e in args.efforts.split(",") or e == DEFAULT_EFFORT]
     OUT.mkdir(parents=True, exist_ok=True)
     venv = OUT / "deface-venv"
     deface = ensure_deface(venv)
     ours_cmd, extra = args.ours.split(), args.extra.split()
     env = {k: v for k, v in os.environ.items() if k != "FO_ANONYMIZER_THREADS"}  # our defaults
 
+    large_labels = large_photos.build(args.large_from, OUT / "large-photos", (4000, 3000))
     sets = {}
-    for name, labels in (("faces", args.faces), ("street", args.street)):
+    for name, labels, min_images in (
+        ("faces", args.faces, args.min_images),
+        ("street", args.street, args.min_images),
+        ("large", large_labels, 1),
+    ):
         entries, left_out = deface_can_write(load_entries(labels), labels.parent)
         if left_out:
             print(
@@ -360,16 +410,17 @@ def main() -> int:
                 f"(RGBA saved as JPEG), e.g. {left_out[0]}",
                 flush=True,
             )
-        rounds = -(-args.min_images // len(entries))
+        rounds = -(-min_images // len(entries))
         ours_in = link_tree(entries, labels.parent, OUT / f"{name}-input", rounds)
         theirs = link_tree(entries, labels.parent, OUT / f"{name}-deface-io", rounds)
         warm_cache(ours_in[: len(entries)])
-        sets[name] = (entries, ours_in, theirs)
+        sets[name] = (entries, ours_in, theirs, labels.parent)
     print(
-        f"CPU: {cpu_model()}, {os.cpu_count()} cores; faces set {len(sets['faces'][1])} images "
-        f"({len(sets['faces'][0])} photos repeated), street set {len(sets['street'][1])} images "
-        f"({len(sets['street'][0])} photos repeated); wall clock incl. start-up, every copy "
-        f"written to disk",
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+        f"faces set {len(sets['faces'][1])} images ({len(sets['faces'][0])} photos repeated), "
+        f"street set {len(sets['street'][1])} images ({len(sets['street'][0])} photos "
+        f"repeated), large set {len(sets['large'][1])} photos of 4000x3000 (the face photos "
+        f"packed at their own size); wall clock incl. start-up, every copy written to disk",
         flush=True,
     )
 
@@ -394,31 +445,52 @@ def main() -> int:
 
     def line(label: str, run: Run, n: int) -> None:
         print(
-            f"{label:<40} {n / run.seconds:7.2f} images/s ({run.seconds:6.1f} s, peak RSS "
+            f"{label:<44} {n / run.seconds:7.2f} images/s ({run.seconds:6.1f} s, peak RSS "
             f"{run.peak_mb:5.0f} MB, anonymous {run.peak_anon_mb:5.0f} MB)",
             flush=True,
         )
 
-    n_faces, n_street = len(sets["faces"][1]), len(sets["street"][1])
-    runs = {
-        "ours faces": ours("faces", "ours-faces", ["--plates", "none"]),
-        "deface faces": measured([str(deface), *map(str, sets["faces"][2])]),
-        "ours deface-like": ours("faces", "ours-deface-like", DEFACE_LIKE),
-        "ours street": ours("street", "ours-street", []),
-        "deface street": measured([str(deface), *map(str, sets["street"][2])]),
-    }
-    for name in ("faces", "street"):
+    runs: dict[str, Run] = {}
+    for effort in efforts:
+        runs[f"faces {effort}"] = ours(
+            "faces", f"ours-faces-{effort}", ["--plates", "none", "--effort", effort]
+        )
+    runs["faces deface"] = measured([str(deface), *map(str, sets["faces"][2])])
+    runs["faces deface-like"] = ours("faces", "ours-deface-like", DEFACE_LIKE)
+    for effort in efforts:
+        runs[f"street {effort}"] = ours("street", f"ours-street-{effort}", ["--effort", effort])
+    runs["street deface"] = measured([str(deface), *map(str, sets["street"][2])])
+    for effort in efforts:
+        runs[f"large {effort}"] = ours(
+            "large", f"ours-large-{effort}", ["--plates", "none", "--effort", effort]
+        )
+    runs["large deface"] = measured([str(deface), *map(str, sets["large"][2])])
+    for name in ("faces", "street", "large"):
         wrote = deface_wrote(sets[name][2])
         if wrote != len(sets[name][2]):
             sys.exit(
                 f"deface wrote {wrote} of {len(sets[name][2])} copies of the {name} set (see "
                 f"{OUT / 'logs'}): its time would not be comparable"
             )
-    line("ours, faces only (defaults)", runs["ours faces"], n_faces)
-    line(f"ours at deface's settings ({' '.join(DEFACE_LIKE)})", runs["ours deface-like"], n_faces)
-    line(f"deface {DEFACE_VERSION} defaults", runs["deface faces"], n_faces)
-    line("ours, faces + plates, street photos", runs["ours street"], n_street)
-    line(f"deface {DEFACE_VERSION}, street photos", runs["deface street"], n_street)
+    sizes = {name: len(sets[name][1]) for name in sets}
+    for set_name, what in (
+        ("faces", "faces only"),
+        ("street", "faces + plates, street photos"),
+        ("large", "faces only, 12 MP photos"),
+    ):
+        for effort in efforts:
+            line(f"ours {effort}, {what}", runs[f"{set_name} {effort}"], sizes[set_name])
+        if set_name == "faces":
+            line(
+                f"ours at deface's settings ({' '.join(DEFACE_LIKE)})",
+                runs["faces deface-like"],
+                sizes["faces"],
+            )
+        line(
+            f"deface {DEFACE_VERSION} defaults ({set_name})",
+            runs[f"{set_name} deface"],
+            sizes[set_name],
+        )
 
     hundred = OUT / "faces-100"
     link_tree(sets["faces"][0][:100], args.faces.parent, hundred)
@@ -437,7 +509,8 @@ def main() -> int:
         ],
         env=env,
     )
-    ours_start, ours_load = startup_seconds(runs["ours faces"])
+    default_faces = runs[f"faces {DEFAULT_EFFORT}"]
+    ours_start, ours_load = startup_seconds(default_faces)
     one = OUT / "deface-one"
     link_tree(sets["faces"][0][:1], args.faces.parent, one)
     deface_start = measured([str(deface), str(next(one.rglob("*.jpg")))]).seconds
@@ -446,42 +519,65 @@ def main() -> int:
         f"TensorFlow loads), deface {deface_start:.1f} s (a one-image run)"
     )
 
-    entries, _, theirs_paths = sets["faces"]
-    ours_recall = our_face_recall(entries, OUT / "ours-faces" / "r0")
-    like_recall = our_face_recall(entries, OUT / "ours-deface-like" / "r0")
-    deface_recall = deface_face_recall(entries, theirs_paths[: len(entries)], venv)
+    figures: dict[str, Faces] = {}
+    for set_name in ("faces", "large"):
+        entries, _, theirs_paths, _ = sets[set_name]
+        for effort in efforts:
+            figures[f"{set_name} {effort}"] = our_faces(
+                entries, OUT / f"ours-{set_name}-{effort}" / "r0"
+            )
+        figures[f"{set_name} deface"] = deface_faces(entries, theirs_paths[: len(entries)], venv)
+    like = our_faces(sets["faces"][0], OUT / "ours-deface-like" / "r0")
+    for effort in efforts:
+        f = figures[f"faces {effort}"]
+        ratio = runs["faces deface"].seconds / runs[f"faces {effort}"].seconds
+        print(
+            f"faces {effort}: recall {f.text()} coverage {f.all.coverage:.3f} precision "
+            f"{f.all.precision:.3f}; {ratio:.2f}x deface's images/s"
+        )
+    d = figures["faces deface"]
     print(
-        f"face recall ours (faces only) {ours_recall.recall:.3f} coverage "
-        f"{ours_recall.coverage:.3f} precision {ours_recall.precision:.3f}; ours at deface's "
-        f"settings {like_recall.recall:.3f}; deface {deface_recall.recall:.3f} coverage "
-        f"{deface_recall.coverage:.3f} precision {deface_recall.precision:.3f} (deface's "
-        f"CenterFace run by its own code at its defaults, threshold {DEFACE_THRESHOLD})"
+        f"faces deface: recall {d.text()} coverage {d.all.coverage:.3f} precision "
+        f"{d.all.precision:.3f} (deface's CenterFace run by its own code at its defaults, "
+        f"threshold {DEFACE_THRESHOLD}); ours at deface's settings: recall {like.text()}"
     )
+    for effort in efforts:
+        ours_large, theirs = figures[f"large {effort}"], figures["large deface"]
+        ratio = runs["large deface"].seconds / runs[f"large {effort}"].seconds
+        print(
+            f"large photos ({effort}): ours obscured {ours_large.all.coverage:.3f} (>= 16 px "
+            f"{ours_large.large.coverage:.3f}), deface {theirs.all.coverage:.3f} (>= 16 px "
+            f"{theirs.large.coverage:.3f}), ours/deface images/s {ratio:.2f}x"
+        )
 
     sdk = sdk_vs_cli(OUT / "faces-input" / "r0", ours_cmd, env)
     print(f"sdk vs command line: {sdk:.2f}x")
     print(
         f"ours at deface's settings vs deface (faces only): "
-        f"{runs['deface faces'].seconds / runs['ours deface-like'].seconds:.2f}x"
+        f"{runs['faces deface'].seconds / runs['faces deface-like'].seconds:.2f}x"
     )
+    for effort in efforts:
+        print(
+            f"e2e full pipeline ({effort}) vs deface on street photos: "
+            f"{runs['street deface'].seconds / runs[f'street {effort}'].seconds:.2f}x"
+        )
     print(
-        f"e2e full pipeline vs deface on street photos: "
-        f"{runs['deface street'].seconds / runs['ours street'].seconds:.2f}x"
-    )
-    print(
-        f"peak RSS ours {runs['ours faces'].peak_mb:.0f} MB, deface "
-        f"{runs['deface faces'].peak_mb:.0f} MB (faces only); at 100 images ours "
-        f"{small.peak_mb:.0f} MB, at {n_faces} {runs['ours faces'].peak_mb:.0f} MB"
+        f"peak RSS ours ({DEFAULT_EFFORT}) {default_faces.peak_mb:.0f} MB, deface "
+        f"{runs['faces deface'].peak_mb:.0f} MB (faces only, "
+        f"{default_faces.peak_mb / runs['faces deface'].peak_mb:.2f}x); at 100 images ours "
+        f"{small.peak_mb:.0f} MB; 12 MP photos ours {runs[f'large {DEFAULT_EFFORT}'].peak_mb:.0f} "
+        f"MB, deface {runs['large deface'].peak_mb:.0f} MB"
     )
     print(
         f"peak anonymous memory (RSS without mapped library files, sampled every 20 ms) ours "
-        f"{runs['ours faces'].peak_anon_mb:.0f} MB, deface {runs['deface faces'].peak_anon_mb:.0f} "
+        f"{default_faces.peak_anon_mb:.0f} MB, deface {runs['faces deface'].peak_anon_mb:.0f} "
         f"MB (faces only)"
     )
-    print(
-        f"e2e speedup vs deface (faces only): "
-        f"{runs['deface faces'].seconds / runs['ours faces'].seconds:.2f}x"
-    )
+    for effort in efforts:
+        print(
+            f"e2e speedup vs deface (faces only, {effort}): "
+            f"{runs['faces deface'].seconds / runs[f'faces {effort}'].seconds:.2f}x"
+        )
     return 0
 
 

@@ -133,9 +133,12 @@ def network_inputs(name: str, image: np.ndarray, sides: list[int]) -> list[np.nd
             for factor in plan_factors(*image.shape[:2], (1.0,), side or 1, 1920, 4096 * 2304):
                 blobs.append(make_blob(image, factor)[0])
         return blobs
-    from fiftyone_anonymizer.detectors.yolo_plates import make_blob, plate_tiles
+    from fiftyone_anonymizer.detectors import PLATE_TILES
+    from fiftyone_anonymizer.detectors.tiles import TileSpec, windows
+    from fiftyone_anonymizer.detectors.yolo_plates import make_blob
 
-    views = [image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in plate_tiles(*image.shape[:2])]
+    tiles = windows(*image.shape[:2], TileSpec(**PLATE_TILES))
+    views = [image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in tiles]
     return [make_blob(view)[0] for view in views]
 
 

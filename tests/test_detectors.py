@@ -292,15 +292,18 @@ def test_refine_runs_the_upscaled_mirrored_passes_only_for_small_faces(astronaut
 
 
 def test_plate_tiles_run_only_where_the_full_view_saw_a_small_candidate(shared_data):
+    from fiftyone_anonymizer.detectors import PLATE_TILES
+    from fiftyone_anonymizer.detectors.tiles import TiledDetector, TileSpec
     from fiftyone_anonymizer.detectors.yolo_plates import YoloPlateDetector
 
-    common = {"threshold": 0.1, "tiles": True, "precision": "float32", "device": "cpu"}
-    gated = YoloPlateDetector(tile_gate=0.05, tile_narrower=40, **common)
-    counted = gated.session = _CountingSession(gated.session)
-    always = YoloPlateDetector(**common)
+    common = {"threshold": 0.1, "precision": "float32", "device": "cpu"}
+    gate = {"gate_score": 0.05, "gate_size": 1 / 16}
+    gated = TiledDetector(YoloPlateDetector(**common), TileSpec(**PLATE_TILES, **gate))
+    counted = gated.backend.session = _CountingSession(gated.backend.session)
+    always = TiledDetector(YoloPlateDetector(**common), TileSpec(**PLATE_TILES))
     grey = np.full((720, 1280, 3), 128, dtype=np.uint8)
     assert gated.detect([grey]) == [[]] and len(counted.batches) == 1  # nothing seen: no tiles
-    plain = always.session = _CountingSession(always.session)
+    plain = always.backend.session = _CountingSession(always.backend.session)
     assert always.detect([grey]) == [[]] and len(plain.batches) == 3  # full view + 2 tiles
 
     # A 1280 x 720 frame with a plate: at most the tiles holding a small candidate run, and

@@ -8,8 +8,8 @@ sizes, and those are decoded here (distribution-focal box offsets, anchor grid, 
 as the graph's own tail does; the mask branch is never computed.
 The float16 file is converted to float32 once at load time on the CPU, where float16
 convolutions are slow; on CUDA the original float16 graph is used as shipped.
-Optional tiles (overlapping square crops of the short side, each letterboxed to 640) catch
-plates that the single downscaled view of a wide photo makes too small.
+Tiles (``tiles.TiledDetector``, per effort level) catch plates that the single downscaled
+view of a wide photo makes too small.
 """
 
 from __future__ import annotations
@@ -120,36 +120,6 @@ def decode_heads(
     return np.concatenate(boxes), np.concatenate(scores)
 
 
-def tile_windows(
-    height: int, width: int, tile: int, overlap: float
-) -> list[tuple[int, int, int, int]]:
-    """Square windows ``(x0, y0, x1, y1)`` of side ``tile`` covering the image with overlap."""
-
-    def starts(length: int) -> list[int]:
-        if length <= tile:
-            return [0]
-        step = max(1, int(tile * (1 - overlap)))
-        n = -(-(length - tile) // step) + 1
-        return [round(i * (length - tile) / (n - 1)) for i in range(n)]
-
-    return [
-        (x, y, min(x + tile, width), min(y + tile, height))
-        for y in starts(height)
-        for x in starts(width)
-    ]
-
-
-def plate_tiles(
-    height: int, width: int, min_side: int = 1000, overlap: float = 0.15
-) -> list[tuple[int, int, int, int]]:
-    """Tiles of a photo whose long side is at least ``min_side`` (else none): square tiles of
-    the short side, so a 16:9 frame becomes 2 overlapping squares, each seen at ~1.8x the full
-    view's resolution, for 2 extra passes (not 6-8 native ones)."""
-    if max(height, width) < min_side:
-        return []
-    return tile_windows(height, width, max(SIZE, min(height, width)), overlap)
-
-
 class YoloPlateDetector:
     """Plates with the YOLOv8 plate model; ``threshold`` on the class score (0-1)."""
 
@@ -161,15 +131,18 @@ class YoloPlateDetector:
         model_path: str | Path | None = None,
         threshold: float = 0.25,
         nms_iou: float = 0.5,
-        tiles: bool = False,
-        tile_min_side: int = 1000,
-        tile_overlap: float = 0.15,
-        tile_gate: float = 0.0,
-        tile_narrower: float = 0.0,
         expand: tuple[float, float] = (1.0, 1.0),
         precision: str = "float32",
         device: str = "auto",
     ) -> None:
+        """Args:
+        model_path: the ONNX file (default: fetched per ``models/manifest.json``).
+        threshold: minimum plate score.
+        nms_iou: overlap above which the lower-scored of two boxes is dropped.
+        expand: box growth (width, height) around the centre.
+        precision: "float32", "float16" (the shipped graph) or "int8" (see ``quantize``).
+        device: "auto", "cpu" or "cuda".
+        """
         if model_path is None:
             from ..core.weights import model_path as fetch
 
@@ -177,16 +150,6 @@ class YoloPlateDetector:
         self.model_path = Path(model_path)
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
-        self.tiles, self.tile_min_side, self.tile_overlap = (
-            bool(tiles),
-            int(tile_min_side),
-            float(tile_overlap),
-        )
-        # A tile runs only where the full view saw a candidate scoring >= tile_gate that is
-        # narrower than tile_narrower pixels of the 640 view (0: no such condition): tiles find
-        # plates too small in the full view, and the full view sees those as small, low boxes.
-        # Absolute, not relative to threshold, so the passes run do not depend on it.
-        self.tile_gate, self.tile_narrower = float(tile_gate), float(tile_narrower)
         self.expand = (float(expand[0]), float(expand[1]))
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -201,57 +164,17 @@ class YoloPlateDetector:
         self.input_name = self.session.get_inputs()[0].name
         self.dtype = np.float16 if precision == "float16" else np.float32
 
-    def tile_windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        """The tiles run besides the full view (none unless ``tiles``), see :func:`plate_tiles`."""
-        return (
-            plate_tiles(height, width, self.tile_min_side, self.tile_overlap) if self.tiles else []
-        )
-
-    def _run(
-        self, image: np.ndarray, threshold: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One letterboxed view: pixel ``xyxy`` boxes of ``image`` and scores, before NMS."""
+    def detect_one(self, image: np.ndarray) -> list[Detection]:
+        """One letterboxed view of ``image``: its plates after NMS."""
+        height, width = image.shape[:2]
         blob, factor, left, top = make_blob(image, self.dtype)
         heads = self.session.run(list(HEADS), {self.input_name: blob})
-        xyxy, scores = decode_heads(
-            heads, blob.shape[2], self.threshold if threshold is None else threshold
-        )
+        xyxy, scores = decode_heads(heads, blob.shape[2], self.threshold)
         xyxy = (xyxy - np.array([left, top, left, top])) / factor
-        return xyxy, scores
-
-    def detect_one(self, image: np.ndarray) -> list[Detection]:
-        height, width = image.shape[:2]
-        gated = self.tile_gate > 0 or self.tile_narrower > 0
-        xyxy, sc = self._run(image, min(self.threshold, self.tile_gate) if gated else None)
-        seen = sc >= self.tile_gate
-        if self.tile_narrower > 0:
-            seen &= (xyxy[:, 2] - xyxy[:, 0]) * SIZE / max(height, width) < self.tile_narrower
-        cx, cy = (xyxy[seen, 0] + xyxy[seen, 2]) / 2, (xyxy[seen, 1] + xyxy[seen, 3]) / 2
-        keep = sc >= self.threshold
-        boxes, scores = [xyxy[keep]], [sc[keep]]
-        for x0, y0, x1, y1 in self.tile_windows(height, width):
-            if gated and not np.any((cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)):
-                continue
-            t_xyxy, t_sc = self._run(image[y0:y1, x0:x1])
-            # A plate cut by an inner tile edge gives a partial box that NMS would not
-            # merge with the whole one; the full view or the neighbouring tile has it whole.
-            cut = np.zeros(len(t_sc), dtype=bool)
-            margin = 2.0
-            if x0 > 0:
-                cut |= t_xyxy[:, 0] <= margin
-            if y0 > 0:
-                cut |= t_xyxy[:, 1] <= margin
-            if x1 < width:
-                cut |= t_xyxy[:, 2] >= (x1 - x0) - margin
-            if y1 < height:
-                cut |= t_xyxy[:, 3] >= (y1 - y0) - margin
-            boxes.append(t_xyxy[~cut] + np.array([x0, y0, x0, y0]))
-            scores.append(t_sc[~cut])
-        xyxy, sc = np.concatenate(boxes), np.concatenate(scores)
-        if sc.size:
-            keep = nms(xyxy, sc, self.nms_iou)
-            xyxy, sc = expand_xyxy(xyxy[keep], *self.expand), sc[keep]
-        return to_detections(PLATE, xyxy, sc, width, height)
+        if scores.size:
+            keep = nms(xyxy, scores, self.nms_iou)
+            xyxy, scores = expand_xyxy(xyxy[keep], *self.expand), scores[keep]
+        return to_detections(PLATE, xyxy, scores, width, height)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         return [self.detect_one(check_image(im, i)) for i, im in enumerate(images)]

@@ -295,9 +295,7 @@ class CropOpinion:
         if self._plate is None:
             from ..detectors import build_backend
 
-            self._plate = build_backend(
-                "yolov8-plates", self.floor, device=self.device, tiles=False
-            )
+            self._plate = build_backend("yolov8-plates", self.floor, device=self.device, tiled=None)
         return self._plate
 
     def face(self, image: np.ndarray, det: Detection) -> float:
