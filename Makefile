@@ -1,7 +1,9 @@
 # Every target sets the project up first (once; again when its inputs change).
 PY := .venv/bin/python
 STAMP := .venv/.setup-stamp
-LABELS ?= ../shared/data/faces/labels.json
+DATA ?= ../shared/data
+LABELS ?= $(DATA)/faces/labels.json $(DATA)/faces/more.json $(DATA)/plates/labels.json $(DATA)/plates/more.json
+EFFORT ?= all
 
 .PHONY: setup demo test test-fast test-faults lint bench-blur eval eval-video bench-e2e bench-scale bench-video-memory clean
 
@@ -36,8 +38,9 @@ lint: $(STAMP)
 bench-blur: $(STAMP)
 	$(PY) scripts/bench_blur.py
 
+## Every effort level on the tuning (labels.json) and checking (more.json) photos, side by side.
 eval: $(STAMP)
-	$(PY) scripts/evaluate.py $(LABELS)
+	$(PY) scripts/evaluate.py $(LABELS) --effort $(EFFORT)
 
 bench-e2e: $(STAMP)
 	$(PY) scripts/bench_e2e.py

@@ -1,13 +1,17 @@
 """Evaluate the default detectors on a labels file: recall, coverage, precision, speed.
 
-    python scripts/evaluate.py ../shared/data/faces/labels.json [--out DIR] [--bench [N]]
-        [--precision int8] [--face-option min_side=640] [--plate-option tiles=false]
+    python scripts/evaluate.py ../shared/data/faces/labels.json [more labels files]
+        [--effort fast|balanced|thorough|all] [--out DIR] [--bench [N]]
+        [--precision int8] [--face-option min_side=640] [--plate-option tiled=null]
 
-For each label present in the file it prints one line such as
-``face: recall 0.953 coverage 0.961 precision 0.742 images 200 ms/img 41`` (definitions in
-``fiftyone_anonymizer.metrics``; boxes marked ``"added": true`` count for precision only, see
-``tally_at``), and writes ``report.json`` and ``curves.png`` (recall, coverage
-and precision against the score threshold) to ``--out`` (default ``out/eval/<labels-stem>``).
+For each label present in a file it prints one line such as
+``face: recall 0.953 coverage 0.961 precision 0.742 images 200 ms/img 41`` and the recall and
+coverage by box height (< 10, 10-16, 16-24, 24-48, >= 48 px; definitions in
+``fiftyone_anonymizer.metrics``; every labelled box counts, those marked ``"added": true``
+included), and writes ``report.json`` and ``curves.png`` (recall, coverage and precision
+against the score threshold) to ``--out`` (default ``out/eval/<labels-stem>``). With several
+files or effort levels it ends with a table of them side by side (``make eval``: every level
+on ``labels.json``, for fitting, and ``more.json``, for checking).
 
 The detector is run once with every threshold lowered to ``--floor``; the default-threshold
 numbers and the curves are then read off those detections. That is exact, not an approximation:
@@ -190,12 +194,29 @@ def plot(curves: dict[str, dict], defaults: dict[str, float], path: Path) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "labels", type=Path, help="labels.json (list of {file, width, height, boxes})"
+        "labels",
+        type=Path,
+        nargs="+",
+        help="labels.json files (lists of {file, width, height, boxes})",
     )
-    parser.add_argument("--out", type=Path, help="report folder (default out/eval/<labels-stem>)")
-    parser.add_argument("--faces", default="centerface", help="centerface | mtcnn | none")
-    parser.add_argument("--plates", default="yolov8-plates", help="yolov8-plates | none")
-    parser.add_argument("--effort", choices=EFFORTS, default=DEFAULT_EFFORT)
+    parser.add_argument(
+        "--out", type=Path, help="report folder (default out/eval/<labels-stem>[-<effort>])"
+    )
+    parser.add_argument(
+        "--faces",
+        default="auto",
+        help="centerface | mtcnn | none | auto (centerface where the file labels faces)",
+    )
+    parser.add_argument(
+        "--plates",
+        default="auto",
+        help="yolov8-plates | none | auto (yolov8-plates where the file labels plates)",
+    )
+    parser.add_argument(
+        "--effort",
+        default=DEFAULT_EFFORT,
+        help=f"effort level ({', '.join(EFFORTS)}), several comma-separated, or all",
+    )
     parser.add_argument("--floor", type=float, default=0.05, help="lowest threshold of the sweep")
     parser.add_argument("--limit", type=int, help="only the first N images (quick looks)")
     parser.add_argument(
@@ -205,14 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         const=20,
         default=0,
         metavar="N",
-        help="also time float32 and int8, with and without the extra passes, "
-        "on the first N photos (default 20)",
+        help="also time float32 and int8 at each effort level on the first N photos (default 20)",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--precision",
         choices=("auto", "float32", "float16", "int8"),
-        help="network precision of the ONNX backends (default: their defaults)",
+        help="network precision of the ONNX backends (default: the effort level's)",
     )
     parser.add_argument(
         "--face-option",
@@ -226,19 +246,81 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="plate backend setting, e.g. tiles=false (repeatable)",
+        help="plate backend setting, e.g. tiled=null (repeatable)",
     )
     args = parser.parse_args(argv)
+    efforts = list(EFFORTS) if args.effort == "all" else args.effort.split(",")
+    for effort in efforts:
+        if effort not in EFFORTS:
+            parser.error(f"--effort: {effort!r} is not one of {', '.join(EFFORTS)} or all")
+    table = []
+    for labels in args.labels:
+        for effort in efforts:
+            several = len(efforts) > 1 or len(args.labels) > 1
+            if several:
+                print(f"== {labels} at effort {effort}", flush=True)
+            table.append(evaluate(labels, effort, args, several))
+    if len(table) > 1:
+        print_table(table)
+    return 0
 
+
+def print_table(table: list[dict]) -> None:
+    """The runs side by side: recall (coverage), by face height, precision and speed."""
+    classes = metrics.size_classes()
+    print("\nside by side (recall / coverage at the default thresholds; every labelled box counts)")
+    head = f"{'effort':<9} {'labels':<28} {'class':<6} {'all':>11} {'>=16 px':>11} "
+    print(head + " ".join(f"{c:>6}" for c in classes) + f" {'prec.':>6} {'ms/img':>7}")
+    for row in table:
+        for label, result in row["results"].items():
+            sized = row["by_size"].get(label, {})
+            large = metrics.Tally()
+            for cls in classes[2:]:
+                if cls in sized:
+                    large.add(metrics.Tally(**{k: sized[cls][k] for k in _COUNTS}))
+            cells = " ".join(
+                f"{sized[c]['recall']:6.3f}" if c in sized else f"{'':>6}" for c in classes
+            )
+            print(
+                f"{row['effort']:<9} {row['name']:<28} {label:<6} "
+                f"{result['recall']:.3f}/{result['coverage']:.3f} "
+                f"{large.recall:.3f}/{large.coverage:.3f} {cells} "
+                f"{result['precision']:6.3f} {row['ms_per_image']:7.0f}"
+            )
+
+
+_COUNTS = (
+    "truths",
+    "detections",
+    "matched_truths",
+    "matched_detections",
+    "covered_truths",
+    "images",
+)
+
+
+def evaluate(labels: Path, effort: str, args: argparse.Namespace, several: bool) -> dict:
+    """Run the detectors at ``effort`` on one labels file; print its lines, write its report
+    (``report.json``, ``curves.png``) and return the report."""
     from fiftyone_anonymizer.blur import BlurSettings
 
-    labels_path = args.labels.resolve()
+    labels_path = labels.resolve()
     entries = load_labels(labels_path)[: args.limit]
-    stem = labels_path.parent.name if labels_path.stem == "labels" else labels_path.stem
-    out_dir = args.out or REPO / "out" / "eval" / stem
+    stem = labels_path.parent.name
+    if labels_path.stem != "labels":
+        stem += f"-{labels_path.stem}"
+    name = f"{labels_path.parent.name}/{labels_path.name}"
+    if several:  # one folder per file and level, under --out when given
+        out_dir = (args.out or REPO / "out" / "eval") / f"{stem}-{effort}"
+    else:
+        out_dir = args.out or REPO / "out" / "eval" / stem
     out_dir.mkdir(parents=True, exist_ok=True)
-    faces = None if args.faces == "none" else args.faces
-    plates = None if args.plates == "none" else args.plates
+    labelled = {b["label"] for e in entries for b in e.get("boxes", [])}
+    auto = {"faces": "centerface" if FACE in labelled else "none"}
+    auto["plates"] = "yolov8-plates" if PLATE in labelled else "none"
+    chosen = {k: auto[k] if getattr(args, k) == "auto" else getattr(args, k) for k in auto}
+    faces = None if chosen["faces"] == "none" else chosen["faces"]
+    plates = None if chosen["plates"] == "none" else chosen["plates"]
     options = {FACE: parse_options(args.face_option), PLATE: parse_options(args.plate_option)}
 
     defaults = {}
@@ -247,9 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if plates is not None:
         defaults[PLATE] = DEFAULT_THRESHOLDS[PLATE]
     floor = {k: min(args.floor, v) for k, v in defaults.items()}
-    detector = make_detector(
-        faces, plates, floor, args.effort, args.device, args.precision, options
-    )
+    detector = make_detector(faces, plates, floor, effort, args.device, args.precision, options)
 
     records, seconds = [], 0.0
     for n, entry in enumerate(entries, 1):
@@ -335,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         timings = bench(photos, [b.name for b in detector.backends], args.device)
     report = {
         "labels_file": str(labels_path),
+        "name": name,
+        "effort": effort,
         "images": len(records),
         "ms_per_image": ms_per_img,
         "iou_threshold": metrics.IOU_THRESHOLD,
@@ -365,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in folder_lines:
             print(line)
     print(f"report: {out_dir / 'report.json'}", file=sys.stderr)
-    return 0
+    return report
 
 
 if __name__ == "__main__":

@@ -81,11 +81,10 @@ def test_evaluate_prints_the_required_lines_and_writes_its_report(tmp_path):
     assert (out / "curves.png").stat().st_size > 0
 
 
-def test_added_boxes_count_for_precision_only_and_variants_can_be_chosen(tmp_path):
-    # cam_a: the face, a source box. cam_b: the mirrored face, a box marked "added" (the
-    # detector's own find, confirmed by eye). coffee: an "added" face where there is none.
-    # Recall is read on the source boxes only (1 of 1; the missed added box does not count),
-    # precision on all boxes (the detection of the added face is a true one: 2 of 2).
+def test_added_boxes_count_like_any_box_and_variants_can_be_chosen(tmp_path):
+    # cam_a: the face, a source box. cam_b: the mirrored face, a box marked "added" (a real
+    # face the source left out). coffee: an "added" face where there is none, which nothing
+    # finds. Every labelled box counts: recall 2 of 3, precision 2 of 2.
     labels = _labels(tmp_path)
     entries = json.loads(labels.read_text())
     entries[1]["boxes"][0]["added"] = True
@@ -103,12 +102,32 @@ def test_added_boxes_count_for_precision_only_and_variants_can_be_chosen(tmp_pat
         "flip=false",
     )
     (line,) = [line for line in run.stdout.splitlines() if LINE.match(line)]
-    assert line.startswith("face: recall 1.000 coverage 1.000 precision 1.000 images 3 "), line
+    assert line.startswith("face: recall 0.667 coverage 0.667 precision 1.000 images 3 "), line
     report = json.loads((out / "report.json").read_text())
     face = report["results"]["face"]
-    assert face["truths"] == 1 and face["detections"] == 2 and face["matched_detections"] == 2
+    assert face["truths"] == 3 and face["detections"] == 2 and face["matched_detections"] == 2
     (backend,) = report["detector"]["backends"]
     assert (
         backend["precision"] == "int8" and backend["min_side"] == 640 and backend["flip"] is False
     )
     assert report["options"] == {"face": {"min_side": 640, "flip": False}}
+    # the astronaut's face is 118 px tall: the >= 48 px class
+    assert report["by_size"]["face"][">=48"]["truths"] == 3
+
+
+def test_several_files_and_effort_levels_end_in_a_table(tmp_path):
+    labels = _labels(tmp_path)
+    out = tmp_path / "report"
+    run = _evaluate(labels, out, "--effort", "fast,thorough")
+    lines = run.stdout.splitlines()
+    assert [line for line in lines if line.startswith("== ")] == [
+        f"== {labels} at effort fast",
+        f"== {labels} at effort thorough",
+    ]
+    rows = lines[lines.index(next(x for x in lines if x.startswith("side by side"))) + 2 :]
+    assert [r.split()[0] for r in rows] == ["fast", "thorough"]
+    assert all(" face " in r and " 1.000/1.000 " in r for r in rows), rows
+    for level in ("fast", "thorough"):
+        report = json.loads((out / f"my set-faces only-{level}" / "report.json").read_text())
+        assert report["effort"] == level and report["detector"]["effort"] == level
+        assert report["results"]["face"]["recall"] == 1.0
