@@ -436,3 +436,31 @@ def test_shared_data_anonymized_with_ground_truth_leaves_no_true_box_clear(
     assert set(ds.values("uncovered_gt")) == {0}
     assert report.flagged == 0 and not ds.match_tags("review_gt")
     assert report.pred_field == "anonymizer_detections"  # our detector's recall, for the record
+
+
+@pytest.mark.models
+def test_the_effort_level_is_recorded_and_the_audit_looks_as_hard(make_dataset, tmp_path):
+    """The detect job records its effort level with the labels; the audit reads it back and
+    looks with the same eyes (at its own low thresholds), and records what it used."""
+    import fiftyone as fo
+
+    from fiftyone_anonymizer import (
+        DetectorConfig,
+        anonymize_images,
+        audit_anonymization,
+        detect_faces_and_plates,
+    )
+    from fiftyone_anonymizer.jobs import schema
+    from fiftyone_anonymizer.jobs.audit import AUDIT_THRESHOLDS, audit_detector
+
+    ds = make_dataset([fo.Sample(filepath=str(_astronaut_jpeg(tmp_path / "astronaut.jpg")))])
+    for effort in ("thorough", "fast"):
+        detect_faces_and_plates(ds, detector=DetectorConfig(effort=effort), overwrite=True)
+        info = ds.get_field("anonymizer_detections").info
+        assert info["config"]["effort"] == effort and info["effort"] == effort
+        anonymize_images(ds, tmp_path / "out", label_fields=["anonymizer_detections"])
+        recipe = schema.AnonymizeRecipe.read(ds.view(), "anonymized_filepath")
+        config = audit_detector(ds.view(), recipe)
+        assert config.effort == effort and config.face_threshold == AUDIT_THRESHOLDS["face"]
+        report = audit_anonymization(ds)
+        assert report.settings["detector"]["config"]["effort"] == effort
