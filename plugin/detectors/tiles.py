@@ -14,7 +14,8 @@ does (SAHI), besides the whole-photo look that finds the faces too large for a t
 * a box that touches an inner tile edge is a cut object: it is dropped when a whole box holds
   most of it (the neighbouring tile or the whole-photo look saw the object whole), and kept
   otherwise (recall first: a partial box still hides part of a face);
-* the remaining boxes are merged by the backend's own suppression (IoU).
+* the remaining boxes are merged: of two whole boxes overlapping more than
+  :data:`MERGE_IOU` the higher-scored stays.
 
 The backend runs at a fixed low threshold (:data:`MERGE_FLOOR`) and the detector's threshold
 applies after the merge, so which boxes are merged never depends on the threshold: raising it
@@ -37,6 +38,10 @@ from .base import check_image, resize
 MERGE_FLOOR = 0.05
 #: A cut box is dropped when at least this share of it lies inside a whole box.
 HELD_INSIDE = 0.5
+#: Whole boxes from different looks (the whole photo, neighbouring tiles) overlapping more than
+#: this are one object. Higher than the backends' own suppression: their boxes are already
+#: grown (CenterFace's calibration), and two neighbours in a crowd must both stay.
+MERGE_IOU = 0.5
 
 
 @runtime_checkable
@@ -222,6 +227,8 @@ class TiledDetector:
                 whole_look, max(1, round(width * factor)), max(1, round(height * factor))
             )
         found = self.backend.detect([whole_look])[0]
+        if not tiles:  # the backend's own answer, unchanged
+            return [d for d in found if d.score >= self.threshold]
         if tiles and self.spec.gate_score > 0:
             long_side = max(height, width)
             seen = [
@@ -252,7 +259,7 @@ class TiledDetector:
                 if max(moved.box[2] * width, moved.box[3] * height) > largest:
                     continue
                 (cut if _touches_inner_edge(det, window, height, width) else whole).append(moved)
-        merged = merge_tiles(whole, cut, float(getattr(self.backend, "nms_iou", 0.3)))
+        merged = merge_tiles(whole, cut, MERGE_IOU)
         kept = [d for d in merged if d.score >= self.threshold]
         return sorted(kept, key=lambda d: -d.score)
 
