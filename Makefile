@@ -29,8 +29,8 @@ test-faults: $(STAMP)
 
 ## Linter, formatter and type checker (CI runs this before the tests).
 lint: $(STAMP)
-	.venv/bin/ruff check plugin tests scripts
-	.venv/bin/ruff format --check plugin tests scripts
+	.venv/bin/ruff check plugin tests scripts __init__.py
+	.venv/bin/ruff format --check plugin tests scripts __init__.py
 	.venv/bin/mypy
 
 bench-blur: $(STAMP)

@@ -153,7 +153,6 @@ def test_the_model_interface(model, astronaut):
 @pytest.mark.models
 def test_apply_model_on_videos_labels_every_frame(model, make_dataset, tmp_path):
     import fiftyone as fo
-
     from test_video_jobs import FRAMES, _clip
 
     clip = _clip(tmp_path / "pan.mp4")
