@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STAMP := .venv/.setup-stamp
 LABELS ?= ../shared/data/faces/labels.json
 
-.PHONY: setup demo test test-fast test-faults lint bench-blur eval eval-video bench-e2e bench-scale bench-video-memory clean
+.PHONY: setup demo test test-fast test-faults lint bench-blur eval eval-apply-model eval-video bench-e2e bench-scale bench-video-memory clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ bench-blur: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) scripts/evaluate.py $(LABELS)
+
+## The detect job and dataset.apply_model(anon.load_model("faces-and-plates")) scored side by side.
+eval-apply-model: $(STAMP)
+	$(PY) scripts/eval_apply_model.py
 
 bench-e2e: $(STAMP)
 	$(PY) scripts/bench_e2e.py
