@@ -167,3 +167,43 @@ def test_apply_model_on_videos_labels_every_frame(model, make_dataset, tmp_path)
     for frame in frames.values():
         for det in frame["m"].detections if frame["m"] else []:
             assert det.index is None and not det.has_field("filled")
+
+
+@pytest.mark.models
+def test_eval_script_prints_both_methods_and_agrees(tmp_path, astronaut):
+    """scripts/eval_apply_model.py on a labels file made here (the astronaut, mirrored and as
+    CMYK): a line per method, identical boxes, agreement, exit status 0."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    face = {"label": "face", "x": 179, "y": 61, "w": 92, "h": 118}  # forehead to chin
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(astronaut).save(images / "a.jpg", quality=92)
+    Image.fromarray(astronaut[:, ::-1]).save(images / "b.png")
+    Image.fromarray(astronaut).convert("CMYK").save(images / "c.jpg", quality=90)
+    mirrored = {**face, "x": 512 - face["x"] - face["w"]}
+    entries = [
+        {"file": f"images/{name}", "width": 512, "height": 512, "boxes": [box]}
+        for name, box in (("a.jpg", face), ("b.png", mirrored), ("c.jpg", face))
+    ]
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(entries))
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "eval_apply_model.py"), str(labels)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    for method in ("detect job", "apply_model"):
+        (line,) = [x for x in lines if x.strip().startswith(method) and "face:" in x]
+        assert re.search(r"face: recall 1\.000 coverage 1\.000 precision \d\.\d{3} images 3$", line)
+    assert "  identical boxes, labels and confidences on 3 of 3 images" in lines
+    assert lines[-1] == "detect job and apply_model agree within 0.001: yes"
