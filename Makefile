@@ -5,7 +5,7 @@ DATA ?= ../shared/data
 LABELS ?= $(DATA)/faces/labels.json $(DATA)/faces/more.json $(DATA)/plates/labels.json $(DATA)/plates/more.json
 EFFORT ?= all
 
-.PHONY: setup demo test test-fast test-faults lint bench-blur eval eval-video bench-e2e bench-scale bench-video-memory clean
+.PHONY: setup demo test test-fast test-faults lint bench-blur eval eval-apply-model eval-video bench-e2e bench-scale bench-video-memory clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,8 @@ test-faults: $(STAMP)
 
 ## Linter, formatter and type checker (CI runs this before the tests).
 lint: $(STAMP)
-	.venv/bin/ruff check plugin tests scripts
-	.venv/bin/ruff format --check plugin tests scripts
+	.venv/bin/ruff check plugin tests scripts __init__.py
+	.venv/bin/ruff format --check plugin tests scripts __init__.py
 	.venv/bin/mypy
 
 bench-blur: $(STAMP)
@@ -41,6 +41,10 @@ bench-blur: $(STAMP)
 ## Every effort level on the tuning (labels.json) and checking (more.json) photos, side by side.
 eval: $(STAMP)
 	$(PY) scripts/evaluate.py $(LABELS) --effort $(EFFORT)
+
+## The detect job and dataset.apply_model(anon.load_model("faces-and-plates")) scored side by side.
+eval-apply-model: $(STAMP)
+	$(PY) scripts/eval_apply_model.py
 
 bench-e2e: $(STAMP)
 	$(PY) scripts/bench_e2e.py

@@ -47,6 +47,8 @@ else:
         "share_anonymized": "jobs.share",
         "audit_anonymization": "jobs.audit",
         "anonymization_status": "jobs.status",
+        "load_model": "models",
+        "AnonymizerModel": "models",
     }
 
     def __getattr__(name: str):

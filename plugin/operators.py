@@ -40,8 +40,16 @@ STREAM_PARAM = "stream_to_app"
 # Running a job: streamed into the App, or returned
 
 
-def _config(name: str, label: str, description: str, unlisted: bool = False):
-    """Every job operator here: a dynamic form, run now (streaming) or by a delegated worker."""
+def _config(
+    name: str, label: str, description: str, unlisted: bool = False, distributed: bool = False
+):
+    """Every job operator here: a dynamic form, run now (streaming) or by a delegated worker.
+
+    ``distributed``: the job splits by samples, so FiftyOne Enterprise may fan a delegated run
+    out over parallel workers, calling ``execute`` once per batch with the batch as
+    ``ctx.target_view()`` (which every ``execute`` here works from). Open-source FiftyOne keeps
+    the flag off and calls ``execute`` once with the whole target; our own ``shards`` split
+    there (:func:`_own_shards`)."""
     return foo.OperatorConfig(
         name=name,
         label=label,
@@ -51,7 +59,18 @@ def _config(name: str, label: str, description: str, unlisted: bool = False):
         allow_immediate_execution=True,
         allow_delegated_execution=True,
         execute_as_generator=True,
+        allow_distributed_execution=distributed,
     )
+
+
+def _own_shards(ctx) -> bool:
+    """Whether this run queues our own shards: the form asks for more than one, and FiftyOne
+    Enterprise is not already running it as one batch of its own fan-out (a batch that
+    sharded again would multiply the work)."""
+    distributed = getattr(ctx, "num_distributed_tasks", None) or ctx.request_params.get(
+        "num_distributed_tasks"
+    )
+    return int(ctx.params.get("shards") or 1) > 1 and not distributed
 
 
 def _execute(uri: str, sample_collection, params: dict[str, Any], delegate: bool):
@@ -448,6 +467,7 @@ class DetectFacesAndPlates(foo.Operator):
             "detect_faces_and_plates",
             "Anonymizer: detect faces and plates",
             "Find faces and licence plates and store them as detections",
+            distributed=True,
         )
 
     def __call__(
@@ -508,7 +528,7 @@ class DetectFacesAndPlates(foo.Operator):
     def execute(self, ctx):
         from .jobs.detect import detect_faces_and_plates
 
-        if int(ctx.params.get("shards") or 1) > 1:
+        if _own_shards(ctx):
             return _run(
                 ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs, "Queued as shards"
             )
@@ -680,6 +700,7 @@ class AnonymizeImages(foo.Operator):
             "anonymize_images",
             "Anonymizer: anonymize images",
             "Blur, pixelate or fill the boxes of detection fields into new copies",
+            distributed=True,
         )
 
     def __call__(
@@ -766,7 +787,7 @@ class AnonymizeImages(foo.Operator):
         from .core.images import DEFAULT_JPEG_QUALITY
         from .jobs.anonymize import anonymize_images
 
-        if int(ctx.params.get("shards") or 1) > 1:
+        if _own_shards(ctx):
             return _run(
                 ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs, "Queued as shards"
             )
@@ -1099,6 +1120,7 @@ class AuditAnonymization(foo.Operator):
             "Anonymizer: audit anonymization",
             "Find faces and plates left visible in the anonymized copies, tag them "
             "for review, and evaluate against ground truth",
+            distributed=True,
         )
 
     def __call__(
@@ -1160,6 +1182,21 @@ class AuditAnonymization(foo.Operator):
                 params[key] = value
         return _call(self.uri, sample_collection, params, delegate, shards)
 
+    def resolve_execution_options(self, ctx):
+        # With ground truth the audit runs one FiftyOne evaluation over the whole view: no
+        # fan-out by samples then (as no sharding, see _audit_inputs)
+        options = super().resolve_execution_options(ctx)
+        if not ctx.params.get("gt_field"):
+            return options
+        from fiftyone.operators.executor import ExecutionOptions
+
+        return ExecutionOptions(
+            allow_immediate_execution=options.allow_immediate_execution,
+            allow_delegated_execution=options.allow_delegated_execution,
+            default_choice_to_delegated=options.default_choice_to_delegated,
+            allow_distributed_execution=False,
+        )
+
     def resolve_input(self, ctx):
         inputs = types.Object()
         if not _audit_inputs(ctx, inputs):
@@ -1169,7 +1206,7 @@ class AuditAnonymization(foo.Operator):
     def execute(self, ctx):
         from .jobs import audit
 
-        if int(ctx.params.get("shards") or 1) > 1:
+        if _own_shards(ctx):
             return _run(
                 ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs, "Queued as shards"
             )
