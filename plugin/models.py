@@ -86,7 +86,7 @@ def load_model(name: str = "faces-and-plates", **config: Any) -> AnonymizerModel
 
     Args:
         name: ``"faces-and-plates"``, ``"faces"`` or ``"plates"``
-        **config: ``DetectorConfig`` fields (``face_threshold``, ``multiscale``, ``device``,
+        **config: ``DetectorConfig`` fields (``face_threshold``, ``effort``, ``device``,
             ...); ``faces`` / ``plates`` choose the backend of a class the model finds
 
     Returns:

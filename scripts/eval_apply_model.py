@@ -73,15 +73,12 @@ def score(labels_path: Path, limit: int | None, batch_size: int | None) -> bool:
         records = []
         for sid, entry, path in zip(ids, entries, paths, strict=True):
             height, width = evaluate.read_rgb(Path(path)).shape[:2]
-            every = evaluate.truths_of(entry, width, height)
-            source = evaluate.truths_of(entry, width, height, added=False)
             records.append(
                 {
                     "h": height,
                     "w": width,
                     "dets": from_fo_detections(labels[field][sid]),
-                    "truths": source,
-                    "all_truths": every if len(source) < len(every) else source,
+                    "truths": evaluate.truths_of(entry, width, height),
                 }
             )
         # the detectors applied their default thresholds already: keep every box

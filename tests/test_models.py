@@ -31,9 +31,7 @@ def test_names_fix_the_classes_and_pass_the_rest_to_detector_config():
     assert detector_config("faces", face_threshold=0.1) == DetectorConfig(
         plates=None, face_threshold=0.1
     )
-    assert detector_config("plates", multiscale=False) == DetectorConfig(
-        faces=None, multiscale=False
-    )
+    assert detector_config("plates", effort="fast") == DetectorConfig(faces=None, effort="fast")
     assert detector_config("faces", faces="mtcnn").faces == "mtcnn"
     assert detector_config("faces", plates=None) == DetectorConfig(plates=None)
 
