@@ -31,11 +31,8 @@ import numpy as np
 
 from fiftyone_anonymizer.core.images import read_image
 from fiftyone_anonymizer.core.weights import model_path, sha256_of
-from fiftyone_anonymizer.detectors.quantize import (
-    INT8_MODELS,
-    float_graph,
-    table_path,
-)
+from fiftyone_anonymizer.detectors import backend_module
+from fiftyone_anonymizer.detectors.quantize import INT8_MODELS, table_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     source = model_path(args.model)
-    graph = float_graph(args.model, source)
+    graph = backend_module(args.model).prepare_graph(source)
     labels = (args.labels or DEFAULT_LABELS[args.model]).resolve()
     entries = json.loads(labels.read_text())[:: args.every]
     sides = [int(s) for s in args.sides.split(",")]

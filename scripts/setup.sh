@@ -19,7 +19,7 @@ echo "== checking FiftyOne's database"
 echo "== fetching detection weights (sha256-checked, cached)"
 .venv/bin/python -m fiftyone_anonymizer.core.weights
 echo "== building the int8 plate model from the committed range table (cached)"
-.venv/bin/python -m fiftyone_anonymizer.detectors.quantize
+.venv/bin/python -m fiftyone_anonymizer.detectors
 
 # Debian packages: chromium for the real-browser test (Playwright never downloads a browser),
 # ffmpeg for FiftyOne's own video tools (video metadata, frames; our video I/O is PyAV's).

@@ -10,12 +10,14 @@ Importing this module is cheap: onnxruntime and TensorFlow load when a backend i
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
+from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -199,19 +201,35 @@ def build_backend(
         spec = tiled if isinstance(tiled, TileSpec) else TileSpec(**tiled)
         inner = build_backend(name, threshold, effort, device, **{**kwargs, "tiled": None})
         return TiledDetector(inner, spec)
-    if name == "centerface":
-        from .centerface import CenterFaceDetector
+    detector_class = getattr(backend_module(name), _BACKENDS[name][1])
+    return detector_class(threshold=threshold, device=device, **kwargs)
 
-        return CenterFaceDetector(threshold=threshold, device=device, **kwargs)
-    if name == "yolov8-plates":
-        from .yolo_plates import YoloPlateDetector
 
-        return YoloPlateDetector(threshold=threshold, device=device, **kwargs)
-    if name == "mtcnn":
-        from .mtcnn_faces import MTCNNDetector
+#: Each backend's module and detector class: the one place a backend's name is switched on
+#: (building it, and building its int8 copy).
+_BACKENDS: dict[str, tuple[str, str]] = {
+    "centerface": ("centerface", "CenterFaceDetector"),
+    "yolov8-plates": ("yolo_plates", "YoloPlateDetector"),
+    "mtcnn": ("mtcnn_faces", "MTCNNDetector"),
+}
 
-        return MTCNNDetector(threshold=threshold, device=device, **kwargs)
-    raise ValueError(f"unknown backend {name!r}; faces: {FACE_BACKENDS}, plates: {PLATE_BACKENDS}")
+
+def backend_module(name: str) -> ModuleType:
+    """The module of backend ``name`` (imported on first use: onnxruntime, TensorFlow)."""
+    if name not in _BACKENDS:
+        raise ValueError(
+            f"unknown backend {name!r}; faces: {FACE_BACKENDS}, plates: {PLATE_BACKENDS}"
+        )
+    return importlib.import_module(f"{__name__}.{_BACKENDS[name][0]}")
+
+
+def int8_model(name: str, cache: Any = None) -> Any:
+    """Path of backend ``name``'s int8 copy, built from its committed range table if missing
+    (``quantize.int8_model`` with the backend's own float graph)."""
+    from ..core.weights import model_path
+    from .quantize import int8_model as build
+
+    return build(name, model_path(name), backend_module(name).prepare_graph, cache=cache)
 
 
 class MergedDetector:

@@ -202,7 +202,9 @@ class CenterFaceDetector:
         if precision == "int8":
             from .quantize import int8_model
 
-            self.session = ArenaBoundedSession(int8_model(self.name, self.model_path), device)
+            self.session = ArenaBoundedSession(
+                int8_model(self.name, self.model_path, prepare_graph), device
+            )
         else:
             self.session = ArenaBoundedSession(prepare_graph(self.model_path), device)
         self.provider = session_provider(self.session)

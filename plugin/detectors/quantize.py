@@ -4,13 +4,16 @@ Static quantization needs the range of every activation. Those ranges were measu
 real photos by ``scripts/calibrate_int8.py`` and committed as small JSON tables
 (``models/<model>-int8.json``), so building an int8 model here needs no images and takes a few
 seconds: the fetched float model is rewritten exactly as the float backend rewrites it
-(``prepare_graph`` of its module), then quantized in QDQ form (uint8 activations, int8 weights,
+(the ``prepare_graph`` the backend passes in), then quantized in QDQ form (uint8 activations, int8 weights,
 per channel where the table says so; nodes the table lists stay in float) by onnxruntime's own
 quantizer. The result is cached beside the fetched weights under a name that carries a hash
 of everything it was made from (source model, table, onnx and onnxruntime versions), so a new
 table or a new runtime gives a new file; derived weights are never committed or downloaded.
 
-    python -m fiftyone_anonymizer.detectors.quantize      # build and cache both int8 models
+    python -m fiftyone_anonymizer.detectors      # build and cache both int8 models
+
+This module knows no backend: each backend hands it the function that prepares its float
+graph, so the arrows point one way (backends -> quantize).
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,6 @@ __all__ = [
     "int8_model",
     "load_table",
     "quantize_graph",
-    "float_graph",
     "table_path",
 ]
 
@@ -62,24 +63,11 @@ def load_table(name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def float_graph(name: str, source: Path) -> bytes:
-    """The float32 graph the backend runs (its own load-time rewrites of ``source``)."""
-    if name == "centerface":
-        from .centerface import prepare_graph as prepare_centerface
-
-        return prepare_centerface(source)
-    if name == "yolov8-plates":
-        from .yolo_plates import prepare_graph as prepare_yolo
-
-        return prepare_yolo(source, "float32")
-    raise QuantizeError(f"no int8 variant of {name!r}; there is one of {INT8_MODELS}")
-
-
 def quantize_graph(model: bytes, table: dict[str, Any]) -> bytes:
     """QDQ int8 copy of the serialized float ``model`` with the activation ranges of ``table``.
 
     Args:
-        model: a float32 graph, as :func:`float_graph` returns it.
+        model: a float32 graph, as the backend's ``prepare_graph`` returns it.
         table: ``{"ranges": {tensor: [low, high]}, "per_channel": bool, "float_nodes": [...]}``.
     """
     import numpy as np
@@ -152,12 +140,16 @@ def _integer_tensors(proto: Any) -> set[str]:
     return out
 
 
-def int8_model(name: str, source: Path, cache: Path | None = None) -> Path:
+def int8_model(
+    name: str, source: Path, float_graph: Callable[[Path], bytes], cache: Path | None = None
+) -> Path:
     """Path of the cached int8 copy of model file ``source``, built from the table if missing.
 
     Args:
         name: ``"centerface"`` or ``"yolov8-plates"``.
         source: the float model file the table was made for (its sha256 is checked).
+        float_graph: the backend's own load-time rewrite of ``source`` into the float32
+            graph it runs (its module's ``prepare_graph``).
         cache: folder for the built file (default: the weights cache).
 
     Raises:
@@ -184,7 +176,7 @@ def int8_model(name: str, source: Path, cache: Path | None = None) -> Path:
     return derived_file(
         f"{name}-int8",
         key,
-        lambda: quantize_graph(float_graph(name, Path(source)), table),
+        lambda: quantize_graph(float_graph(Path(source)), table),
         cache=cache,
     )
 
@@ -194,17 +186,3 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:  # onnxruntime-gpu provides the same module
         return metadata.version("onnxruntime-gpu") if package == "onnxruntime" else "none"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Build (or find) the int8 model of each name given, default all; print their paths."""
-    from ..core.weights import model_path
-
-    names = (argv if argv is not None else sys.argv[1:]) or list(INT8_MODELS)
-    for name in names:
-        print(f"{name} int8: {int8_model(name, model_path(name))}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
