@@ -230,9 +230,9 @@ def test_astronaut_missed_face_is_flagged_then_cleared(make_dataset, tmp_path):
     )
 
     # Anonymized with no boxes at all: the copy shows her face (it scores about 0.87). The
-    # default audit thresholds also flag faint false alarms on her suit collar (scores up to
-    # about 0.2, depending on the detector's calibration); stay well above them.
-    strict = DetectorConfig(face_threshold=0.3, plate_threshold=0.3)
+    # default audit thresholds also flag false alarms on her suit collar next to the blurred
+    # face (up to about 0.4 in the balanced level's 800 px look); stay well above them.
+    strict = DetectorConfig(face_threshold=0.5, plate_threshold=0.5)
     anonymize_images(ds, tmp_path / "out", label_fields=["nothing"])
     report = audit_anonymization(ds, gt_field="ground_truth", detector=strict)
     sample = ds.first()

@@ -19,16 +19,19 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from fiftyone_anonymizer import blur as blur_module
 from fiftyone_anonymizer.blur import (
     BlurSettings,
-    _funcs,
     anonymize_batch,
     anonymize_image,
     box_sigma,
+    kernels,
+    masks,
     obscured_region,
+    regions,
     seed_kernel_std_px,
+    tf_ops,
 )
+from fiftyone_anonymizer.blur.tf_ops import _funcs
 from fiftyone_anonymizer.core import tf_runtime
 from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection, scale_box
 
@@ -290,10 +293,10 @@ CASES = {
     ],
     ids=["default", "seed", "fixed_ellipse", "hard_edge"],
 )
-@pytest.mark.parametrize("dense_max_side", [blur_module.DENSE_MAX_SIDE, 0], ids=["whole", "tiles"])
+@pytest.mark.parametrize("dense_max_side", [tf_ops.DENSE_MAX_SIDE, 0], ids=["whole", "tiles"])
 def test_matches_reference(case, settings, dense_max_side, monkeypatch):
     # Small regions blur with whole matrices, large ones with tiles: both checked here.
-    monkeypatch.setattr(blur_module, "DENSE_MAX_SIDE", dense_max_side)
+    monkeypatch.setattr(tf_ops, "DENSE_MAX_SIDE", dense_max_side)
     check(textured(H, W, seed=len(case)), CASES[case], settings)
 
 
@@ -395,10 +398,10 @@ def test_regions_share_one_cell_grid(monkeypatch):
     ]
     settings = BlurSettings(sigma=20.0)
     calls = []
-    real = blur_module._cell_means
-    monkeypatch.setattr(blur_module, "_cell_means", lambda *a: calls.append(a[1:]) or real(*a))
+    real = tf_ops._cell_means
+    monkeypatch.setattr(tf_ops, "_cell_means", lambda *a: calls.append(a[1:]) or real(*a))
     check(textured(h, w, seed=21), boxes, settings)
-    assert len(blur_module._plan(h, w, blur_module._rects(h, w, boxes, settings), 5)) == 4
+    assert len(regions._plan(h, w, masks._rects(h, w, boxes, settings), 5)) == 4
     assert len(calls) == 1
 
 
@@ -410,8 +413,8 @@ def counting_pool(monkeypatch):
     submitted = []
     real_submit = pool.submit
     monkeypatch.setattr(pool, "submit", lambda *a: submitted.append(a) or real_submit(*a))
-    monkeypatch.setattr(blur_module, "_region_pool", lambda: pool)
-    monkeypatch.setattr(blur_module, "pool_workers", lambda: 2)
+    monkeypatch.setattr(regions, "_region_pool", lambda: pool)
+    monkeypatch.setattr(regions, "pool_workers", lambda: 2)
     return pool, submitted
 
 
@@ -428,14 +431,14 @@ def test_regions_obscured_side_by_side_match_one_by_one(monkeypatch):
         det(PLATE, 380, 300, 60, 30, w, h),
     ]
     image = textured(h, w, seed=22)
-    rects = blur_module._rects(h, w, boxes, DEFAULT)
-    assert len(blur_module._plan(h, w, rects, 5)) == 4
+    rects = masks._rects(h, w, boxes, DEFAULT)
+    assert len(regions._plan(h, w, rects, 5)) == 4
     assert {r.key[3] > 1 for r in rects} == {True, False}
     pool, submitted = counting_pool(monkeypatch)
     check(image, boxes, DEFAULT)
     threaded = anonymize_image(image, boxes, DEFAULT)
     assert len(submitted) == 8
-    monkeypatch.setattr(blur_module, "_region_pool", lambda: None)
+    monkeypatch.setattr(regions, "_region_pool", lambda: None)
     np.testing.assert_array_equal(anonymize_image(image, boxes, DEFAULT), threaded)
     pool.shutdown()
 
@@ -450,8 +453,8 @@ def test_one_big_region_cut_into_strips_for_the_threads(monkeypatch, settings):
     boxes = [det(FACE, 20, 15, 140, 120, w, h), det(PLATE, 60, 100, 50, 20, w, h)]
     image = textured(h, w, seed=23)
     whole = anonymize_image(image, boxes, settings)
-    monkeypatch.setattr(blur_module, "STRIP_PIXELS", 6000)
-    monkeypatch.setattr(blur_module, "STRIP_MIN_ROWS", 8)
+    monkeypatch.setattr(regions, "STRIP_PIXELS", 6000)
+    monkeypatch.setattr(regions, "STRIP_MIN_ROWS", 8)
     pool, submitted = counting_pool(monkeypatch)
     np.testing.assert_array_equal(anonymize_image(image, boxes, settings), whole)
     assert len(submitted) == 2
@@ -461,7 +464,7 @@ def test_one_big_region_cut_into_strips_for_the_threads(monkeypatch, settings):
 
 
 def _pool_is_unset(queue) -> None:
-    queue.put(blur_module._POOL is None)
+    queue.put(regions._POOL is None)
 
 
 @pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork on this platform")
@@ -474,7 +477,7 @@ def test_a_forked_child_starts_its_own_region_pool():
     anonymize_image(
         image, [det(FACE, 5, 5, 30, 30, 200, 120), det(PLATE, 150, 80, 40, 20, 200, 120)]
     )
-    assert blur_module._region_pool() is not None or blur_module.pool_workers() < 2
+    assert regions._region_pool() is not None or regions.pool_workers() < 2
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_pool_is_unset, args=(queue,))
@@ -497,7 +500,7 @@ def test_multires_stays_within_a_level_of_the_full_resolution_gaussian(monkeypat
     sigmas = {box_sigma(settings, d.box[2] * 512 * 1.3, d.box[3] * 512 * 1.3) for d in dets}
     assert min(sigmas) > MULTIRES_SIGMA  # both boxes take the multi-resolution path
     fast = anonymize_image(image, dets, settings).astype(int)
-    monkeypatch.setattr(blur_module, "MULTIRES_SIGMA", float("inf"))  # full resolution
+    monkeypatch.setattr(kernels, "MULTIRES_SIGMA", float("inf"))  # full resolution
     exact = anonymize_image(image, dets, settings).astype(int)
     diff = np.abs(fast - exact)
     assert diff.max() <= 1 and diff.mean() < 0.1, (diff.max(), diff.mean())
@@ -590,7 +593,7 @@ def test_mixed_size_batch_and_no_retracing():
     wide = [Detection(PLATE, 0.9, (0.1, 0.1, 0.8, 0.8))]  # multi-resolution blur
     anonymize_batch([textured(100, 140, seed=10)], [wide])
     _funcs()
-    fns = blur_module._TRACED  # the concrete functions called per image can never retrace
+    fns = tf_ops._TRACED  # the concrete functions called per image can never retrace
     traces = {name: fn.experimental_get_tracing_count() for name, fn in fns.items()}
     anonymize_batch(
         images[::-1] + [textured(77, 111, seed=9), textured(130, 90, seed=9)],
@@ -714,7 +717,7 @@ def test_tensorflow_import_skips_only_the_eager_keras_import():
     # it was, and tf.keras still usable afterwards.
     code = (
         "import os, sys\n"
-        "from fiftyone_anonymizer import blur\n"
+        "from fiftyone_anonymizer.blur import tf_ops as blur\n"
         "tf = blur._tf()\n"
         "print('keras' in sys.modules, 'TF_USE_LEGACY_KERAS' in os.environ)\n"
         "print(type(tf.keras.layers.Dense(1)).__module__.split('.')[0])\n"
