@@ -48,11 +48,11 @@ from .core.images import (
     save_image_atomic,
     write_bytes_atomic,
 )
+from .detectors.onnx_runtime import THREADS_ENV, set_session_threads
 
 #: The stages, as named in results and error messages.
 READ, DETECT, OBSCURE, WRITE = "read", "detect", "anonymize", "write"
 
-THREADS_ENV = "FO_ANONYMIZER_THREADS"  # onnxruntime threads per call (detectors/onnx_runtime.py)
 #: Write errors that every later item would meet too: the run stops instead of failing them all.
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
@@ -223,10 +223,16 @@ def configure_threads(
     starts: an explicit ``threads`` wins over the environment, which wins over our tuned
     default. The engine already runs one image per core, so each library call gets a share of
     the cores rather than all of them (oversubscription slows everything)."""
-    per_call = str(threads or intra_op_threads(options))
-    if threads is not None or (not os.environ.get(THREADS_ENV) and device != "cuda"):
-        os.environ[THREADS_ENV] = per_call
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", per_call)
+    per_call = threads or intra_op_threads(options)
+    if threads is not None:
+        set_session_threads(threads)
+    elif os.environ.get(THREADS_ENV):
+        set_session_threads(int(os.environ[THREADS_ENV]))
+    elif device != "cuda":
+        set_session_threads(per_call)
+    else:
+        set_session_threads(None)  # onnxruntime's own default on a GPU
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(per_call))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 

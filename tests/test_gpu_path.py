@@ -107,3 +107,39 @@ def test_the_gpu_path_finds_what_the_cpu_path_finds(cuda_stand_in, monkeypatch):
         for a, b in zip(sorted(found, key=lambda d: d.box), sorted(on_cpu, key=lambda d: d.box)):
             assert a.label == b.label
             assert np.allclose(a.box, b.box, atol=1e-3) and abs(a.score - b.score) < 1e-3
+
+
+def test_thread_counts_reach_the_sessions_without_touching_the_environment(monkeypatch):
+    """The engine hands onnxruntime its threads per call directly (no environment variable
+    written); an explicit count wins over the user's $FO_ANONYMIZER_THREADS, which wins over
+    the engine's own share of the cores; on a GPU onnxruntime keeps its default."""
+    import os
+
+    from fiftyone_anonymizer import engine
+    from fiftyone_anonymizer.detectors import onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "_threads", None)
+    monkeypatch.delenv("FO_ANONYMIZER_THREADS", raising=False)
+    options = engine.default_options("cpu", cpus=4)
+    engine.configure_threads(options)
+    assert onnx_runtime.session_threads() == engine.intra_op_threads(options)
+    assert "FO_ANONYMIZER_THREADS" not in os.environ
+    monkeypatch.setenv("FO_ANONYMIZER_THREADS", "3")
+    engine.configure_threads(options)
+    assert onnx_runtime.session_threads() == 3
+    engine.configure_threads(options, threads=5)
+    assert onnx_runtime.session_threads() == 5
+    session = onnx_runtime.make_session(_tiny_model(), "cpu")
+    assert session.get_session_options().intra_op_num_threads == 5
+    monkeypatch.delenv("FO_ANONYMIZER_THREADS")
+    engine.configure_threads(options, device="cuda")
+    assert onnx_runtime.session_threads() is None
+
+
+def _tiny_model() -> bytes:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()

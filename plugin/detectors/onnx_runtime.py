@@ -50,11 +50,32 @@ def providers_for(device: str = "auto") -> list[str | tuple[str, dict[str, Any]]
     return ["CPUExecutionProvider"]
 
 
+#: The user's setting of onnxruntime's threads per call (useful on shared machines).
+THREADS_ENV = "FO_ANONYMIZER_THREADS"
+_threads: int | None = None  # chosen by the engine (``set_session_threads``)
+
+
+def set_session_threads(threads: int | None) -> None:
+    """onnxruntime intra-op threads of the sessions made from now on (None: the user's
+    ``$FO_ANONYMIZER_THREADS``, else onnxruntime's own default). The engine sets it before
+    the models load (``engine.configure_threads``)."""
+    global _threads
+    _threads = threads
+
+
+def session_threads() -> int | None:
+    """The intra-op threads a new session gets (see :func:`set_session_threads`)."""
+    if _threads is not None:
+        return _threads
+    given = os.environ.get(THREADS_ENV)
+    return int(given) if given else None
+
+
 def make_session(model: bytes | str | Path, device: str = "auto", arena: bool = True) -> Any:
     """An ``InferenceSession`` with warnings silenced (severity 3: errors only).
 
     The CenterFace file otherwise prints hundreds of harmless "unused initializer" warnings.
-    Intra-op threads follow ``$FO_ANONYMIZER_THREADS`` when set (useful on shared machines).
+    Intra-op threads: :func:`session_threads`.
     """
     import onnxruntime as ort
 
@@ -62,9 +83,9 @@ def make_session(model: bytes | str | Path, device: str = "auto", arena: bool = 
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.enable_cpu_mem_arena = arena
-    threads = os.environ.get("FO_ANONYMIZER_THREADS")
+    threads = session_threads()
     if threads:
-        options.intra_op_num_threads = int(threads)
+        options.intra_op_num_threads = threads
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, sess_options=options, providers=providers_for(device))
 
