@@ -134,8 +134,10 @@ class CenterFaceDetector:
 
     ``expand`` (width, height) grows each box around its centre after moving the centre down by
     ``shift_down`` box heights: hand boxes of (masked) faces sit ~12 % of a height lower than
-    CenterFace's and are ~6 % wider. With the defaults (1.2, 1.3, 0.08) the new box still
-    contains the original one (top edge 0.57 h above the old centre instead of 0.5 h).
+    CenterFace's and are ~6 % wider. With the calibration every effort level uses (``expand``
+    (1.2, 1.3), ``shift_down`` 0.08; the constructor's own defaults leave boxes as the network
+    gives them) the new box still contains the original one (top edge 0.57 h above the old
+    centre instead of 0.5 h).
     """
 
     name = "centerface"
