@@ -146,12 +146,28 @@ def test_int8_plates_on_real_photos(shared_data):
                 assert max((box_iou(a.box, b.box) for b in small), default=0) > 0.7, entry["file"]
 
 
-def test_auto_precision_is_int8_on_the_cpu_only():
+def test_auto_precision_is_decided_in_one_place_per_effort_level():
+    from fiftyone_anonymizer.detectors import EFFORTS, backend_precision, build_backend
     from fiftyone_anonymizer.detectors.centerface import CenterFaceDetector
 
-    assert CenterFaceDetector(precision="auto", device="cpu").precision == "int8"
-    with pytest.raises(ValueError, match="precision must be one of"):
-        CenterFaceDetector(precision="int4", device="cpu")
+    on_cpu = {
+        effort: {name: backend_precision(name, "auto", "cpu", effort) for name in PAIRS}
+        for effort in EFFORTS
+    }
+    assert on_cpu == {
+        "fast": {"centerface": "float32", "yolov8-plates": "int8"},
+        "balanced": {"centerface": "float32", "yolov8-plates": "int8"},
+        "thorough": {"centerface": "float32", "yolov8-plates": "float32"},
+    }
+    assert backend_precision("yolov8-plates", "float32", "cpu", "fast") == "float32"  # asked
+    assert build_backend("yolov8-plates", 0.1, "fast", "cpu").precision == "int8"
+    # the backends themselves take a concrete precision only
+    for wrong in ("auto", "int4"):
+        with pytest.raises(ValueError, match="precision must be one of"):
+            CenterFaceDetector(precision=wrong, device="cpu")
+
+
+PAIRS = ("centerface", "yolov8-plates")
 
 
 def _calibrate_module():
