@@ -74,15 +74,16 @@ def _canvas_with_faces(width: int, height: int, places: list[tuple[int, int]], s
 
 @pytest.mark.models
 def test_a_face_on_a_tile_seam_is_found_once_and_whole():
-    from fiftyone_anonymizer.detectors import build_backend
+    from fiftyone_anonymizer.detectors import FACE_TILES, build_backend
     from fiftyone_anonymizer.detectors.tiles import TiledDetector
 
-    # 4000 x 3000: tile columns end at 1472 and 2736, rows at 1152 and 2076. The face (about
-    # 90 x 120 px) crosses the first column's and the first row's end.
-    assert spans(4000, 1536, 192)[0] == (0, 1472) and spans(3000, 1536, 192)[0] == (0, 1152)
+    # 4000 x 3000: the face (about 90 x 120 px) crosses the end of the first tile column
+    # and of the first tile row (inside the overlap, so the neighbouring tiles hold it whole).
+    col_end = spans(4000, FACE_TILES["side"], FACE_TILES["overlap"])[0][1]
+    row_end = spans(3000, FACE_TILES["side"], FACE_TILES["overlap"])[0][1]
     side = 500
-    x = 1472 - int((HAND_FACE[0] + HAND_FACE[2] / 2) * side)
-    y = 1152 - int((HAND_FACE[1] + HAND_FACE[3] / 2) * side)
+    x = col_end - int((HAND_FACE[0] + HAND_FACE[2] / 2) * side)
+    y = row_end - int((HAND_FACE[1] + HAND_FACE[3] / 2) * side)
     canvas, (face,) = _canvas_with_faces(4000, 3000, [(x, y)], side)
     detector = build_backend("centerface", 0.2)
     assert isinstance(detector, TiledDetector)
@@ -134,3 +135,16 @@ def test_a_photo_too_large_for_an_array_is_tiled_from_its_full_resolution(tmp_pa
     found = [d for d in result.detections if d.label == "face"]
     assert all(any(box_iou(d.box, f) >= 0.3 for d in found) for f in faces), found
     assert out.is_file()
+
+
+@pytest.mark.models
+def test_tiles_run_in_their_own_precision_unless_one_is_asked_for():
+    from fiftyone_anonymizer.detectors import build_backend
+
+    balanced = build_backend("centerface", 0.2, "balanced", "cpu")
+    assert (balanced.backend.precision, balanced.tile_backend.precision) == ("float32", "int8")
+    asked = build_backend("centerface", 0.2, "balanced", "cpu", precision="float32")
+    assert asked.tile_backend is asked.backend and asked.precision == "float32"
+    thorough = build_backend("centerface", 0.2, "thorough", "cpu")
+    assert thorough.tile_backend is thorough.backend and thorough.precision == "float32"
+    assert thorough.tile_spec["scale"] == 2.0 and balanced.tile_spec["precision"] == "int8"

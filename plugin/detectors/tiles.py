@@ -82,6 +82,8 @@ class TileSpec:
         overview: long side of the whole-photo look that goes with the tiles (it finds the
             objects too large to lie whole in a tile, which need no fine detail); 0: the
             backend's own sizing.
+        precision: the network precision of the tiles' looks (None: the backend's). The
+            tiles hold most of a large photo's pixels, so their precision decides its speed.
         gate_score: when > 0, a tile runs only where the whole-photo look saw a candidate
             scoring at least this that is smaller than ``gate_size`` (the fast effort level's
             shortcut; 0: every tile runs).
@@ -95,6 +97,7 @@ class TileSpec:
     align: int = 32
     largest: int = 0
     overview: int = 0
+    precision: str | None = None
     gate_score: float = 0.0
     gate_size: float = 0.0
 
@@ -194,19 +197,23 @@ class TiledDetector:
         backend: the detector (CenterFace, the plate model); its ``threshold`` is lowered to
             :data:`MERGE_FLOOR` and applied here after the merge.
         spec: the tile layout.
+        tile_backend: the detector of the tiles when it differs (``spec.precision``); its
+            threshold is lowered likewise.
     """
 
-    def __init__(self, backend: Any, spec: TileSpec) -> None:
+    def __init__(self, backend: Any, spec: TileSpec, tile_backend: Any = None) -> None:
         self.backend = backend
+        self.tile_backend = tile_backend or backend
         self.spec = spec
         self.threshold = float(backend.threshold)
         backend.threshold = min(self.threshold, MERGE_FLOOR)
+        self.tile_backend.threshold = backend.threshold
         self.name = backend.name
         self.labels = backend.labels
         self.tile_spec = spec.to_dict()  # provenance (``describe`` reads backend attributes)
 
     def __getattr__(self, name: str) -> Any:  # the backend's settings, for provenance
-        if name == "backend":
+        if name in ("backend", "tile_backend"):
             raise AttributeError(name)
         return getattr(self.backend, name)
 
@@ -254,7 +261,7 @@ class TiledDetector:
                     max(1, round((x1 - x0) * self.spec.scale)),
                     max(1, round((y1 - y0) * self.spec.scale)),
                 )
-            for det in self.backend.detect([crop])[0]:
+            for det in self.tile_backend.detect([crop])[0]:
                 moved = Detection(det.label, det.score, _to_photo(det, window, height, width))
                 if max(moved.box[2] * width, moved.box[3] * height) > largest:
                     continue
