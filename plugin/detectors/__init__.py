@@ -73,11 +73,13 @@ DEFAULT_EFFORT = "balanced"
 
 #: Tiles of large photos (over 1920 px): at most 1216 px a side, looked at 1.25x enlarged (a
 #: 16 px face seen at 20 px; about 1.4 x 1.4 k pixels a look, where the CenterFace arena stays
-#: near 0.4 GB), 160 px shared so faces up to ~120 px lie whole in one tile (larger ones are
-#: found by the whole-photo look at 1920 px). In int8: the tiles hold most of a large photo's
-#: pixels, and on the 12 MP photos int8 tiles found as many faces as float32 ones (faces >= 16
-#: px obscured 0.977 / 0.972 against 0.973 / 0.974 on the labels / more photos; native-size
-#: float32 tiles 0.973 / 0.968). Measured with scripts/large_photos.py and evaluate.py.
+#: near 0.2 GB in int8), 160 px shared so faces up to ~120 px lie whole in one tile (larger
+#: ones are found by the whole-photo look at 1920 px). A tiled photo is looked at in int8,
+#: tiles and whole look: the tiles hold most of its pixels, and on the 12 MP photos int8 found
+#: as many faces as float32 (faces >= 16 px obscured 0.977 / 0.972 on the labels / more
+#: photos, float32 at the same scale 0.973 / 0.974, native-size float32 tiles 0.973 / 0.968),
+#: with 0.4x the network memory. A whole look at 1280 px instead of 1920 lost 0.006 on the
+#: labels photos (0.971). Measured with scripts/large_photos.py and evaluate.py.
 FACE_TILES: dict[str, Any] = {
     "side": 1216,
     "overlap": 160,
@@ -220,7 +222,7 @@ def build_backend(
             return TiledDetector(inner, spec)
         tiles_kwargs = {**kwargs, "tiled": None, "precision": spec.precision}
         return TiledDetector(
-            inner, spec, build_backend(name, threshold, effort, device, **tiles_kwargs)
+            inner, spec, lambda: build_backend(name, threshold, effort, device, **tiles_kwargs)
         )
     detector_class = getattr(backend_module(name), _BACKENDS[name][1])
     return detector_class(threshold=threshold, device=device, **kwargs)

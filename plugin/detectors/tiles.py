@@ -25,7 +25,8 @@ afterwards gives the same boxes as running at it (``scripts/evaluate.py`` relies
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -82,8 +83,10 @@ class TileSpec:
         overview: long side of the whole-photo look that goes with the tiles (it finds the
             objects too large to lie whole in a tile, which need no fine detail); 0: the
             backend's own sizing.
-        precision: the network precision of the tiles' looks (None: the backend's). The
-            tiles hold most of a large photo's pixels, so their precision decides its speed.
+        precision: the network precision of every look at a tiled photo, tiles and whole
+            look (None: the backend's). The tiles hold most of a large photo's pixels, so
+            their precision decides its speed and memory; photos without tiles keep the
+            backend's.
         gate_score: when > 0, a tile runs only where the whole-photo look saw a candidate
             scoring at least this that is smaller than ``gate_size`` (the fast effort level's
             shortcut; 0: every tile runs).
@@ -197,23 +200,38 @@ class TiledDetector:
         backend: the detector (CenterFace, the plate model); its ``threshold`` is lowered to
             :data:`MERGE_FLOOR` and applied here after the merge.
         spec: the tile layout.
-        tile_backend: the detector of the tiles when it differs (``spec.precision``); its
-            threshold is lowered likewise.
+        tile_backend: builds the detector of tiled photos when it differs
+            (``spec.precision``): their tiles and their whole look. Built on the first tiled
+            photo, so a run of small photos never loads it; its threshold is lowered likewise.
     """
 
-    def __init__(self, backend: Any, spec: TileSpec, tile_backend: Any = None) -> None:
+    def __init__(
+        self, backend: Any, spec: TileSpec, tile_backend: Callable[[], Any] | None = None
+    ) -> None:
         self.backend = backend
-        self.tile_backend = tile_backend or backend
         self.spec = spec
         self.threshold = float(backend.threshold)
         backend.threshold = min(self.threshold, MERGE_FLOOR)
-        self.tile_backend.threshold = backend.threshold
+        self._make_tile_backend = tile_backend
+        self._tile_backend: Any = None if tile_backend else backend
+        self._lock = threading.Lock()
         self.name = backend.name
         self.labels = backend.labels
         self.tile_spec = spec.to_dict()  # provenance (``describe`` reads backend attributes)
 
+    @property
+    def tile_backend(self) -> Any:
+        """The detector of tiled photos (built on first use)."""
+        if self._tile_backend is None:
+            with self._lock:
+                if self._tile_backend is None and self._make_tile_backend is not None:
+                    built = self._make_tile_backend()
+                    built.threshold = self.backend.threshold
+                    self._tile_backend = built
+        return self._tile_backend
+
     def __getattr__(self, name: str) -> Any:  # the backend's settings, for provenance
-        if name in ("backend", "tile_backend"):
+        if name in ("backend", "_tile_backend", "_make_tile_backend", "_lock", "spec"):
             raise AttributeError(name)
         return getattr(self.backend, name)
 
@@ -233,7 +251,7 @@ class TiledDetector:
             whole_look = resize(
                 whole_look, max(1, round(width * factor)), max(1, round(height * factor))
             )
-        found = self.backend.detect([whole_look])[0]
+        found = (self.tile_backend if tiles else self.backend).detect([whole_look])[0]
         if not tiles:  # the backend's own answer, unchanged
             return [d for d in found if d.score >= self.threshold]
         if tiles and self.spec.gate_score > 0:
