@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +58,46 @@ def shared_data() -> Path:
 # folder that holds only this checkout, before any test imports fiftyone.
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="fo-anonymizer-tests-"))
 os.environ["FIFTYONE_DATABASE_DIR"] = str(_SESSION_TMP / "db")
+
+
+def _private_mongod() -> subprocess.Popen | None:
+    """This session's own ``mongod`` on a free port, its URI in ``FIFTYONE_DATABASE_URI`` (the
+    test process and every process it starts use it). FiftyOne's embedded database service
+    attaches to any one already running on the machine, whatever its folder: a second test
+    session (another checkout) would share the first one's database and lose it when that
+    session ends. None (the embedded service then) when ``mongod`` cannot start here."""
+    from services import free_port, mongod_binary
+
+    folder = _SESSION_TMP / "private-db"
+    folder.mkdir()
+    port = free_port()
+    try:
+        proc = subprocess.Popen(
+            [
+                str(mongod_binary()),
+                *("--dbpath", str(folder), "--port", str(port), "--bind_ip", "127.0.0.1"),
+                *("--quiet", "--logpath", str(folder / "mongod.log")),
+                *("--wiredTigerCacheSizeGB", "0.5"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except (OSError, RuntimeError):
+        return None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}"
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    return None
+
+
+_MONGOD = _private_mongod()
 _PLUGINS_DIR = _SESSION_TMP / "plugins"
 _PLUGINS_DIR.mkdir()
 (_PLUGINS_DIR / "fiftyone-anonymizer").symlink_to(REPO_ROOT, target_is_directory=True)
@@ -119,4 +162,10 @@ def pytest_unconfigure(config):
     if service is not None:  # stop mongod before its folder goes
         service.stop()
         database._db_service = None
+    if _MONGOD is not None:
+        _MONGOD.terminate()
+        try:
+            _MONGOD.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _MONGOD.kill()
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)

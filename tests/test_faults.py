@@ -473,7 +473,11 @@ def test_commands_that_start_the_database_together_all_succeed(tmp_path):
     """Three ``anonymize --dataset`` runs started at once on a fresh database folder: one
     starts the embedded database, the others wait for it (before, one failed with
     ServiceListenTimeout)."""
-    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_PRIVATE_DATABASE_PORT"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FIFTYONE_PRIVATE_DATABASE_PORT", "FIFTYONE_DATABASE_URI")
+    }
     env["FIFTYONE_DATABASE_DIR"] = str(tmp_path / "fresh-db")
     procs, logs = [], []
     for i in range(3):
