@@ -58,7 +58,7 @@ class AnonymizationPanel(foo.Panel):
         if group in ("ready", "not_current"):
             view = dataset.select((ctx.panel.state.ids or {}).get(group, []), ordered=True)
         elif group == "detected":
-            view = dataset.exists(schema.DEFAULT_LABEL_FIELD)
+            view = dataset.exists(schema.labels_path(dataset, schema.DEFAULT_LABEL_FIELD))
         elif group == "anonymized":
             view = dataset.exists(schema.DEFAULT_OUTPUT_FIELD)
         elif group == "not_anonymized":
