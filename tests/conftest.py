@@ -38,6 +38,36 @@ def box_iou(a, b) -> float:
     return float(iou_matrix(xywh_to_xyxy(np.array([a])), xywh_to_xyxy(np.array([b])))[0, 0])
 
 
+def make_clip(path: Path, frames: int = 8, audio: bool = True, fps: int = 8) -> Path:
+    """The astronaut panning in a 160x120 window (H.264), with a tone as audio."""
+    import av
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    photo = np.asarray(Image.fromarray(data.astronaut()).resize((240, 240)))
+    container = "mp4" if path.suffix == ".mp4" else "matroska"
+    with av.open(str(path), "w", format=container) as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        sound = None
+        if audio:
+            sound = out.add_stream("aac", rate=16000)
+            sound.layout = "mono"
+        for i in range(frames):
+            window = np.ascontiguousarray(photo[10 : 10 + 120, 20 + 3 * i : 180 + 3 * i])
+            out.mux(video.encode(av.VideoFrame.from_ndarray(window, format="rgb24")))
+        out.mux(video.encode())
+        if sound is not None:
+            tone = (np.sin(np.arange(16000 * frames // fps) / 5) * 8000).astype(np.int16)
+            chunk = av.AudioFrame.from_ndarray(tone[None, :], format="s16", layout="mono")
+            chunk.sample_rate = 16000
+            out.mux(sound.encode(chunk))
+            out.mux(sound.encode())
+    return path
+
+
 @pytest.fixture(scope="session")
 def astronaut():
     """The astronaut as RGB uint8."""
@@ -128,6 +158,56 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def plugins_dir() -> Path:
     return _PLUGINS_DIR
+
+
+class DataLoss:
+    """What the data-loss probes of ``test_faults.py`` measured, summed over the session and
+    printed at its end (``make test-faults``): files a job must not write that changed, user
+    fields whose values changed, datasets or exports a failed job left, and shared or copied
+    media that still hold an original (its pixels or its audio). Each probe records what it
+    measured, then asserts it is zero."""
+
+    COUNTS = ("originals modified", "fields destroyed", "partial datasets", "leaked originals")
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(self.COUNTS, 0)
+        self.copies_overwritten = 0
+        self.started = 0
+        self.measured = 0
+
+    def record(self, **counts: int) -> None:
+        """Add one probe's measurements (keyword: the count's name with underscores)."""
+        for key, value in counts.items():
+            name = key.replace("_", " ")
+            if name == "copies overwritten":
+                self.copies_overwritten += value
+            else:
+                self.counts[name] += value
+        self.measured += 1
+
+    def line(self) -> str:
+        return ", ".join(f"{name} {self.counts[name]}" for name in self.COUNTS)
+
+
+_DATA_LOSS = DataLoss()
+
+
+@pytest.fixture
+def data_loss() -> DataLoss:
+    """The session's :class:`DataLoss` tally, for a probe to record into."""
+    _DATA_LOSS.started += 1
+    return _DATA_LOSS
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _DATA_LOSS.started:
+        return
+    terminalreporter.section("data-loss probes")
+    terminalreporter.write_line(
+        f"{_DATA_LOSS.measured} of {_DATA_LOSS.started} probes measured; copies overwritten "
+        f"by another source's copy {_DATA_LOSS.copies_overwritten}"
+    )
+    terminalreporter.write_line(_DATA_LOSS.line())
 
 
 @pytest.fixture

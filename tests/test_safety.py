@@ -12,13 +12,14 @@ import hashlib
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_clip as clip
+
 FACE_BOX = (0.30, 0.05, 0.28, 0.36)
-FRAMES, FPS = 8, 8
+FRAMES = 8
 
 
 def _sha(path: Path) -> str:
@@ -56,33 +57,6 @@ def _photo_dataset(make_dataset, root: Path, count: int = 2):
             for p in _photos(root / "src", count)
         ]
     )
-
-
-def clip(path: Path, frames: int = FRAMES, audio: bool = True) -> Path:
-    """The astronaut panning in a 160x120 window (H.264), with a tone as audio."""
-    from skimage import data
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    photo = np.asarray(Image.fromarray(data.astronaut()).resize((240, 240)))
-    container = "mp4" if path.suffix == ".mp4" else "matroska"
-    with av.open(str(path), "w", format=container) as out:
-        video = out.add_stream("libx264", rate=FPS)
-        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
-        sound = None
-        if audio:
-            sound = out.add_stream("aac", rate=16000)
-            sound.layout = "mono"
-        for i in range(frames):
-            window = np.ascontiguousarray(photo[10 : 10 + 120, 20 + 3 * i : 180 + 3 * i])
-            out.mux(video.encode(av.VideoFrame.from_ndarray(window, format="rgb24")))
-        out.mux(video.encode())
-        if sound is not None:
-            tone = (np.sin(np.arange(16000 * frames // FPS) / 5) * 8000).astype(np.int16)
-            chunk = av.AudioFrame.from_ndarray(tone[None, :], format="s16", layout="mono")
-            chunk.sample_rate = 16000
-            out.mux(sound.encode(chunk))
-            out.mux(sound.encode())
-    return path
 
 
 def _video_dataset(make_dataset, paths: list[Path]):
