@@ -289,3 +289,101 @@ def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
     finally:
         if fo.dataset_exists(shared_name):
             fo.delete_dataset(shared_name)
+
+
+def _execute_and_wait(page, done_text: str, timeout_ms: int, shot: Path) -> None:
+    """Execute the open form, wait for ``done_text`` in the result, screenshot, close it."""
+    page.wait_for_timeout(1500)  # the form's checks come back from the server
+    page.get_by_role("button", name="Execute").click()
+    page.get_by_text(done_text).first.wait_for(timeout=timeout_ms)
+    page.screenshot(path=str(shot))
+    page.get_by_role("button", name="Done").click()
+    page.wait_for_timeout(1000)
+
+
+def test_a_video_dataset_through_the_app(browser, make_dataset, tmp_path):
+    """Detect, anonymize (the grid and the modal then play the copy, without a page reload),
+    audit and share a video dataset, each from its operator's form."""
+    import fiftyone as fo
+
+    from conftest import make_clip
+
+    src = tmp_path / "src"
+    clips = [make_clip(src / "pan.mp4", frames=16), make_clip(src / "b" / "still.mkv", frames=12)]
+    ds = make_dataset([fo.Sample(filepath=str(p)) for p in clips])
+    ds.persistent = True  # the App's server is another process
+    shared_name = f"{ds.name}-shared"
+    out_dir = tmp_path / "copies"
+
+    shots = _artifacts()
+    served: list[str] = []
+    try:
+        with _app_page(browser, ds, shots / "failure-video.png", settle_ms=2000) as page:
+            page.on("request", lambda r: served.append(urllib.parse.unquote(r.url)))
+            # Intercepting turns the browser's cache off: every media load is a request.
+            page.route("**/media?**", lambda route: route.continue_())
+            _dismiss_banners(page)
+
+            # 1. Detect: the video form (per-frame thresholds, no photo passes).
+            _open_operator(page, "Anonymizer: detect faces and plates")
+            page.get_by_text("Detect and track faces and plates in videos").first.wait_for(
+                timeout=30_000
+            )
+            assert not page.get_by_text("Extra passes", exact=True).count()
+            page.screenshot(path=str(shots / "20-video-detect-form.png"))
+            _execute_and_wait(page, "videos searched", 300_000, shots / "21-video-detected.png")
+            ds.reload()
+            assert ds.count("frames.anonymizer_detections.detections") > 0
+
+            # 2. Anonymize: the form offers the frame field; the App then shows the copies.
+            _open_operator(page, "Anonymizer: anonymize images")
+            page.get_by_text("Anonymize videos").first.wait_for(timeout=30_000)
+            assert page.get_by_text("Keep the audio", exact=True).count()
+            field = page.get_by_text("Output folder", exact=True).locator(
+                "xpath=following::input[1]"
+            )
+            field.fill(str(out_dir))
+            page.screenshot(path=str(shots / "22-video-anonymize-form.png"))
+            _execute_and_wait(page, "copies written", 300_000, shots / "23-video-anonymized.png")
+            ds.reload()
+            copies = ds.values("anonymized_filepath")
+            assert all(c and Path(c).is_file() for c in copies), copies
+            page.wait_for_timeout(3000)
+            assert any(f"filepath={c}" in u for u in served for c in copies), served[-20:]
+
+            # The modal plays the copy (asked for by path), never the original.
+            served.clear()
+            page.locator("[data-cy='looker']").first.click()
+            page.locator("[data-cy='modal-looker-container']").first.wait_for(timeout=30_000)
+            page.get_by_role("button", name="play").count()
+            page.wait_for_timeout(5000)
+            page.screenshot(path=str(shots / "24-video-modal-plays-the-copy.png"))
+            media = [u for u in served if "filepath=" in u]
+            assert any(c in u for u in media for c in copies), media
+            assert not any(u.endswith(str(p)) for u in media for p in clips), media
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(1000)
+
+            # 3. Audit: every few frames of the copies searched again.
+            _open_operator(page, "Anonymizer: audit anonymization")
+            page.get_by_text("Residual field", exact=True).first.wait_for(timeout=30_000)
+            _execute_and_wait(page, "Samples audited", 300_000, shots / "25-video-audited.png")
+
+            # 4. Share: frame fields offered, the copies become the new dataset's media.
+            _open_operator(page, "Anonymizer: share anonymized dataset")
+            name = page.get_by_text("New dataset name", exact=True).locator(
+                "xpath=following::input[1]"
+            )
+            name.wait_for(timeout=30_000)
+            name.fill(shared_name)
+            page.get_by_text("Share the samples tagged for review", exact=False).count()
+            page.screenshot(path=str(shots / "26-video-share-form.png"))
+            _execute_and_wait(page, "samples shared", 300_000, shots / "27-video-shared.png")
+        shared = fo.load_dataset(shared_name)
+        assert shared.media_type == "video" and len(shared) >= 1
+        assert set(shared.values("filepath")) <= set(copies)
+        assert "anonymizer_detections" in shared.get_frame_field_schema()
+        assert "anonymizer_residual" not in shared.get_frame_field_schema()
+    finally:
+        if fo.dataset_exists(shared_name):
+            fo.delete_dataset(shared_name)
