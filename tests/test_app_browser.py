@@ -179,6 +179,54 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
         )  # the face is blurred
 
 
+def _run_delegated(view, operator: str, params: dict, tmp_path: Path) -> None:
+    """Queue ``operator`` on ``view`` as a delegated operation and run a real worker
+    (``fiftyone delegated launch``) until it is done. Queued from a thread: the browser
+    fixture's event loop would turn FiftyOne's call into a task of its own."""
+    import subprocess
+    import sys
+    import threading
+
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from conftest import PLUGIN_NAME
+
+    queued: dict = {}
+
+    def queue() -> None:
+        queued["op"] = foo.execute_operator(
+            f"{PLUGIN_NAME}/{operator}",
+            {"view": view, "params": params},
+            request_delegation=True,
+        )
+
+    thread = threading.Thread(target=queue)
+    thread.start()
+    thread.join()
+    doc_id = queued["op"].result["id"]
+    service = DelegatedOperationService()
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "fiftyone"), "delegated", "launch"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline:
+                if str(service.get(doc_id).run_state) in ("completed", "failed"):
+                    break
+                time.sleep(2)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert str(service.get(doc_id).run_state) == "completed", (tmp_path / "worker.log").read_text()[
+        -3000:
+    ]
+
+
 def _dismiss_banners(page) -> None:
     for text in ("Dismiss", "Disable"):
         if page.get_by_text(text, exact=True).count():
@@ -215,6 +263,9 @@ def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
     ds = make_dataset(samples)
     ds.persistent = True  # the App's server is another process
     anonymize_images(ds, tmp_path / "copies")
+    _run_delegated(
+        ds.limit(2), "anonymize_images", {"output_dir": str(tmp_path / "copies")}, tmp_path
+    )
     flagged = ds.first()
     flagged.tags.append("needs_review")  # as the audit would tag a missed face
     flagged.save()
@@ -282,6 +333,9 @@ def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
             page.get_by_text("Open: tagged for review (1)").first.wait_for(timeout=60_000)
             body = page.inner_text("body")
             assert "Ready to share" in body and "Tagged for review" in body
+            # The delegated run, with its result (it listed none before)
+            assert "Delegated runs" in body and "anonymize_images" in body, body[-1500:]
+            assert "copies written" in body
             page.screenshot(path=str(shots / "15-panel.png"))
             page.get_by_text("Open: tagged for review (1)").first.click()
             page.get_by_text("1 sample", exact=True).first.wait_for(timeout=30_000)
