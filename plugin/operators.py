@@ -324,7 +324,7 @@ def _missing_copies(ctx, inputs: types.Object) -> bool:
         "no_copies",
         types.Error(
             label=f"No field '{output_field}'",
-            description=f"Run 'anonymize {_media_word(ctx)}' first",
+            description="Run 'anonymize images and videos' first",
         ),
     )
     error.invalid = True
@@ -730,6 +730,18 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
     return True
 
 
+def show_copies_in_app(ctx, view, output_field: str) -> list:
+    """The App operations that show the copies in the open App: its grid and modal switch to
+    the copies' field (``plugin/app/show_media.js``; an open App keeps its media field across
+    reloads) and, when some samples of the run's view have no copy, the App shows the view's
+    samples that have one (the others would be error tiles, read as a failed job)."""
+    operations = [ctx.trigger(f"{PLUGIN_NAME}/show_media", params={"field": output_field})]
+    with_copies = view.exists(output_field)
+    if len(with_copies) < len(view) or len(view) < len(view._dataset):
+        operations.append(ctx.ops.set_view(view=with_copies))
+    return operations
+
+
 class AnonymizeImages(foo.Operator):
     """Write anonymized copies of the images into a new field."""
 
@@ -737,8 +749,9 @@ class AnonymizeImages(foo.Operator):
     def config(self):
         return _config(
             "anonymize_images",
-            "Anonymizer: anonymize images",
-            "Blur, pixelate or fill the boxes of detection fields into new copies",
+            "Anonymizer: anonymize images and videos",
+            "Blur, pixelate or fill the boxes of detection fields into new copies of the "
+            "images or videos",
         )
 
     def __call__(
@@ -861,16 +874,9 @@ class AnonymizeImages(foo.Operator):
             return report
 
         def show_them(report: dict[str, Any]) -> list:
-            """The open App switches to the copies (``plugin/app/show_media.js``) and, when
-            some samples of the view have none, shows only the samples that do (the others
-            would be error tiles)."""
             if not show or not (report.get("processed") or report.get("skipped")):
                 return []
-            operations = [ctx.trigger(f"{PLUGIN_NAME}/show_media", params={"field": output_field})]
-            with_copies = view.exists(output_field)
-            if len(with_copies) < len(view):
-                operations.append(ctx.ops.set_view(view=with_copies))
-            return operations
+            return show_copies_in_app(ctx, view, output_field)
 
         return _run(
             ctx, job, lambda results: _job_outputs(results), "Anonymization finished", show_them

@@ -510,6 +510,40 @@ def test_the_sdk_makes_the_copies_the_apps_media(make_dataset, tmp_path):
     assert "show_media" in js.read_text()  # the open App's switch, loaded by fiftyone.yml
 
 
+def test_an_app_run_on_a_view_shows_that_views_copies(make_dataset, tmp_path):
+    """The copies become the open App's media, and the App shows the run's samples that have
+    a copy (the others were red error tiles that read as a failed job)."""
+    from fiftyone_anonymizer import anonymize_images
+    from fiftyone_anonymizer.operators import show_copies_in_app
+
+    class Ops:
+        def set_view(self, view):
+            return ("set_view", sorted(view.values("id")))
+
+    class AppCtx:
+        ops = Ops()
+
+        def trigger(self, uri, params=None):
+            return ("trigger", uri, params)
+
+    ds = _photo_dataset(make_dataset, tmp_path, count=3)
+    view = ds.limit(2)
+    anonymize_images(view, tmp_path / "copies", label_fields="boxes")
+    operations = show_copies_in_app(AppCtx(), view, "anonymized_filepath")
+    assert operations[0] == (
+        "trigger",
+        "@fiftyone-anonymizer/anonymize/show_media",
+        {"field": "anonymized_filepath"},
+    )
+    assert operations[1] == ("set_view", sorted(view.values("id")))
+    assert show_copies_in_app(AppCtx(), ds.view(), "anonymized_filepath")[1] == (
+        "set_view",
+        sorted(view.values("id")),
+    )
+    anonymize_images(ds, tmp_path / "copies", label_fields="boxes")
+    assert len(show_copies_in_app(AppCtx(), ds.view(), "anonymized_filepath")) == 1
+
+
 # --------------------------------------------------------------------------------------------
 # 11. Messages
 
