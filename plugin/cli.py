@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         type=Path,
         metavar="DIR",
-        help="folder of images, walked recursively",
+        help="folder of images and videos, walked recursively",
     )
     orig.add_argument(
         "--image-output",
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="folder for the anonymized copies (the input tree is mirrored); "
-        "may not be the input folder",
+        "may not be the input folder, inside it, or a folder that holds it",
     )
     orig.add_argument(
         "--video-extensions",
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(EFFORTS),
         help="how hard the detectors look. balanced (default): every photo seen at 800 px "
         "at least, photos over 1920 px also in tiles at their own resolution, plate tiles on "
-        "photos of 1000 px or more; fast: one look per photo with gated extra passes and no "
+        "photos over 960 px; fast: one look per photo with gated extra passes and no "
         "tiles on large photos (loses small faces on photos it was not tuned on); thorough: "
         "every pass on (mirror image, large photos' tiles at twice their resolution, float32). "
         "Measured recall and speed: README, Effort levels",
@@ -387,20 +387,48 @@ def _summary(
     boxes = Counter(d.label for r in done for d in r.detections)
     made = len(done) - skipped
     rate = (len(results) - skipped) / seconds if seconds > 0 else 0.0
+    videos = sum(1 for r in results if r.item.key.video)
     lines = [
-        f"anonymized {len(done)} of {len(results)} images in {seconds:.1f} s "
-        f"({rate:.1f} images/s, models loaded in {load_seconds:.1f} s); "
+        f"anonymized {len(done)} of {_files(len(results) - videos, videos)} in {seconds:.1f} s "
+        f"({rate:.1f} {'files' if videos else 'images'}/s, models loaded in "
+        f"{load_seconds:.1f} s); "
         f"found {count_text(boxes)}"
-        + (f"; {skipped} were current already ({made} made now)" if skipped else ""),
+        + (" (on videos: one per track)" if videos else "")
+        + (
+            f"; {skipped} {'was' if skipped == 1 else 'were'} current already ({made} made now)"
+            if skipped
+            else ""
+        ),
         f"copies in {plan.output_dir}"
         + (" with a detections file beside each" if write_detections else ""),
     ]
+    if plan.unmatched:
+        left = sum(plan.unmatched.values())
+        found = ", ".join(f"{n} {ext}" for ext, n in sorted(plan.unmatched.items()))
+        lines.append(
+            f"NOT anonymized: {left} image file(s) whose extension is not in "
+            f"--image-extensions ({found})"
+        )
     if len(done) < len(results):
-        lines.append(f"{len(results) - len(done)} image(s) FAILED (no copy written):")
+        lines.append(f"{len(results) - len(done)} file(s) FAILED (no copy written):")
     return "\n".join(lines)
 
 
+def _files(images: int, videos: int) -> str:
+    """``"3 images"``, ``"1 video"``, ``"4 files (3 images, 1 video)"``."""
+
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    if not videos:
+        return n(images, "image")
+    if not images:
+        return n(videos, "video")
+    return f"{n(images + videos, 'file')} ({n(images, 'image')}, {n(videos, 'video')})"
+
+
 def _resume_recipe(config: DetectorConfig, steps: engine.Steps) -> dict:
+    """What every copy depends on besides its source (see ``folders.ResumeLog``)."""
     from . import __version__
 
     return {
@@ -409,6 +437,12 @@ def _resume_recipe(config: DetectorConfig, steps: engine.Steps) -> dict:
         "jpeg_quality": steps.jpeg_quality,
         "version": __version__,
     }
+
+
+def _video_recipe(args: argparse.Namespace) -> dict:
+    """What a video's copy depends on besides :func:`_resume_recipe`: every option that
+    changes the copy (a rerun with ``--no-audio`` must not find the copy with audio current)."""
+    return {"audio": not args.no_audio}
 
 
 def _plan(args: argparse.Namespace) -> tuple[DetectorConfig, engine.Steps, folders.FolderPlan]:
@@ -536,7 +570,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {unwritable}", file=err)
         return 2
 
-    resume = folders.ResumeLog(plan.output_dir, _resume_recipe(config, steps))
+    resume = folders.ResumeLog(plan.output_dir, _resume_recipe(config, steps), _video_recipe(args))
     resume.compact(plan)
     current = {} if args.overwrite else {job: resume.current(plan, job) for job in plan.jobs}
     todo = {job for job in plan.jobs if current.get(job) is None}

@@ -2,7 +2,9 @@
 
 ``python -m fiftyone_anonymizer.demo --output out/demo`` (``make demo``) needs no network and
 no data of yours: its photos come from packages that are installed anyway (scikit-image's
-sample images), so it shows on any machine what the plugin does to a dataset.
+sample images), so it shows on any machine what the plugin does to a dataset. The dataset,
+``fiftyone-anonymizer-demo``, is kept (replaced by the next run) in FiftyOne's database, so
+``fiftyone app launch fiftyone-anonymizer-demo`` opens it in the App on the copies.
 """
 
 from __future__ import annotations
@@ -103,7 +105,16 @@ def before_after(
     return path
 
 
-def run(output: Path, persistent: bool = False) -> dict:
+def where_it_lives() -> str:
+    """Where FiftyOne keeps its datasets: the database's folder, or the server it talks to."""
+    import fiftyone as fo
+
+    if fo.config.database_uri:
+        return f"the MongoDB server at {fo.config.database_uri}"
+    return f"FiftyOne's database in {Path(fo.config.database_dir).expanduser()}"
+
+
+def run(output: Path, persistent: bool = True) -> dict:
     import fiftyone as fo
 
     from .jobs.anonymize import anonymize_images
@@ -123,11 +134,19 @@ def run(output: Path, persistent: bool = False) -> dict:
         dataset, DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD, output / "before_after.jpg"
     )
     print(f"before/after picture: {picture}")
+    print(f"originals:            {output / 'originals'}")
     print(f"anonymized copies:    {output / 'anonymized'}")
     print(
         f"FiftyOne dataset:     {dataset.name} ({len(dataset)} samples"
-        f"{', persistent' if persistent else ''}); took {time.time() - started:.1f}s"
+        f"{', persistent' if persistent else ', deleted when this process ends'}), in "
+        f"{where_it_lives()}; took {time.time() - started:.1f}s"
     )
+    if persistent:
+        print(
+            f"open it in the App:   fiftyone app launch {dataset.name}   (the grid and the "
+            f"modal show the copies; 'Display options' > 'Media field' > filepath for the "
+            f"originals)"
+        )
     if detect.failed or anonymize.failed:
         for path, reason in {**detect.failed, **anonymize.failed}.items():
             print(f"failed: {path}: {reason}", file=sys.stderr)
@@ -140,13 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         "--output", type=Path, default=Path("out/demo"), help="where to write everything"
     )
     parser.add_argument(
-        "--persistent",
+        "--temporary",
         action="store_true",
-        help="keep the FiftyOne dataset, to open it in the App afterwards",
+        help=f"do not keep the FiftyOne dataset (by default '{DATASET_NAME}' is kept, "
+        f"replaced by the next run, to open it in the App)",
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    result = run(args.output.resolve(), persistent=args.persistent)
+    result = run(args.output.resolve(), persistent=not args.temporary)
     failed = result["detect"]["failed"] + result["anonymize"]["failed"]
     return 1 if failed else 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .core.boxes import Detection
 from .core.images import write_bytes_atomic
-from .core.paths import output_dir_problem
+from .core.paths import distinct_targets, output_dir_problem
 from .engine import Item
 from .videos import copy_name
 
@@ -158,6 +158,11 @@ def plan_folder(
     """
     src = Path(input_dir).expanduser().absolute()
     out = Path(output_dir).expanduser().absolute()
+    if src.exists() and not src.is_dir():
+        raise PlanError(
+            f"--input takes a folder, and {src} is a file: give the folder that holds it "
+            f"({src.parent}); every image and video under it is anonymized"
+        )
     if not src.is_dir():
         raise PlanError(f"input folder not found: {src}")
     problem = output_dir_problem(out, [src])
@@ -167,10 +172,16 @@ def plan_folder(
     video_exts = {f".{e.lower()}" for e in video_extensions}
     sources = find_images(src, [*extensions, *video_extensions], unmatched)
     is_video = [s.suffix.lower() in video_exts for s in sources]
-    targets = [
-        copy_name(out / s.relative_to(src)) if v else out / s.relative_to(src)
-        for s, v in zip(sources, is_video)
-    ]
+    try:
+        targets = distinct_targets(
+            sources,
+            [
+                copy_name(out / s.relative_to(src)) if v else out / s.relative_to(src)
+                for s, v in zip(sources, is_video)
+            ],
+        )
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
     json_paths = detections_paths(targets) if write_detections else [None] * len(targets)
     originals = {os.path.realpath(s): s for s in sources}
     for t, j in zip(targets, json_paths):
@@ -182,6 +193,15 @@ def plan_folder(
                     f"--input is an input; if it is an earlier copy, move the old output away "
                     f"or choose an --image-output outside the input)"
                 )
+    if not (out / RESUME_LOG).is_file():
+        # A folder no run of ours wrote into: its files are someone's, never to be replaced.
+        for t, j in zip(targets, json_paths):
+            for written in (t, j):
+                if written is not None and written.exists():
+                    raise PlanError(
+                        f"the output folder {out} already holds {written}, which anonymize "
+                        f"did not write (no {RESUME_LOG} there); choose a new folder"
+                    )
     jobs = [FileJob(s, t, j, v) for s, t, j, v in zip(sources, targets, json_paths, is_video)]
     return FolderPlan(src, out, jobs, unmatched)
 
@@ -231,11 +251,15 @@ class ResumeLog:
     Args:
         output_dir: the run's output folder
         recipe: what every copy of this run depends on besides its source (JSON-safe)
+        video_recipe: what a video's copy depends on besides ``recipe`` (its audio)
     """
 
-    def __init__(self, output_dir: Path, recipe: dict) -> None:
+    def __init__(self, output_dir: Path, recipe: dict, video_recipe: dict | None = None) -> None:
         self.path = Path(output_dir) / RESUME_LOG
         self._recipe = json.dumps(recipe, sort_keys=True, default=str)
+        self._video_recipe = json.dumps(
+            {**recipe, "video": video_recipe or {}}, sort_keys=True, default=str
+        )
         self._entries: dict[str, dict] = {}
         if self.path.is_file():
             for line in self.path.read_text(errors="replace").splitlines():
@@ -247,7 +271,8 @@ class ResumeLog:
 
     def fingerprint(self, job: FileJob) -> str:
         stat = job.source.stat()
-        payload = f"{self._recipe}|{stat.st_size}|{stat.st_mtime_ns}|{job.target.name}"
+        recipe = self._video_recipe if job.video else self._recipe
+        payload = f"{recipe}|{stat.st_size}|{stat.st_mtime_ns}|{job.target.name}"
         return hashlib.sha1(payload.encode()).hexdigest()[:20]
 
     def current(self, plan: FolderPlan, job: FileJob) -> list[Detection] | None:
@@ -267,8 +292,11 @@ class ResumeLog:
 
     def compact(self, plan: FolderPlan) -> None:
         """Rewrite the log with only the entries of copies that still exist (atomically); this
-        also drops a line a kill cut short, which the next line appended would extend."""
+        also drops a line a kill cut short, which the next line appended would extend. A run's
+        first call creates the log: it marks the folder as one anonymize writes into (see
+        :func:`plan_folder`) before the first copy is made."""
         if not self.path.exists():
+            write_bytes_atomic(self.path, b"")
             return
         kept = [e for rel, e in self._entries.items() if (plan.output_dir / rel).is_file()]
         text = "".join(json.dumps(e) + "\n" for e in kept)

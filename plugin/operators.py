@@ -24,13 +24,6 @@ import fiftyone.operators.types as types
 from .jobs import schema
 
 PLUGIN_NAME = "@fiftyone-anonymizer/anonymize"
-_EXPORT_TYPES = (
-    "FiftyOneDataset",
-    "COCODetectionDataset",
-    "YOLOv5Dataset",
-    "VOCDetectionDataset",
-    "ImageDirectory",
-)
 #: Set to force (True) or refuse (False) streaming; by default a run from the App streams its
 #: progress and shows its result, a run from Python (and a delegated one) returns the report.
 STREAM_PARAM = "stream_to_app"
@@ -92,9 +85,11 @@ def _run(
     job: Callable[[Callable[[float, str], None]], dict],
     outputs: Callable[[dict], types.Object],
     title: str,
+    after: Callable[[dict], list] | None = None,
 ):
-    """Run ``job(progress)``. In the App: a generator streaming the progress, then a reload
-    and the result as ``outputs`` show it. Delegated or from Python: the result dict."""
+    """Run ``job(progress)``. In the App: a generator streaming the progress, then a reload,
+    the App operations ``after(result)`` returns (e.g. show the copies) and the result as
+    ``outputs`` show it. Delegated or from Python: the result dict."""
     if ctx.delegated or not _from_app(ctx):
         from .jobs.shards import progress_reporter
 
@@ -102,7 +97,7 @@ def _run(
         # meanwhile stops at its next report instead of racing the new attempt.
         with progress_reporter(ctx) as progress:
             return _readable(job(progress))
-    return _stream(ctx, job, outputs, title)
+    return _stream(ctx, job, outputs, title, after)
 
 
 def _shards_input(ctx, inputs: types.Object) -> None:
@@ -155,7 +150,7 @@ def _call(uri: str, sample_collection, params: dict[str, Any], delegate: bool, s
     return _execute(uri, sample_collection, params, delegate)
 
 
-def _stream(ctx, job, outputs, title: str) -> Iterator[Any]:
+def _stream(ctx, job, outputs, title: str, after=None) -> Iterator[Any]:
     """The job in a thread; its progress reaches the App as it comes."""
     updates: queue.Queue = queue.Queue()
     result: dict[str, Any] = {}
@@ -175,6 +170,8 @@ def _stream(ctx, job, outputs, title: str) -> Iterator[Any]:
     if "error" in result:
         raise result["error"]
     yield ctx.ops.reload_dataset()
+    if after is not None:
+        yield from after(result["value"])
     readable = _readable(result["value"])
     yield ctx.ops.show_output(
         types.Property(outputs(readable), view=types.View(label=title)).to_json(), readable
@@ -231,12 +228,23 @@ def _job_outputs(
 ) -> types.Object:
     outputs = types.Object()
     outputs.str("summary", label="Summary", view=types.MarkdownView())
-    outputs.int("samples", label="Samples in target")
-    outputs.int("processed", label="Samples processed")
-    outputs.int("skipped", label="Samples skipped (already done)")
-    outputs.int("failed", label="Samples failed")
+    unit = "Videos" if results.get("media") == "video" else "Samples"
+    outputs.int("samples", label=f"{unit} in target")
+    outputs.int("processed", label=f"{unit} processed")
+    outputs.int("skipped", label=f"{unit} skipped (already done)")
+    outputs.int("failed", label=f"{unit} failed")
     if results.get("boxes_table"):
-        _table(outputs, "boxes_table", "Boxes per class", [("class", "Class"), ("boxes", "Boxes")])
+        if results.get("counted") == "tracks":  # videos: a face in 300 frames is one track
+            _table(
+                outputs,
+                "boxes_table",
+                "Tracks per class",
+                [("class", "Class"), ("boxes", "Tracks")],
+            )
+        else:
+            _table(
+                outputs, "boxes_table", "Boxes per class", [("class", "Class"), ("boxes", "Boxes")]
+            )
     for i, warning in enumerate(results.get("warnings", [])):
         outputs.view(f"warning_{i}", types.Warning(label=warning))
     if extra is not None:
@@ -255,12 +263,16 @@ def _job_outputs(
 
 
 def _summary(results: dict[str, Any], what: str) -> str:
+    """``"**3** copies written, 0 already done, **0** failed; 2 faces"``; on videos the
+    classes count tracks (as the detect and anonymize jobs both count them)."""
     from .core.boxes import count_text
 
+    counted = count_text(results.get("boxes_per_class", {}))
+    if results.get("counted") == "tracks" and results.get("boxes_per_class"):
+        counted += " (tracks)"
     return (
         f"**{results.get('processed', 0)}** {what}, {results.get('skipped', 0)} already done,"
-        f" **{results.get('failed', 0)}** failed; "
-        f"{count_text(results.get('boxes_per_class', {}))}"
+        f" **{results.get('failed', 0)}** failed; {counted}"
     )
 
 
@@ -287,38 +299,55 @@ def _check_number(prop, value: Any, low: float, high: float, what: str) -> None:
 
 
 def _detections_fields(ctx) -> list[str]:
-    import fiftyone as fo
-
-    if ctx.dataset is None:
-        return []
-    return sorted(ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections))
+    """The dataset's detections fields (on videos the frames', named without ``frames.``)."""
+    return schema.detections_fields(ctx.dataset) if ctx.dataset is not None else []
 
 
 def _label_fields(ctx) -> list[str]:
-    import fiftyone.core.labels as fol
+    """Every label field but the audit's (on videos frame fields as ``frames.<name>``)."""
+    return schema.label_fields(ctx.dataset) if ctx.dataset is not None else []
 
-    if ctx.dataset is None:
-        return []
-    audit = schema.audit_fields(ctx.dataset)
-    return sorted(
-        f for f in ctx.dataset.get_field_schema(embedded_doc_type=fol.Label) if f not in audit
-    )
+
+def _is_video(ctx) -> bool:
+    return ctx.dataset is not None and ctx.dataset.media_type == "video"
+
+
+def _media_word(ctx) -> str:
+    """ "videos" or "images", for labels and help that name what the form works on."""
+    return "videos" if _is_video(ctx) else "images"
+
+
+def _flag_fields(inputs: types.Object, problems: dict[str, str], names: dict[str, str]) -> None:
+    """Show each problem of ``problems`` (by field name) next to its form field: ``names``
+    maps a field name to the form property that chose it; others get an error line."""
+    for name, message in problems.items():
+        prop = inputs.properties.get(names.get(name, ""))
+        if prop is not None:
+            _invalid(prop, message)
+        else:
+            error = inputs.view(name, types.Error(label=message))
+            error.invalid = True
 
 
 def _missing_copies(ctx, inputs: types.Object) -> bool:
-    """The copies field chooser; True (and an error shown) when it does not exist."""
+    """The copies field chooser; True (and an error shown) when it does not hold copies."""
     output_field = ctx.params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
-    inputs.str("output_field", default=schema.DEFAULT_OUTPUT_FIELD, label="Anonymized field")
-    if ctx.dataset is not None and not ctx.dataset.has_field(output_field):
-        prop = inputs.view(
-            "no_copies",
-            types.Error(
-                label=f"No field '{output_field}'", description="Run 'anonymize images' first"
-            ),
-        )
-        prop.invalid = True
+    prop = inputs.str("output_field", default=schema.DEFAULT_OUTPUT_FIELD, label="Anonymized field")
+    problem = schema.copies_field_problem(ctx.dataset, output_field) if ctx.dataset else None
+    if problem is None:
+        return False
+    if ctx.dataset.has_field(output_field):  # another field: refused next to the chooser
+        _invalid(prop, problem)
         return True
-    return False
+    error = inputs.view(
+        "no_copies",
+        types.Error(
+            label=f"No field '{output_field}'",
+            description="Run 'anonymize images and videos' first",
+        ),
+    )
+    error.invalid = True
+    return True
 
 
 #: The audit form's extra effort choice: look as the detect job did (its recorded level).
@@ -332,7 +361,9 @@ def _detector_inputs(
     plate_default: float,
     effort_help: str,
     effort_choices: tuple[str, ...] = (),
+    threshold_help: str = "Keep boxes scoring at least this (0.001 to 1)",
 ) -> None:
+    """Models, thresholds and the effort level (``effort_choices`` come before the levels)."""
     from .detectors import DEFAULT_EFFORT, EFFORTS, FACE_BACKENDS, PLATE_BACKENDS
 
     inputs.enum(
@@ -359,7 +390,7 @@ def _detector_inputs(
             min=0.001,
             max=1.0,
             label=label,
-            description="Keep boxes scoring at least this (0.001 to 1)",
+            description=threshold_help,
         )
         _check_number(prop, ctx.params.get(name), 0.001, 1.0, label)
     choices = (*effort_choices, *EFFORTS)
@@ -425,30 +456,46 @@ def default_output_dir(ctx) -> str:
 
 def _detect_inputs(ctx, inputs: types.Object) -> None:
     from .detectors import DEFAULT_THRESHOLDS
+    from .jobs.detect import check_targets
+    from .videos import VIDEO_THRESHOLDS
 
     inputs.view_target(ctx)
+    video = _is_video(ctx)
     label_field = inputs.str(
         "label_field",
         label="Label field",
         default=schema.DEFAULT_LABEL_FIELD,
-        description="Field in which to store the detections",
+        description="Field in which to store the detections"
+        + (" (per frame: frames.<field>, each box's track in 'index')" if video else ""),
     )
     name = ctx.params.get("label_field") or schema.DEFAULT_LABEL_FIELD
-    if (
-        ctx.dataset is not None
-        and ctx.dataset.has_field(name)
-        and name not in _detections_fields(ctx)
-    ):
-        _invalid(label_field, f"'{name}' exists and does not hold detections")
-    _detector_inputs(
-        ctx,
-        inputs,
-        DEFAULT_THRESHOLDS["face"],
-        DEFAULT_THRESHOLDS["plate"],
-        "balanced: every photo seen at 800 px at least, large photos also in tiles at "
-        "their own size; fast: one look with gated extra passes, no tiles (misses small "
-        "faces on large photos); thorough: every pass on (about 2x slower)",
-    )
+    if ctx.dataset is not None:
+        problem = check_targets(ctx.dataset, name).get(name)
+        if problem:
+            _invalid(label_field, problem)
+    if video:
+        _detector_inputs(
+            ctx,
+            inputs,
+            VIDEO_THRESHOLDS["face"],
+            VIDEO_THRESHOLDS["plate"],
+            "balanced: each frame at its own size, frames over 1920 px also in tiles, plate "
+            "tiles on frames over 960 px; fast: one look per frame, plate tiles only over "
+            "small candidates; thorough: every pass on (the mirror image too, about 2x slower)",
+            threshold_help="Keep boxes scoring at least this in a frame (0.001 to 1); on "
+            "videos a face or plate becomes a track only where some frame scores the photo "
+            "threshold, and the tracker fills the frames between",
+        )
+    else:
+        _detector_inputs(
+            ctx,
+            inputs,
+            DEFAULT_THRESHOLDS["face"],
+            DEFAULT_THRESHOLDS["plate"],
+            "balanced: every photo seen at 800 px at least, large photos also in tiles at "
+            "their own size; fast: one look with gated extra passes, no tiles (misses small "
+            "faces on large photos); thorough: every pass on (about 2x slower)",
+        )
     inputs.bool(
         "overwrite",
         default=False,
@@ -523,7 +570,8 @@ class DetectFacesAndPlates(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         _detect_inputs(ctx, inputs)
-        return types.Property(inputs, view=types.View(label="Detect faces and plates"))
+        label = "Detect and track faces and plates in videos" if _is_video(ctx) else None
+        return types.Property(inputs, view=types.View(label=label or "Detect faces and plates"))
 
     def execute(self, ctx):
         from .jobs.detect import detect_faces_and_plates
@@ -543,7 +591,9 @@ class DetectFacesAndPlates(foo.Operator):
                 overwrite=bool(p.get("overwrite", False)),
                 progress=progress,
             ).to_dict()
-            report["summary"] = _summary(report, "samples searched")
+            report["summary"] = _summary(
+                report, "videos searched" if report.get("media") == "video" else "samples searched"
+            )
             return report
 
         return _run(ctx, job, lambda results: _job_outputs(results), "Detection finished")
@@ -562,18 +612,20 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
     """The anonymize form; False when the dataset has no detections field to obscure."""
     from .blur import MODES, SHAPES, BlurSettings
     from .core.images import DEFAULT_JPEG_QUALITY
-    from .jobs.anonymize import check_output_dir
+    from .jobs.anonymize import check_output_dir, check_targets
 
     defaults = BlurSettings()
     p = ctx.params
     inputs.view_target(ctx)
+    video = _is_video(ctx)
     fields = _detections_fields(ctx)
     if not fields:
         prop = inputs.view(
             "no_fields",
             types.Error(
-                label="No detection fields",
-                description="Run 'detect faces and plates' first, or add a Detections field",
+                label="No detection fields" + (" on the frames" if video else ""),
+                description="Run 'detect faces and plates' first, or add a Detections field"
+                + (" to the frames (frames.<field>)" if video else ""),
             ),
         )
         prop.invalid = True
@@ -585,8 +637,10 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
         "label_fields",
         types.String(),
         default=default_fields,
-        label="Detection fields to obscure",
-        view=types.AutocompleteView(choices=[types.Choice(f, label=f) for f in fields]),
+        label="Detection fields to obscure" + (" (per frame)" if video else ""),
+        view=types.AutocompleteView(
+            choices=[types.Choice(f, label=f"frames.{f}" if video else f) for f in fields]
+        ),
     )
     unknown = [f for f in (p.get("label_fields") or []) if f not in fields]
     if unknown:
@@ -620,16 +674,34 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
         if not os.path.isabs(os.path.expanduser(output_dir)):
             _invalid(out, "give an absolute path (the App's server resolves relative ones)")
         else:
-            reason = check_output_dir(output_dir, ctx.dataset.distinct("filepath"))
+            reason = check_output_dir(output_dir, ctx.dataset.distinct("filepath"), video)
             if reason:
                 _invalid(out, reason)
-    inputs.str("output_field", default=schema.DEFAULT_OUTPUT_FIELD, label="Output field")
+    field = inputs.str(
+        "output_field",
+        default=schema.DEFAULT_OUTPUT_FIELD,
+        label="Output field",
+        description="Receives each copy's path (a new field, or one an earlier run wrote)",
+    )
+    if ctx.dataset is not None:
+        output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+        problems = check_targets(ctx.dataset, output_field)
+        if problems:
+            _invalid(field, next(iter(problems.values())))
     inputs.bool(
         "show_copies",
         default=True,
         label="Show the copies in the grid and modal",
-        description="Make the copies the App's default media for this dataset",
+        description="Make the copies the App's media for this dataset (a video modal plays "
+        "the copy) and show the samples that have one",
     )
+    if video:
+        inputs.bool(
+            "audio",
+            default=True,
+            label="Keep the audio",
+            description="Copy the source's audio into the copy unchanged (untick to leave it out)",
+        )
     inputs.enum("mode", list(MODES), default=defaults.mode, label="Mode", view=types.RadioGroup())
     inputs.enum(
         "shape",
@@ -691,6 +763,18 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
     return True
 
 
+def show_copies_in_app(ctx, view, output_field: str) -> list:
+    """The App operations that show the copies in the open App: its grid and modal switch to
+    the copies' field (``plugin/app/show_media.js``; an open App keeps its media field across
+    reloads) and, when some samples of the run's view have no copy, the App shows the view's
+    samples that have one (the others would be error tiles, read as a failed job)."""
+    operations = [ctx.trigger(f"{PLUGIN_NAME}/show_media", params={"field": output_field})]
+    with_copies = view.exists(output_field)
+    if len(with_copies) < len(view) or len(view) < len(view._dataset):
+        operations.append(ctx.ops.set_view(view=with_copies))
+    return operations
+
+
 class AnonymizeImages(foo.Operator):
     """Write anonymized copies of the images into a new field."""
 
@@ -698,8 +782,9 @@ class AnonymizeImages(foo.Operator):
     def config(self):
         return _config(
             "anonymize_images",
-            "Anonymizer: anonymize images",
-            "Blur, pixelate or fill the boxes of detection fields into new copies",
+            "Anonymizer: anonymize images and videos",
+            "Blur, pixelate or fill the boxes of detection fields into new copies of the "
+            "images or videos",
             distributed=True,
         )
 
@@ -718,12 +803,14 @@ class AnonymizeImages(foo.Operator):
         feather: int | None = None,
         seed_kernel: str = "",
         jpeg_quality: int | None = None,
-        show_copies: bool = False,
+        show_copies: bool = True,
         overwrite: bool = False,
+        audio: bool = True,
         delegate: bool = False,
         shards: int = 1,
     ):
-        """Write anonymized copies of ``sample_collection`` through the operator.
+        """Write anonymized copies of ``sample_collection`` (images or videos) through the
+        operator.
 
         Example usage::
 
@@ -748,8 +835,10 @@ class AnonymizeImages(foo.Operator):
             feather: soft edge width in pixels (None: the default)
             seed_kernel: the original tool's kernel, e.g. ``"21,2,9"``
             jpeg_quality: quality of JPEG copies (None: the default)
-            show_copies: make the copies the App's default media in grid and modal
+            show_copies: make the copies the App's default media in grid and modal (a
+                video modal plays the copy)
             overwrite: redo copies that are up to date
+            audio: keep the source's audio in video copies
             delegate: queue it for a delegated worker instead of running now
             shards: queue it as this many delegated operations, balanced by pixels (any
                 number of ``fiftyone delegated launch`` workers take them); returns a
@@ -766,6 +855,7 @@ class AnonymizeImages(foo.Operator):
             "seed_kernel": seed_kernel,
             "show_copies": show_copies,
             "overwrite": overwrite,
+            "audio": audio,
         }
         for key, value in (
             ("box_scale", box_scale),
@@ -781,7 +871,7 @@ class AnonymizeImages(foo.Operator):
         inputs = types.Object()
         if not _anonymize_inputs(ctx, inputs):
             return types.Property(inputs)
-        return types.Property(inputs, view=types.View(label="Anonymize images"))
+        return types.Property(inputs, view=types.View(label=f"Anonymize {_media_word(ctx)}"))
 
     def execute(self, ctx):
         from .core.images import DEFAULT_JPEG_QUALITY
@@ -795,6 +885,8 @@ class AnonymizeImages(foo.Operator):
         view = ctx.target_view()
         output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
 
+        show = bool(p.get("show_copies", True))
+
         def job(progress):
             report = anonymize_images(
                 view,
@@ -807,15 +899,22 @@ class AnonymizeImages(foo.Operator):
                 overwrite=bool(p.get("overwrite", False)),
                 jpeg_quality=int(p.get("jpeg_quality") or DEFAULT_JPEG_QUALITY),
                 progress=progress,
+                audio=bool(p.get("audio", True)),
+                show_copies=show,
             ).to_dict()
-            if p.get("show_copies"):
-                schema.show_copies(view._dataset, output_field)
             report["summary"] = _summary(report, "copies written") + (
                 f"; copies in `{report['output_dir']}`"
             )
             return report
 
-        return _run(ctx, job, lambda results: _job_outputs(results), "Anonymization finished")
+        def show_them(report: dict[str, Any]) -> list:
+            if not show or not (report.get("processed") or report.get("skipped")):
+                return []
+            return show_copies_in_app(ctx, view, output_field)
+
+        return _run(
+            ctx, job, lambda results: _job_outputs(results), "Anonymization finished", show_them
+        )
 
     def resolve_output(self, ctx):
         return types.Property(
@@ -828,22 +927,29 @@ class AnonymizeImages(foo.Operator):
 
 
 def _share_inputs(ctx, inputs: types.Object) -> bool:
-    """The share form; False when there are no copies to share."""
-    import fiftyone as fo
-
-    from .jobs.share import DEFAULT_REVIEW_TAG, OVERRIDABLE, check_shareable
+    """The share form; False when there are no copies to share. Every check of the share
+    (``jobs.share.share_problems``) shows next to its field before Execute."""
+    from .jobs.share import (
+        DEFAULT_REVIEW_TAG,
+        EXPORT_FORMATS,
+        OVERRIDABLE,
+        check_shareable,
+        kept_fields,
+        share_problems,
+    )
 
     inputs.view_target(ctx)
     if _missing_copies(ctx, inputs):
         return False
-    output_field = ctx.params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+    p = ctx.params
+    output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
     check = check_shareable(
         ctx.target_view(),
         output_field,
-        review_tag=ctx.params.get("review_tag") or DEFAULT_REVIEW_TAG,
+        review_tag=p.get("review_tag") or DEFAULT_REVIEW_TAG,
     )
     counts = check.counts()
-    include = bool(ctx.params.get("include_left_out", False))
+    include = bool(p.get("include_left_out", False))
     shared = len(check.ready) + (sum(counts.get(r, 0) for r in OVERRIDABLE) if include else 0)
     if counts:
         inputs.view(
@@ -863,37 +969,48 @@ def _share_inputs(ctx, inputs: types.Object) -> bool:
         )
     else:
         inputs.view("ready", types.Notice(label=f"All {shared} sample(s) are ready to share"))
-    if shared == 0:
-        prop = inputs.view("nothing", types.Error(label="Nothing to share"))
-        prop.invalid = True
     default_name = f"{ctx.dataset.name}-anonymized" if ctx.dataset else "anonymized"
-    name = inputs.str("name", default=default_name, label="New dataset name")
+    inputs.str("name", default=default_name, label="New dataset name")
     inputs.bool("overwrite", default=False, label="Replace a dataset of that name")
-    chosen = ctx.params.get("name") or default_name
-    if fo.dataset_exists(chosen) and not ctx.params.get("overwrite", False):
-        _invalid(name, f"A dataset named '{chosen}' exists; choose another name or replace it")
     label_fields = _label_fields(ctx)
-    kept = inputs.list(
+    inputs.list(
         "label_fields",
         types.String(),
         default=label_fields,
         label="Label fields to keep",
+        description="Frame fields of videos are named frames.<field>",
         view=types.AutocompleteView(choices=[types.Choice(f, label=f) for f in label_fields]),
     )
-    unknown = [f for f in (ctx.params.get("label_fields") or []) if f not in label_fields]
-    if unknown:
-        _invalid(kept, f"not a label field of this dataset: {', '.join(unknown)}")
-    export = inputs.str("export_dir", default=None, label="Also export to folder (optional)")
-    export_dir = ctx.params.get("export_dir")
-    if export_dir and not os.path.isabs(os.path.expanduser(export_dir)):
-        _invalid(export, "give an absolute path")
+    inputs.str(
+        "export_dir",
+        default=None,
+        label="Also export to folder (optional)",
+        description="An absolute path to a new or empty folder, beside the data",
+    )
+    kind = ctx.dataset.media_type if ctx.dataset is not None else "image"
+    formats = [name for name, (media, _) in EXPORT_FORMATS.items() if kind in media]
     inputs.enum(
         "dataset_type",
-        list(_EXPORT_TYPES),
+        formats,
         default="FiftyOneDataset",
         label="Export format",
+        description="COCO, YOLOv5 and VOC hold exactly one detections field",
         view=types.DropdownView(),
     )
+    keep = p.get("label_fields")
+    problems = share_problems(
+        ctx.target_view(),
+        name=p.get("name") or default_name,
+        label_fields=kept_fields(ctx.target_view(), keep) if keep is not None else None,
+        export_dir=p.get("export_dir") or None,
+        dataset_type=p.get("dataset_type") or "FiftyOneDataset",
+        output_field=output_field,
+        overwrite=bool(p.get("overwrite", False)),
+        shared_count=shared,
+    )
+    if "nothing" in problems:
+        problems["nothing"] = "Nothing to share"
+    _flag_fields(inputs, problems, {k: k for k in inputs.properties})
     return True
 
 
@@ -987,7 +1104,7 @@ class ShareAnonymized(foo.Operator):
         view = ctx.target_view()
 
         def job(progress):
-            progress(0.0, "cloning the samples ready to share")
+            progress(0.0, "checking the share")
             _, report = share_anonymized(
                 view,
                 name=p.get("name"),
@@ -997,6 +1114,7 @@ class ShareAnonymized(foo.Operator):
                 output_field=p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD,
                 overwrite=bool(p.get("overwrite", False)),
                 include_left_out=bool(p.get("include_left_out", False)),
+                progress=progress,
             )
             result = report.to_dict()
             left = result.get("left_out", {})
@@ -1033,15 +1151,19 @@ def _audit_inputs(ctx, inputs: types.Object) -> bool:
         "level of its own (thorough finds the most, slowest)",
         (AS_DETECTED,),
     )
+    video = _is_video(ctx)
     inputs.str(
         "residual_field",
         default=audit.DEFAULT_RESIDUAL_FIELD,
         label="Residual field",
-        description="Detections outside the obscured regions",
+        description="Likely misses: detections outside the obscured regions that tag the "
+        "sample (shown in red); the possible ones go to <field>_possible, hidden until "
+        "switched on in the sidebar" + (" (per frame: frames.<field>)" if video else ""),
     )
     inputs.str("tag", default=audit.DEFAULT_TAG, label="Review tag")
     residual_field = ctx.params.get("residual_field") or audit.DEFAULT_RESIDUAL_FIELD
-    fields = [f for f in _detections_fields(ctx) if f != residual_field]
+    ours = {residual_field, audit.possible_field(residual_field)}
+    fields = [] if video else [f for f in _detections_fields(ctx) if f not in ours]
     if fields:
         inputs.enum(
             "gt_field",
@@ -1051,10 +1173,25 @@ def _audit_inputs(ctx, inputs: types.Object) -> bool:
             description="Evaluate recall and coverage against these boxes",
             view=types.DropdownView(),
         )
-    if ctx.params.get("gt_field"):
+    gt_field = ctx.params.get("gt_field") if fields else None
+    if gt_field:
         inputs.str("eval_key", default=audit.DEFAULT_EVAL_KEY, label="Evaluation key")
     else:
         _shards_input(ctx, inputs)
+    if ctx.dataset is not None:
+        problems = audit.check_targets(
+            ctx.dataset,
+            ctx.params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD,
+            residual_field,
+            gt_field=gt_field,
+            eval_key=ctx.params.get("eval_key") or audit.DEFAULT_EVAL_KEY,
+        )
+        names = {
+            residual_field: "residual_field",
+            audit.possible_field(residual_field): "residual_field",
+            ctx.params.get("eval_key") or audit.DEFAULT_EVAL_KEY: "eval_key",
+        }
+        _flag_fields(inputs, problems, names)
     return True
 
 

@@ -42,10 +42,13 @@ class AnonymizationPanel(foo.Panel):
         status = anonymization_status(ctx.dataset)
         ctx.panel.state.counts = status.counts()
         ctx.panel.state.boxes = dict(status.boxes_per_class)
+        ctx.panel.state.unit = "Tracks" if ctx.dataset.media_type == "video" else "Boxes"
         ctx.panel.state.ids = {
             k: v for k, v in status.groups.items() if k in ("ready", "not_current")
         }
-        ctx.panel.state.runs = recent_runs(ctx.dataset.name)
+        # A state key must not share its name with a property of render(): the App shows the
+        # state's value in that property (a list of runs in a Markdown view showed nothing).
+        ctx.panel.state.delegated = recent_runs(ctx.dataset.name)
 
     def open_group(self, ctx):
         from fiftyone import ViewField as F
@@ -58,7 +61,7 @@ class AnonymizationPanel(foo.Panel):
         if group in ("ready", "not_current"):
             view = dataset.select((ctx.panel.state.ids or {}).get(group, []), ordered=True)
         elif group == "detected":
-            view = dataset.exists(schema.DEFAULT_LABEL_FIELD)
+            view = dataset.exists(schema.labels_path(dataset, schema.DEFAULT_LABEL_FIELD))
         elif group == "anonymized":
             view = dataset.exists(schema.DEFAULT_OUTPUT_FIELD)
         elif group == "not_anonymized":
@@ -77,7 +80,8 @@ class AnonymizationPanel(foo.Panel):
         boxes = ctx.panel.state.boxes or {}
         rows = "\n".join(f"| {label} | {counts.get(key, 0)} |" for key, label in GROUPS)
         panel.md(
-            f"| group | samples |\n|---|---|\n{rows}\n\nBoxes per class: {count_text(boxes)}",
+            f"| group | samples |\n|---|---|\n{rows}\n\n"
+            f"{ctx.panel.state.unit or 'Boxes'} per class: {count_text(boxes)}",
             name="status",
         )
         for key, label in GROUPS:
@@ -88,14 +92,14 @@ class AnonymizationPanel(foo.Panel):
                     on_click=self.open_group,
                     params={"group": key},
                 )
-        runs = ctx.panel.state.runs or []
+        runs = ctx.panel.state.delegated or []
         if runs:
             lines = "\n".join(
                 f"| {r['operator']} | {r['state']} | {r['when']} | {r['summary']} |" for r in runs
             )
             panel.md(
                 f"Delegated runs\n\n| job | state | updated | result |\n|---|---|---|---|\n{lines}",
-                name="runs",
+                name="runs_table",
             )
         panel.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=1))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,36 @@ def box_iou(a, b) -> float:
     return float(iou_matrix(xywh_to_xyxy(np.array([a])), xywh_to_xyxy(np.array([b])))[0, 0])
 
 
+def make_clip(path: Path, frames: int = 8, audio: bool = True, fps: int = 8) -> Path:
+    """The astronaut panning in a 160x120 window (H.264), with a tone as audio."""
+    import av
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    photo = np.asarray(Image.fromarray(data.astronaut()).resize((240, 240)))
+    container = "mp4" if path.suffix == ".mp4" else "matroska"
+    with av.open(str(path), "w", format=container) as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        sound = None
+        if audio:
+            sound = out.add_stream("aac", rate=16000)
+            sound.layout = "mono"
+        for i in range(frames):
+            window = np.ascontiguousarray(photo[10 : 10 + 120, 20 + 3 * i : 180 + 3 * i])
+            out.mux(video.encode(av.VideoFrame.from_ndarray(window, format="rgb24")))
+        out.mux(video.encode())
+        if sound is not None:
+            tone = (np.sin(np.arange(16000 * frames // fps) / 5) * 8000).astype(np.int16)
+            chunk = av.AudioFrame.from_ndarray(tone[None, :], format="s16", layout="mono")
+            chunk.sample_rate = 16000
+            out.mux(sound.encode(chunk))
+            out.mux(sound.encode())
+    return path
+
+
 @pytest.fixture(scope="session")
 def astronaut():
     """The astronaut as RGB uint8."""
@@ -55,6 +88,46 @@ def shared_data() -> Path:
 # folder that holds only this checkout, before any test imports fiftyone.
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="fo-anonymizer-tests-"))
 os.environ["FIFTYONE_DATABASE_DIR"] = str(_SESSION_TMP / "db")
+
+
+def _private_mongod() -> subprocess.Popen | None:
+    """This session's own ``mongod`` on a free port, its URI in ``FIFTYONE_DATABASE_URI`` (the
+    test process and every process it starts use it). FiftyOne's embedded database service
+    attaches to any one already running on the machine, whatever its folder: a second test
+    session (another checkout) would share the first one's database and lose it when that
+    session ends. None (the embedded service then) when ``mongod`` cannot start here."""
+    from services import free_port, mongod_binary
+
+    folder = _SESSION_TMP / "private-db"
+    folder.mkdir()
+    port = free_port()
+    try:
+        proc = subprocess.Popen(
+            [
+                str(mongod_binary()),
+                *("--dbpath", str(folder), "--port", str(port), "--bind_ip", "127.0.0.1"),
+                *("--quiet", "--logpath", str(folder / "mongod.log")),
+                *("--wiredTigerCacheSizeGB", "0.5"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except (OSError, RuntimeError):
+        return None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}"
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    return None
+
+
+_MONGOD = _private_mongod()
 _PLUGINS_DIR = _SESSION_TMP / "plugins"
 _PLUGINS_DIR.mkdir()
 (_PLUGINS_DIR / "fiftyone-anonymizer").symlink_to(REPO_ROOT, target_is_directory=True)
@@ -85,6 +158,56 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def plugins_dir() -> Path:
     return _PLUGINS_DIR
+
+
+class DataLoss:
+    """What the data-loss probes of ``test_faults.py`` measured, summed over the session and
+    printed at its end (``make test-faults``): files a job must not write that changed, user
+    fields whose values changed, datasets or exports a failed job left, and shared or copied
+    media that still hold an original (its pixels or its audio). Each probe records what it
+    measured, then asserts it is zero."""
+
+    COUNTS = ("originals modified", "fields destroyed", "partial datasets", "leaked originals")
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(self.COUNTS, 0)
+        self.copies_overwritten = 0
+        self.started = 0
+        self.measured = 0
+
+    def record(self, **counts: int) -> None:
+        """Add one probe's measurements (keyword: the count's name with underscores)."""
+        for key, value in counts.items():
+            name = key.replace("_", " ")
+            if name == "copies overwritten":
+                self.copies_overwritten += value
+            else:
+                self.counts[name] += value
+        self.measured += 1
+
+    def line(self) -> str:
+        return ", ".join(f"{name} {self.counts[name]}" for name in self.COUNTS)
+
+
+_DATA_LOSS = DataLoss()
+
+
+@pytest.fixture
+def data_loss() -> DataLoss:
+    """The session's :class:`DataLoss` tally, for a probe to record into."""
+    _DATA_LOSS.started += 1
+    return _DATA_LOSS
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _DATA_LOSS.started:
+        return
+    terminalreporter.section("data-loss probes")
+    terminalreporter.write_line(
+        f"{_DATA_LOSS.measured} of {_DATA_LOSS.started} probes measured; copies overwritten "
+        f"by another source's copy {_DATA_LOSS.copies_overwritten}"
+    )
+    terminalreporter.write_line(_DATA_LOSS.line())
 
 
 @pytest.fixture
@@ -119,4 +242,10 @@ def pytest_unconfigure(config):
     if service is not None:  # stop mongod before its folder goes
         service.stop()
         database._db_service = None
+    if _MONGOD is not None:
+        _MONGOD.terminate()
+        try:
+            _MONGOD.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _MONGOD.kill()
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)

@@ -179,6 +179,54 @@ def test_anonymize_from_the_operator_browser(browser, make_dataset, tmp_path):
         )  # the face is blurred
 
 
+def _run_delegated(view, operator: str, params: dict, tmp_path: Path) -> None:
+    """Queue ``operator`` on ``view`` as a delegated operation and run a real worker
+    (``fiftyone delegated launch``) until it is done. Queued from a thread: the browser
+    fixture's event loop would turn FiftyOne's call into a task of its own."""
+    import subprocess
+    import sys
+    import threading
+
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from conftest import PLUGIN_NAME
+
+    queued: dict = {}
+
+    def queue() -> None:
+        queued["op"] = foo.execute_operator(
+            f"{PLUGIN_NAME}/{operator}",
+            {"view": view, "params": params},
+            request_delegation=True,
+        )
+
+    thread = threading.Thread(target=queue)
+    thread.start()
+    thread.join()
+    doc_id = queued["op"].result["id"]
+    service = DelegatedOperationService()
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "fiftyone"), "delegated", "launch"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline:
+                if str(service.get(doc_id).run_state) in ("completed", "failed"):
+                    break
+                time.sleep(2)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert str(service.get(doc_id).run_state) == "completed", (tmp_path / "worker.log").read_text()[
+        -3000:
+    ]
+
+
 def _dismiss_banners(page) -> None:
     for text in ("Dismiss", "Disable"):
         if page.get_by_text(text, exact=True).count():
@@ -215,6 +263,9 @@ def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
     ds = make_dataset(samples)
     ds.persistent = True  # the App's server is another process
     anonymize_images(ds, tmp_path / "copies")
+    _run_delegated(
+        ds.limit(2), "anonymize_images", {"output_dir": str(tmp_path / "copies")}, tmp_path
+    )
     flagged = ds.first()
     flagged.tags.append("needs_review")  # as the audit would tag a missed face
     flagged.save()
@@ -282,10 +333,111 @@ def test_a_reviewer_in_the_app(browser, make_dataset, tmp_path):
             page.get_by_text("Open: tagged for review (1)").first.wait_for(timeout=60_000)
             body = page.inner_text("body")
             assert "Ready to share" in body and "Tagged for review" in body
+            # The delegated run, with its result (it listed none before)
+            assert "Delegated runs" in body and "anonymize_images" in body, body[-1500:]
+            assert "copies written" in body
             page.screenshot(path=str(shots / "15-panel.png"))
             page.get_by_text("Open: tagged for review (1)").first.click()
             page.get_by_text("1 sample", exact=True).first.wait_for(timeout=30_000)
             page.screenshot(path=str(shots / "16-review-queue.png"))
+    finally:
+        if fo.dataset_exists(shared_name):
+            fo.delete_dataset(shared_name)
+
+
+def _execute_and_wait(page, done_text: str, timeout_ms: int, shot: Path) -> None:
+    """Execute the open form, wait for ``done_text`` in the result, screenshot, close it."""
+    page.wait_for_timeout(1500)  # the form's checks come back from the server
+    page.get_by_role("button", name="Execute").click()
+    page.get_by_text(done_text).first.wait_for(timeout=timeout_ms)
+    page.screenshot(path=str(shot))
+    page.get_by_role("button", name="Done").click()
+    page.wait_for_timeout(1000)
+
+
+def test_a_video_dataset_through_the_app(browser, make_dataset, tmp_path):
+    """Detect, anonymize (the grid and the modal then play the copy, without a page reload),
+    audit and share a video dataset, each from its operator's form."""
+    import fiftyone as fo
+
+    from conftest import make_clip
+
+    src = tmp_path / "src"
+    clips = [make_clip(src / "pan.mp4", frames=16), make_clip(src / "b" / "still.mkv", frames=12)]
+    ds = make_dataset([fo.Sample(filepath=str(p)) for p in clips])
+    ds.persistent = True  # the App's server is another process
+    shared_name = f"{ds.name}-shared"
+    out_dir = tmp_path / "copies"
+
+    shots = _artifacts()
+    served: list[str] = []
+    try:
+        with _app_page(browser, ds, shots / "failure-video.png", settle_ms=2000) as page:
+            page.on("request", lambda r: served.append(urllib.parse.unquote(r.url)))
+            # Intercepting turns the browser's cache off: every media load is a request.
+            page.route("**/media?**", lambda route: route.continue_())
+            _dismiss_banners(page)
+
+            # 1. Detect: the video form (per-frame thresholds, the effort level for frames).
+            _open_operator(page, "Anonymizer: detect faces and plates")
+            page.get_by_text("Detect and track faces and plates in videos").first.wait_for(
+                timeout=30_000
+            )
+            assert page.get_by_text("Effort", exact=True).count()
+            page.screenshot(path=str(shots / "20-video-detect-form.png"))
+            _execute_and_wait(page, "videos searched", 300_000, shots / "21-video-detected.png")
+            ds.reload()
+            assert ds.count("frames.anonymizer_detections.detections") > 0
+
+            # 2. Anonymize: the form offers the frame field; the App then shows the copies.
+            _open_operator(page, "Anonymizer: anonymize images")
+            page.get_by_text("Anonymize videos").first.wait_for(timeout=30_000)
+            assert page.get_by_text("Keep the audio", exact=True).count()
+            field = page.get_by_text("Output folder", exact=True).locator(
+                "xpath=following::input[1]"
+            )
+            field.fill(str(out_dir))
+            page.screenshot(path=str(shots / "22-video-anonymize-form.png"))
+            _execute_and_wait(page, "copies written", 300_000, shots / "23-video-anonymized.png")
+            ds.reload()
+            copies = ds.values("anonymized_filepath")
+            assert all(c and Path(c).is_file() for c in copies), copies
+            page.wait_for_timeout(3000)
+            assert any(f"filepath={c}" in u for u in served for c in copies), served[-20:]
+
+            # The modal plays the copy (asked for by path), never the original.
+            served.clear()
+            page.locator("[data-cy='looker']").first.click()
+            page.locator("[data-cy='modal-looker-container']").first.wait_for(timeout=30_000)
+            page.get_by_role("button", name="play").count()
+            page.wait_for_timeout(5000)
+            page.screenshot(path=str(shots / "24-video-modal-plays-the-copy.png"))
+            media = [u for u in served if "filepath=" in u]
+            assert any(c in u for u in media for c in copies), media
+            assert not any(u.endswith(str(p)) for u in media for p in clips), media
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(1000)
+
+            # 3. Audit: every few frames of the copies searched again.
+            _open_operator(page, "Anonymizer: audit anonymization")
+            page.get_by_text("Residual field", exact=True).first.wait_for(timeout=30_000)
+            _execute_and_wait(page, "Samples audited", 300_000, shots / "25-video-audited.png")
+
+            # 4. Share: frame fields offered, the copies become the new dataset's media.
+            _open_operator(page, "Anonymizer: share anonymized dataset")
+            name = page.get_by_text("New dataset name", exact=True).locator(
+                "xpath=following::input[1]"
+            )
+            name.wait_for(timeout=30_000)
+            name.fill(shared_name)
+            page.get_by_text("Share the samples tagged for review", exact=False).count()
+            page.screenshot(path=str(shots / "26-video-share-form.png"))
+            _execute_and_wait(page, "samples shared", 300_000, shots / "27-video-shared.png")
+        shared = fo.load_dataset(shared_name)
+        assert shared.media_type == "video" and len(shared) >= 1
+        assert set(shared.values("filepath")) <= set(copies)
+        assert "anonymizer_detections" in shared.get_frame_field_schema()
+        assert "anonymizer_residual" not in shared.get_frame_field_schema()
     finally:
         if fo.dataset_exists(shared_name):
             fo.delete_dataset(shared_name)

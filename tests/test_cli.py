@@ -185,6 +185,9 @@ def test_dataset_has_detections_copies_and_errors(full_run):
     assert len(ds) == 6, ds.values("filepath")
     assert ds.has_field("anonymizer_detections") and ds.has_field("anonymized_filepath")
     assert "anonymized_filepath" in ds.app_config.media_fields, ds.app_config.media_fields
+    # The App opens on the copies (a reviewer never sees an original there by default).
+    assert ds.app_config.grid_media_field == ds.app_config.modal_media_field
+    assert ds.app_config.modal_media_field == "anonymized_filepath"
     top = ds.one(fo.ViewField("filepath") == str(full_run.tree / "top.jpg"))
     assert top.anonymized_filepath == str(full_run.out / "top.jpg")
     assert any(d.label == "face" for d in top.anonymizer_detections.detections)
@@ -284,8 +287,14 @@ def test_no_write_detections_and_output_inside_input_refused(tmp_path):
     )
     assert proc.returncode == 0, proc.output
     assert "1 .jpeg" in proc.stderr  # left out, and the user is told
+    # ... also in the last lines, beside "1 of 1": not taken for a complete run
+    assert "NOT anonymized: 1 image file(s) whose extension is not in" in proc.stdout
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == [".anonymizer-resume.jsonl", "sub/one.png"]
+    again = run_cli(
+        "--input", tree, "--image-output", out, "--no-write-detections", "--plates", "none", "-q"
+    )
+    assert "; 1 was current already (0 made now)" in again.stdout, again.stdout
 
 
 def test_refuses_output_folder_that_is_the_input(tmp_path):

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -473,7 +474,11 @@ def test_commands_that_start_the_database_together_all_succeed(tmp_path):
     """Three ``anonymize --dataset`` runs started at once on a fresh database folder: one
     starts the embedded database, the others wait for it (before, one failed with
     ServiceListenTimeout)."""
-    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_PRIVATE_DATABASE_PORT"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FIFTYONE_PRIVATE_DATABASE_PORT", "FIFTYONE_DATABASE_URI")
+    }
     env["FIFTYONE_DATABASE_DIR"] = str(tmp_path / "fresh-db")
     procs, logs = [], []
     for i in range(3):
@@ -504,3 +509,268 @@ def test_commands_that_start_the_database_together_all_succeed(tmp_path):
     texts = [log.read_text() for log in logs]
     assert codes == [0, 0, 0], [text[-2000:] for text in texts]
     assert all("dataset 'race-" in text for text in texts)
+
+
+# --------------------------------------------------------------------------------------------
+# Data loss (issue 22): every path that could overwrite an original, destroy a field, leave half
+# a dataset or leak an original, measured. Each probe records its counts (conftest.DataLoss),
+# then asserts they are zero; `make test-faults` prints their sums.
+
+
+def _shas(root: Path) -> dict[Path, str]:
+    return {p: _sha(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _changed(before: dict[Path, str]) -> int:
+    return sum(1 for p, sha in before.items() if not p.is_file() or _sha(p) != sha)
+
+
+class _NoFaces:
+    """Stands in for the models where a probe needs a detector but no detection."""
+
+    def detect(self, images):
+        return [[] for _ in images]
+
+
+def test_probe_no_output_folder_writes_over_an_original(make_dataset, tmp_path, data_loss):
+    """``--input P/sub --image-output P`` (and the SDK's equivalent), and an output folder
+    that holds someone's file of the copy's name: refused, every file as it was."""
+    import fiftyone as fo
+
+    from fiftyone_anonymizer import anonymize_images
+
+    top = tmp_path / "P"
+    _astronauts(top, 2, size=(200, 200))  # P/img000.jpg ...: someone's photos
+    inner = _astronauts(top / "sub", 2, size=(240, 240))  # different photos, same names
+    other = tmp_path / "Q"
+    _astronauts(other, 1, size=(180, 180))  # Q/img000.jpg: not a copy of ours
+    before = {**_shas(top), **_shas(other)}
+    cli_parent = _cli("--input", top / "sub", "--image-output", top, *FAST)
+    cli_foreign = _cli("--input", top / "sub", "--image-output", other, *FAST)
+    ds = make_dataset(
+        [
+            fo.Sample(
+                filepath=str(p),
+                gt=fo.Detections(detections=[fo.Detection(label="face", bounding_box=[0.3] * 4)]),
+            )
+            for p in inner
+        ]
+    )
+    sdk_refused = False
+    try:
+        anonymize_images(ds, top, label_fields="gt")
+    except ValueError:
+        sdk_refused = True
+    data_loss.record(originals_modified=_changed(before))
+    assert _changed(before) == 0
+    assert cli_parent.returncode == 2 and "holds the source folder" in cli_parent.stderr
+    assert cli_foreign.returncode == 2 and "did not write" in cli_foreign.stderr
+    assert sdk_refused
+
+
+def test_probe_two_videos_of_one_name_keep_two_copies(tmp_path, data_loss):
+    from conftest import make_clip as clip
+    from fiftyone_anonymizer.core import video
+
+    src = tmp_path / "in"
+    clip(src / "still_face.mp4", frames=6)
+    clip(src / "still_face.mkv", frames=9, audio=False)
+    out = tmp_path / "out"
+    proc = _cli("--input", src, "--image-output", out, *FAST)
+    copies = sorted(p for p in out.rglob("*.mp4"))
+    frames = sorted(video.probe(p).frames for p in copies)
+    logged = [json.loads(line)["path"] for line in (out / ".anonymizer-resume.jsonl").open()]
+    data_loss.record(copies_overwritten=2 - len(set(frames)))
+    assert proc.returncode == 0, proc.stderr
+    assert frames == [6, 9] and len(logged) == len(set(logged)) == 2, (copies, logged)
+    assert "2 videos" in proc.stdout, proc.stdout
+
+
+def test_probe_a_rerun_without_audio_leaves_no_audio(tmp_path, data_loss):
+    from conftest import make_clip as clip
+    from fiftyone_anonymizer.core import video
+
+    src = tmp_path / "in"
+    clip(src / "talk.mp4", frames=6)
+    out = tmp_path / "out"
+    first = _cli("--input", src, "--image-output", out, *FAST)
+    assert first.returncode == 0 and video.probe(out / "talk.mp4").has_audio, first.stderr
+    again = _cli("--input", src, "--image-output", out, "--no-audio", *FAST)
+    leaked = int(video.probe(out / "talk.mp4").has_audio)
+    data_loss.record(leaked_originals=leaked)
+    assert again.returncode == 0, again.stderr
+    assert leaked == 0 and "current already" not in again.stdout, again.stdout
+
+
+def test_probe_a_share_succeeds_whole_or_leaves_nothing(
+    make_dataset, tmp_path, data_loss, monkeypatch
+):
+    """COCO with two label fields, the originals' field as the copies' field, an export that
+    fails half-way, and the same through the operator: nothing is left, nothing leaks, and a
+    retry works."""
+    import fiftyone as fo
+    import fiftyone.core.collections as foc
+
+    from conftest import PLUGIN_NAME
+    from fiftyone_anonymizer import anonymize_images, share_anonymized
+
+    paths = _astronauts(tmp_path / "src", 3, size=(200, 200))
+    gt = fo.Detections(detections=[fo.Detection(label="face", bounding_box=list(FACE_BOX))])
+    ds = make_dataset([fo.Sample(filepath=str(p), gt=gt.copy(), other=gt.copy()) for p in paths])
+    anonymize_images(ds, tmp_path / "copies", label_fields="gt")
+    name = f"probe-share-{tmp_path.name}"
+    export = tmp_path / "export"
+    datasets = set(fo.list_datasets())
+    originals = {str(p) for p in paths}
+    attempts = [
+        {
+            "label_fields": ["gt", "other"],
+            "export_dir": export,
+            "dataset_type": "COCODetectionDataset",
+        },
+        {"output_field": "filepath"},
+        {"output_field": "gt"},
+        {"export_dir": Path("/etc/probe-export")},
+        {"export_dir": tmp_path / "src"},
+    ]
+    partial = leaked = refused = 0
+
+    def left_behind() -> int:
+        """Datasets and export files the attempt left (then removed, so that each attempt is
+        measured alone); an original's path among their media counts as leaked."""
+        nonlocal leaked
+        new = set(fo.list_datasets()) - datasets
+        left = len(new) + int(export.exists()) + int((tmp_path / "src" / "data").exists())
+        for other in new:
+            leaked += len(originals & set(fo.load_dataset(other).values("filepath")))
+            fo.delete_dataset(other)
+        shutil.rmtree(export, ignore_errors=True)
+        shutil.rmtree(tmp_path / "src" / "data", ignore_errors=True)
+        return left
+
+    for params in attempts:
+        try:
+            shared, _ = share_anonymized(ds, name=name, **params)
+        except Exception:
+            refused += 1
+            partial += left_behind()
+        else:  # a share that went through is no partial dataset: it is measured, then removed
+            leaked += len(originals & set(shared.values("filepath")))
+            fo.delete_dataset(shared.name)
+            shutil.rmtree(export, ignore_errors=True)
+
+    def broken_export(self, *args, **kwargs):
+        Path(kwargs["export_dir"]).mkdir(parents=True, exist_ok=True)
+        (Path(kwargs["export_dir"]) / "labels.json").write_text("")
+        raise OSError("the disk went away")
+
+    failed_midway = False
+    with monkeypatch.context() as patch:
+        patch.setattr(foc.SampleCollection, "export", broken_export)
+        try:
+            share_anonymized(ds, name=name, export_dir=export)
+        except OSError:
+            failed_midway = True
+    partial += left_behind()
+    through_app = foo_run(
+        f"{PLUGIN_NAME}/share_anonymized",
+        ds,
+        {
+            "name": name,
+            "label_fields": ["gt", "other"],
+            "export_dir": str(export),
+            "dataset_type": "COCODetectionDataset",
+        },
+    )
+    partial += left_behind()
+    data_loss.record(partial_datasets=partial, leaked_originals=leaked)
+    try:
+        assert (partial, leaked, refused) == (0, 0, len(attempts)) and failed_midway
+        assert through_app is not None and "exactly one detections field" in through_app
+        shared, _ = share_anonymized(ds, name=name, export_dir=export)  # the retry
+        assert len(shared) == 3 and not originals & set(shared.values("filepath"))
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def foo_run(uri: str, dataset, params: dict) -> str | None:
+    """Run an operator as the App would (the form is validated first); its error, or None."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionError
+
+    try:
+        result = foo.execute_operator(uri, {"view": dataset.view(), "params": params})
+    except ExecutionError as exc:
+        return str(exc)
+    return result.error_message or (str(result.error) if result.error else None)
+
+
+def test_probe_no_job_destroys_a_field_it_did_not_write(make_dataset, tmp_path, data_loss):
+    """Ground truth as the detect, residual or copies field, the originals' paths as the
+    copies' field, invalid names: from the SDK and through the operators (the App's path)."""
+    import fiftyone as fo
+
+    from conftest import PLUGIN_NAME
+    from fiftyone_anonymizer import anonymize_images, audit_anonymization, detect_faces_and_plates
+
+    paths = _astronauts(tmp_path / "src", 3, size=(200, 200))
+    hand = fo.Detections(detections=[fo.Detection(label="face", bounding_box=list(FACE_BOX))])
+    ds = make_dataset([fo.Sample(filepath=str(p), ground_truth=hand.copy()) for p in paths])
+    anonymize_images(ds, tmp_path / "copies", label_fields="ground_truth")
+    watched = ["filepath", "ground_truth", "anonymized_filepath"]
+
+    def snapshot():
+        return {
+            f: json.dumps(
+                [v.to_dict() if hasattr(v, "to_dict") else v for v in ds.values(f)], default=str
+            )
+            for f in watched
+        }
+
+    before = snapshot()
+    schema_before = set(ds.get_field_schema())
+    sdk = [
+        lambda: detect_faces_and_plates(
+            ds, label_field="ground_truth", detector=_NoFaces(), overwrite=True
+        ),
+        lambda: detect_faces_and_plates(ds, label_field="bad name!", detector=_NoFaces()),
+        lambda: anonymize_images(
+            ds, tmp_path / "copies", label_fields="ground_truth", output_field="filepath"
+        ),
+        lambda: anonymize_images(
+            ds, tmp_path / "copies", label_fields="ground_truth", output_field="ground_truth"
+        ),
+        lambda: audit_anonymization(ds, residual_field="ground_truth", detector=_NoFaces()),
+        lambda: audit_anonymization(ds, output_field="ground_truth", detector=_NoFaces()),
+    ]
+    refused = 0
+    for call in sdk:
+        try:
+            call()
+        except ValueError:
+            refused += 1
+    app = [
+        foo_run(
+            f"{PLUGIN_NAME}/detect_faces_and_plates",
+            ds,
+            {"label_field": "ground_truth", "overwrite": True},
+        ),
+        foo_run(
+            f"{PLUGIN_NAME}/anonymize_images",
+            ds,
+            {
+                "output_dir": str(tmp_path / "copies"),
+                "label_fields": ["ground_truth"],
+                "output_field": "filepath",
+            },
+        ),
+        foo_run(f"{PLUGIN_NAME}/audit_anonymization", ds, {"residual_field": "ground_truth"}),
+    ]
+    ds.reload()
+    after = snapshot()
+    destroyed = sum(before[f] != after[f] for f in watched)
+    destroyed += len(set(ds.get_field_schema()) ^ schema_before)
+    data_loss.record(fields_destroyed=destroyed)
+    assert destroyed == 0, (before, after)
+    assert refused == len(sdk) and all(app), app

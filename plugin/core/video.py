@@ -479,7 +479,9 @@ class VideoWriter:
             raise VideoWriteError(
                 self.path,
                 f"the source's audio ({codec}) cannot be copied into MP4 unchanged; "
-                "drop it (audio=False) or convert the source's audio first",
+                "leave the audio out of the copy (command line: --no-audio; Python: "
+                "audio=False; the App's form: untick 'Keep the audio') or convert the "
+                "source's audio first",
             )
         self._audio = self._out.add_stream_from_template(source)
         self._audio.metadata.clear()

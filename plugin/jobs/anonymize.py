@@ -11,6 +11,7 @@ from .. import engine
 from ..core.images import DEFAULT_JPEG_QUALITY
 from ..core.paths import (
     common_root,
+    distinct_targets,
     mirrored_path,
     output_dir_problem,
     output_dir_unwritable,
@@ -20,21 +21,68 @@ from . import schema
 from .report import JobReport, Progress, with_progress
 
 
+def copy_targets(
+    source_paths: Sequence[str], output_dir: Path, video: bool = False
+) -> dict[str, Path]:
+    """Where each source's copy goes: its path mirrored under ``output_dir`` (relative to the
+    folder holding every source); video copies are MP4 (``videos.copy_name``), and two
+    videos that would land on one copy (``x.mp4`` and ``x.webm``) keep their names apart
+    (``core.paths.distinct_targets``).
+
+    Args:
+        source_paths: every source of the dataset (not only the view's: a copy's place must
+            not depend on which view a run took)
+        output_dir: the folder for the copies
+        video: whether the sources are videos
+
+    Raises:
+        ValueError: two sources would still share one copy
+    """
+    from ..videos import copy_name
+
+    unique = list(dict.fromkeys(source_paths))
+    root = common_root(unique)
+    targets = [mirrored_path(path, root, output_dir) for path in unique]
+    if video:
+        targets = distinct_targets(unique, [copy_name(t) for t in targets])
+    return dict(zip(unique, targets))
+
+
 def check_output_dir(
-    output_dir: str | os.PathLike, source_paths: Sequence[str], source_root: Path | None = None
+    output_dir: str | os.PathLike, source_paths: Sequence[str], video: bool = False
 ) -> str | None:
-    """Why copies of ``source_paths`` may not go to ``output_dir`` (:mod:`core.paths`' rule, and
-    no copy may land on a source file), or None."""
+    """Why copies of ``source_paths`` may not go to ``output_dir`` (:mod:`core.paths`' rule, no
+    copy may land on a source file, no two sources on one copy), or None."""
     problem = output_dir_problem(output_dir, source_folders(source_paths))
     if problem:
         return problem
     out = Path(output_dir).expanduser().resolve()
-    root = source_root or common_root(source_paths)
+    try:
+        targets = copy_targets(source_paths, out, video)
+    except ValueError as exc:
+        return str(exc)
     sources = {os.path.realpath(p) for p in source_paths}
-    for path in source_paths:
-        if os.path.realpath(mirrored_path(path, root, out)) in sources:
+    for path, target in targets.items():
+        if os.path.realpath(target) in sources:
             return f"the output folder {out} would overwrite source media ({path})"
     return None
+
+
+def check_targets(
+    sample_collection,
+    output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+    error_field: str = schema.DEFAULT_ERROR_FIELD,
+) -> dict[str, str]:
+    """The problems (by field name) of the fields an anonymize run writes: the copies' paths,
+    their fingerprints and the errors (``schema.check_target_fields``); empty when none."""
+    return schema.check_target_fields(
+        sample_collection,
+        [
+            (output_field, schema.COPIES, False),
+            (schema.fingerprint_field(output_field), schema.FINGERPRINTS, False),
+            (error_field, schema.ERRORS, False),
+        ],
+    )
 
 
 def copy_is_current(
@@ -63,16 +111,23 @@ def anonymize_images(
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     error_field: str = schema.DEFAULT_ERROR_FIELD,
     progress: Progress | None = None,
+    audio: bool = True,
+    show_copies: bool = True,
     **engine_options: Any,
 ) -> JobReport:
-    """Write anonymized copies of the images and store their paths in ``output_field``.
+    """Write anonymized copies of the images (or videos) and store their paths in
+    ``output_field``.
 
-    The boxes of every field in ``label_fields`` (ours, ground truth, any model's) are
-    obscured, filtered by ``classes`` and ``min_confidence``. Copies mirror the source tree
-    under ``output_dir``, are written atomically with no metadata, in the source's format.
-    A copy that is already up to date (same place, boxes and settings, newer than its source)
-    is skipped unless ``overwrite``; a new output folder means new copies. ``output_field`` is added to the App's media fields, and the
-    recipe goes into its info (the audit reads it back).
+    The boxes of every field in ``label_fields`` (ours, ground truth, any model's; on videos
+    the frames' fields) are obscured, filtered by ``classes`` and ``min_confidence``. Copies
+    mirror the source tree under ``output_dir``, are written atomically with no metadata, in
+    the source's format (videos: H.264 MP4). A copy that is already up to date (same place,
+    boxes and settings, newer than its source) is skipped unless ``overwrite``; a new output
+    folder means new copies. ``output_field`` is added to the App's media fields (and made the
+    grid's and modal's media with ``show_copies``), and the recipe goes into its info (the
+    audit reads it back). Refused before anything is written: an output folder that breaks
+    the rule of :mod:`core.paths`, and an ``output_field`` or ``error_field`` that exists and
+    was not written by this plugin for that purpose (``filepath``, a label field).
 
     Example usage::
 
@@ -97,6 +152,9 @@ def anonymize_images(
         jpeg_quality: quality of JPEG copies
         error_field: where a failed sample's reason goes
         progress: ``progress(fraction, label)`` callback
+        audio: keep the source's audio in video copies
+        show_copies: make the copies the App's media in the grid and the modal, so a reviewer
+            sees (and a video modal plays) the copy, not the original
         **engine_options: ``engine.EngineOptions`` fields (e.g. ``io_workers``)
 
     Returns:
@@ -104,7 +162,8 @@ def anonymize_images(
 
     Raises:
         ValueError: the output folder breaks the rule of :mod:`core.paths`, cannot be written,
-            or its disk is full; nothing was done
+            or its disk is full, or a field name is refused; nothing was done
+        TypeError: a keyword this job does not take
         engine.FatalError: the disk filled up or turned read-only during the run; what was
             written is recorded, a rerun redoes the rest
         schema.DatabaseLost: FiftyOne's database went away; a rerun redoes what is not current
@@ -133,23 +192,31 @@ def anonymize_images(
         settings=settings or BlurSettings(),
         jpeg_quality=jpeg_quality,
         output_dir=str(out_dir),
+        audio=audio,
     )
     steps = engine.Steps(settings=recipe.settings, jpeg_quality=jpeg_quality)
     dataset = sample_collection._dataset
+    video = schema.media_type(sample_collection) == "video"
+    problems = check_targets(sample_collection, output_field, error_field)
+    if problems:
+        raise ValueError(next(iter(problems.values())))
     all_paths = dataset.values("filepath")
-    source_root = common_root(all_paths)
-    reason = check_output_dir(out_dir, all_paths, source_root)
+    reason = check_output_dir(out_dir, all_paths, video)
     if reason:
         raise ValueError(reason)
-    if schema.media_type(sample_collection) == "video":
+    targets = copy_targets(all_paths, out_dir, video)
+    if video:
         from .video_jobs import anonymize_videos
 
         unwritable = output_dir_unwritable(out_dir)
         if unwritable:
             raise ValueError(unwritable)
-        return anonymize_videos(
-            sample_collection, recipe, output_field, overwrite, error_field, progress
+        report = anonymize_videos(
+            sample_collection, recipe, output_field, overwrite, error_field, progress, targets
         )
+        if show_copies and report.processed + report.skipped:
+            schema.show_copies(dataset, output_field)
+        return report
     missing = [f for f in label_fields if not sample_collection.has_field(f)]
     if missing:
         raise ValueError(f"label field(s) not on the dataset: {missing}")
@@ -167,7 +234,7 @@ def anonymize_images(
         boxes = recipe.boxes([per_field[i] for per_field in labels])
         if not boxes and any(v is not None and v.detections for v in (f[i] for f in labels)):
             nothing_obscured += 1
-        target = mirrored_path(path, source_root, out_dir)
+        target = targets[path]
         fp = recipe.fingerprint(boxes, target)
         if not overwrite and copy_is_current(copies[i], target, path, fps[i], fp):
             report.skipped += 1
@@ -194,6 +261,8 @@ def anonymize_images(
             report.boxes_per_class.update(d.label for d in result.obscured)
 
     report.extra.update(output_field=output_field, output_dir=str(out_dir))
+    if show_copies and report.processed + report.skipped:
+        schema.show_copies(dataset, output_field)
     if nothing_obscured:
         report.extra["warnings"] = [
             f"{nothing_obscured} sample(s) have detections but none passed the class and "

@@ -139,6 +139,80 @@ def uncovered_truths(
     return metrics.covered_fractions(list(truths), obscured) < min_covered
 
 
+def possible_field(residual_field: str) -> str:
+    """Where the possible misses go beside the likely ones (``<residual_field>_possible``):
+    the App shows the likely ones by default, the possible ones when asked (sidebar)."""
+    return f"{residual_field}_possible"
+
+
+def split_tiers(
+    found: Sequence[TieredResidual],
+) -> tuple[list[TieredResidual], list[TieredResidual]]:
+    """``(likely, possible)``: the residuals that tag the sample, and the others."""
+    likely = [r for r in found if r.tier == LIKELY]
+    return likely, [r for r in found if r.tier != LIKELY]
+
+
+def evaluation_key_problem(sample_collection, eval_key: Any) -> str | None:
+    """Why the audit may not run FiftyOne's evaluation under ``eval_key``, or None: the key
+    must be a valid name, and an evaluation (or its ``<key>_tp``/``_fp``/``_fn`` fields) under
+    it must be the audit's own (the audit deletes it first)."""
+    problem = schema.field_name_problem(eval_key, "evaluation key")
+    if problem:
+        return problem
+    dataset = sample_collection._dataset
+    ours = eval_key == DEFAULT_EVAL_KEY or any(
+        (dataset.get_field(name).info or {}).get("eval_key") == eval_key
+        for name in schema.audit_fields(dataset)
+        if not name.startswith("frames.")
+    )
+    if ours:
+        return None
+    if eval_key in dataset.list_evaluations():
+        return (
+            f"an evaluation '{eval_key}' exists and was not run by the audit; it would be "
+            f"replaced: choose another evaluation key"
+        )
+    taken = [f"{eval_key}_{s}" for s in ("tp", "fp", "fn") if dataset.has_field(f"{eval_key}_{s}")]
+    if taken:
+        return (
+            f"the evaluation key '{eval_key}' would overwrite the fields {taken}: choose "
+            f"another evaluation key"
+        )
+    return None
+
+
+def check_targets(
+    sample_collection,
+    output_field: str = DEFAULT_OUTPUT_FIELD,
+    residual_field: str = DEFAULT_RESIDUAL_FIELD,
+    uncovered_field: str = DEFAULT_UNCOVERED_FIELD,
+    gt_field: str | None = None,
+    eval_key: str = DEFAULT_EVAL_KEY,
+) -> dict[str, str]:
+    """The problems (by name) of what an audit reads and writes: the copies' field must hold
+    copies; the residual fields (likely and possible misses; on videos frame fields), the
+    uncovered counts and the evaluation (with ``gt_field``) may replace only the audit's own.
+    Empty when none."""
+    problems: dict[str, str] = {}
+    copies = schema.copies_field_problem(sample_collection, output_field)
+    if copies:
+        problems[output_field] = copies
+    video = sample_collection.media_type == "video"
+    targets = [
+        (residual_field, schema.RESIDUALS, video),
+        (possible_field(residual_field), schema.POSSIBLE_RESIDUALS, video),
+    ]
+    if gt_field and not video:
+        targets.append((uncovered_field, schema.UNCOVERED, False))
+    problems.update(schema.check_target_fields(sample_collection, targets))
+    if gt_field and not video:
+        problem = evaluation_key_problem(sample_collection, eval_key)
+        if problem:
+            problems[eval_key] = problem
+    return problems
+
+
 def residual_labels(found: Sequence[TieredResidual]):
     """Residuals as ``fo.Detections``: each with its covered share, tier ("likely" tags the
     sample, "possible" does not), the second opinion if one was asked, and why."""
@@ -272,12 +346,14 @@ def _evaluate(
 def _ensure_fields(dataset, residual_field: str, uncovered_field: str | None) -> None:
     import fiftyone as fo
 
-    if not dataset.has_field(residual_field):
-        dataset.add_sample_field(
-            residual_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections
-        )
-    if uncovered_field and not dataset.has_field(uncovered_field):
-        dataset.add_sample_field(uncovered_field, fo.IntField)
+    schema.declare_detections_field(dataset, residual_field, schema.RESIDUALS)
+    schema.declare_detections_field(
+        dataset, possible_field(residual_field), schema.POSSIBLE_RESIDUALS
+    )
+    if uncovered_field:
+        if not dataset.has_field(uncovered_field):
+            dataset.add_sample_field(uncovered_field, fo.IntField)
+        schema.mark_field(dataset, uncovered_field, schema.UNCOVERED)
 
 
 def _worst(results: Sequence[_SampleResult], limit: int) -> list[dict[str, Any]]:
@@ -384,9 +460,15 @@ def audit_anonymization(
     """
     from fiftyone import ViewField as F
 
+    kind = schema.media_type(sample_collection)
+    problems = check_targets(
+        sample_collection, output_field, residual_field, uncovered_field, gt_field, eval_key
+    )
+    if problems:
+        raise ValueError(next(iter(problems.values())))
     recipes = schema.AnonymizeRecipe.read_all(sample_collection, output_field)
     recipe = recipes[""]  # the latest
-    if schema.media_type(sample_collection) == "video":
+    if kind == "video":
         return _audit_videos(
             sample_collection,
             recipes,
@@ -465,7 +547,11 @@ def audit_anonymization(
 
     with schema.SampleWriter(sample_collection) as writer:
         for r in results:
-            values: dict[str, Any] = {residual_field: residual_labels(r.residuals)}
+            likely, possible = split_tiers(r.residuals)
+            values: dict[str, Any] = {
+                residual_field: residual_labels(likely),
+                possible_field(residual_field): residual_labels(possible),
+            }
             if gt_field:
                 values[uncovered_field] = sum(r.uncovered.values())
             writer.write(r.sid, values)
@@ -493,8 +579,10 @@ def audit_anonymization(
     report.settings = {
         "output_field": output_field,
         "residual_field": residual_field,
+        "possible_field": possible_field(residual_field),
         "tag": tag,
         "uncovered_field": uncovered_field if gt_field else None,
+        "eval_key": eval_key if report.eval_key else None,
         "min_covered": min_covered,
         "eval_iou": EVAL_IOU,
         "tiers": {label: asdict(rule) for label, rule in RULES.items()},
@@ -551,10 +639,18 @@ def _record_audit_provenance(
     schema.record_provenance(
         dataset,
         residual_field,
-        "Faces and plates found on the anonymized copy outside the obscured regions "
-        "(fiftyone-anonymizer audit)",
+        "Likely misses: faces and plates found on the anonymized copy outside the obscured "
+        "regions that tag the sample for review (fiftyone-anonymizer audit)",
         produced,
     )
+    schema.record_provenance(
+        dataset,
+        possible_field(residual_field),
+        "Possible misses: faint or small detections outside the obscured regions, stored "
+        "but not tagged; hidden in the App until switched on (fiftyone-anonymizer audit)",
+        produced,
+    )
+    schema.show_review_fields(dataset, residual_field, possible_field(residual_field))
     if uncovered_field:
         schema.record_provenance(
             dataset,
@@ -603,9 +699,24 @@ def _audit_videos(
     report.settings = {
         "output_field": output_field,
         "residual_field": f"frames.{residual_field}",
+        "possible_field": f"frames.{possible_field(residual_field)}",
         "tag": tag,
         "every": every,
         "min_covered": min_covered,
         "detector": counts["detector"],
     }
+    dataset = sample_collection._dataset
+    produced = {"produced_by": schema.AUDIT_PRODUCER, **report.settings}
+    for name, description in (
+        (residual_field, "Likely misses on the copy's frames (fiftyone-anonymizer audit)"),
+        (
+            possible_field(residual_field),
+            "Possible misses on the copy's frames, stored but not tagged "
+            "(fiftyone-anonymizer audit)",
+        ),
+    ):
+        schema.record_provenance(dataset, f"frames.{name}", description, produced)
+    schema.show_review_fields(
+        dataset, f"frames.{residual_field}", f"frames.{possible_field(residual_field)}"
+    )
     return report

@@ -9,6 +9,21 @@ from . import schema
 from .report import JobReport, Progress, with_progress
 
 
+def check_targets(
+    sample_collection,
+    label_field: str = schema.DEFAULT_LABEL_FIELD,
+    error_field: str = schema.DEFAULT_ERROR_FIELD,
+) -> dict[str, str]:
+    """The problems (by field name) of the fields a detect run writes: the labels (on videos
+    ``frames.<label_field>``) and the errors (``schema.check_target_fields``); empty when
+    none. A field this plugin did not write for that purpose (ground truth) is refused."""
+    video = sample_collection.media_type == "video"
+    return schema.check_target_fields(
+        sample_collection,
+        [(label_field, schema.DETECTIONS, video), (error_field, schema.ERRORS, False)],
+    )
+
+
 @schema.guarded
 def detect_faces_and_plates(
     sample_collection,
@@ -21,7 +36,9 @@ def detect_faces_and_plates(
 ) -> JobReport:
     """Run the face and plate detectors and store ``fo.Detections`` in ``label_field``.
 
-    Samples that already have ``label_field`` are skipped unless ``overwrite``. A sample
+    Samples that already have ``label_field`` are skipped unless ``overwrite``; a
+    ``label_field`` that exists and was not written by this job (ground truth) is refused
+    before anything is written, as is an invalid name. A sample
     whose image cannot be read gets the reason in ``error_field`` and no labels. On videos,
     the labels are per frame (``frames.<label_field>``), linked into tracks (each box's
     ``index``) with the gaps filled (``filled=True``): see :mod:`jobs.video_jobs`. What
@@ -46,10 +63,18 @@ def detect_faces_and_plates(
 
     Returns:
         a :class:`JobReport`
+
+    Raises:
+        ValueError: a field name is refused; nothing was written
+        TypeError: a keyword this job does not take (detector settings go in ``detector``)
     """
     from ..detectors import DetectorConfig
 
-    if schema.media_type(sample_collection) == "video":
+    kind = schema.media_type(sample_collection)
+    problems = check_targets(sample_collection, label_field, error_field)
+    if problems:
+        raise ValueError(next(iter(problems.values())))
+    if kind == "video":
         from .video_jobs import detect_videos
 
         return detect_videos(

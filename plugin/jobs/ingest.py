@@ -29,8 +29,8 @@ def dataset_from_results(
     output_dir: str | Path | None = None,
     overwrite: bool = False,
 ):
-    """A persistent dataset of the originals, with the boxes, the copies' paths (an App media
-    field) and fingerprints, and for failed images the reason.
+    """A persistent dataset of the originals, with the boxes, the copies' paths (the App's
+    media in grid and modal) and fingerprints, and for failed images the reason.
 
     Args:
         name: the dataset's name
@@ -88,6 +88,7 @@ def dataset_from_results(
                 job = "detect" if r.stage == DETECT else "anonymize"
                 writer.write(sid, errors(f"{job}: {r.error}"))
     schema.record_detections(dataset, label_field, PRODUCED_BY, config, detector)
+    schema.show_copies(dataset, output_field)  # the App opens on the copies, not the originals
     return dataset
 
 

@@ -17,10 +17,12 @@ Fields (defaults; each job lets the user rename its own):
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,11 +42,199 @@ DEFAULT_OUTPUT_FIELD = "anonymized_filepath"
 DEFAULT_ERROR_FIELD = "anonymizer_error"
 SAVE_EVERY = 32  # samples per database write: a killed job loses at most this much work
 LOCKS_COLLECTION = "fiftyone_anonymizer_locks"
+PRODUCER = "fiftyone-anonymizer"
+
+# What a field the plugin writes is for, recorded in its ``info["purpose"]`` when it is made:
+# a job replaces a field only when it wrote that field for that same purpose.
+DETECTIONS = "detections"
+COPIES = "copies"
+FINGERPRINTS = "fingerprints"
+ERRORS = "errors"
+RESIDUALS = "residuals"
+POSSIBLE_RESIDUALS = "possible residuals"
+UNCOVERED = "uncovered counts"
+#: How each purpose reads in an error message.
+PURPOSE_TEXT = {
+    DETECTIONS: "detections",
+    COPIES: "anonymized copies' paths",
+    FINGERPRINTS: "copies' fingerprints",
+    ERRORS: "error messages",
+    RESIDUALS: "audit residuals",
+    POSSIBLE_RESIDUALS: "audit possible residuals",
+    UNCOVERED: "audit counts of uncovered boxes",
+}
 
 
 def fingerprint_field(output_field: str) -> str:
     """The field holding each copy's fingerprint beside ``output_field`` (the copy's path)."""
     return f"{output_field}_fingerprint"
+
+
+# --------------------------------------------------------------------------------------------
+# Field names: the one check every job, form, ``__call__`` and the command line go through
+
+#: A field name a job may create: a letter, then letters, digits or underscores (FiftyOne takes
+#: "bad name!" or "a.b", which the App, views and exports then trip over).
+FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
+
+
+def field_name_problem(name: Any, what: str = "field") -> str | None:
+    """Why ``name`` cannot name a field this plugin creates, or None."""
+    if not isinstance(name, str) or not name:
+        return f"the {what} name is empty"
+    if not FIELD_NAME.fullmatch(name):
+        return (
+            f"'{name}' is not a valid {what} name: use a letter, then letters, digits or "
+            f"underscores (no spaces, dots or other characters)"
+        )
+    return None
+
+
+def field_purpose(sample_collection, path: str) -> str | None:
+    """What the plugin wrote the field at ``path`` for (see :data:`PURPOSE_TEXT`), or None when
+    it did not write it. Fields written before purposes were recorded are recognised by their
+    provenance (producer, recipe) and, for the bookkeeping fields, by their names."""
+    import fiftyone as fo
+
+    fld = sample_collection.get_field(path)
+    if fld is None:
+        return None
+    info = fld.info or {}
+    if info.get("purpose"):
+        return str(info["purpose"])
+    produced = str(info.get("produced_by", ""))
+    holds_detections = isinstance(fld, fo.EmbeddedDocumentField) and issubclass(
+        fld.document_type, fo.Detections
+    )
+    if produced == AUDIT_PRODUCER:
+        return RESIDUALS if holds_detections else UNCOVERED
+    if produced.startswith(PRODUCER):
+        if "label_fields" in info and "settings" in info:
+            return COPIES
+        if holds_detections:
+            return DETECTIONS
+        return None
+    name = path.rsplit(".", 1)[-1]
+    if isinstance(fld, fo.StringField) and not info:
+        if name == DEFAULT_ERROR_FIELD:
+            return ERRORS
+        base = name.removesuffix("_fingerprint")
+        if base != name and field_purpose(sample_collection, base) == COPIES:
+            return FINGERPRINTS
+    return None
+
+
+def target_field_problem(
+    sample_collection, name: Any, purpose: str, frames: bool = False
+) -> str | None:
+    """Why a job may not write its ``purpose`` into field ``name`` (``frames.<name>`` with
+    ``frames``), or None: the name must be valid, and a field that exists must have been
+    written by this plugin for that same purpose (anything else would be destroyed)."""
+    what = "frame field" if frames else "field"
+    problem = field_name_problem(name, what)
+    if problem:
+        return problem
+    path = f"frames.{name}" if frames else name
+    if sample_collection.get_field(path) is None:
+        return None
+    found = field_purpose(sample_collection, path)
+    if found == purpose:
+        return None
+    holds = (
+        f"holds {PURPOSE_TEXT.get(found, found)} of this plugin"
+        if found
+        else "was not written by this plugin"
+    )
+    return (
+        f"the {what} '{path}' exists and {holds}; writing {PURPOSE_TEXT[purpose]} into it "
+        f"would destroy its values: choose another name"
+    )
+
+
+def check_target_fields(
+    sample_collection, targets: Sequence[tuple[Any, str, bool]]
+) -> dict[Any, str]:
+    """:func:`target_field_problem` of each ``(name, purpose, frames)``: the problems, by name
+    (empty when every target may be written). Two purposes may not share one name either."""
+    problems: dict[Any, str] = {}
+    seen: dict[Any, str] = {}
+    for name, purpose, frames in targets:
+        if name in seen and seen[name] != purpose:
+            problems[name] = (
+                f"'{name}' is asked to hold both {PURPOSE_TEXT[seen[name]]} and "
+                f"{PURPOSE_TEXT[purpose]}: give each its own field"
+            )
+            continue
+        seen[name] = purpose
+        problem = target_field_problem(sample_collection, name, purpose, frames)
+        if problem:
+            problems[name] = problem
+    return problems
+
+
+def require_target_fields(sample_collection, targets: Sequence[tuple[Any, str, bool]]) -> None:
+    """Raise ``ValueError`` with the first problem of :func:`check_target_fields`."""
+    problems = check_target_fields(sample_collection, targets)
+    if problems:
+        raise ValueError(next(iter(problems.values())))
+
+
+def copies_field_problem(sample_collection, name: Any) -> str | None:
+    """Why ``name`` is not a field of anonymized copies to read (audit, share, status), or None:
+    it must exist and have been written by ``anonymize_images`` (``filepath`` or a label field
+    holds originals or labels, and sharing them would leak)."""
+    problem = field_name_problem(name)
+    if problem:
+        return problem
+    if sample_collection.get_field(name) is None:
+        return f"no field '{name}': run anonymize_images first"
+    if field_purpose(sample_collection, name) != COPIES:
+        return (
+            f"field '{name}' does not hold anonymized copies written by anonymize_images: "
+            f"choose the copies' field (default '{DEFAULT_OUTPUT_FIELD}')"
+        )
+    return None
+
+
+def detections_fields(sample_collection) -> list[str]:
+    """The ``fo.Detections`` fields a job can take boxes from: on images the samples' fields,
+    on videos the frames' (named without ``frames.``, as the jobs take them)."""
+    import fiftyone as fo
+
+    if sample_collection.media_type == "video":
+        fields = sample_collection.get_frame_field_schema(embedded_doc_type=fo.Detections) or {}
+    else:
+        fields = sample_collection.get_field_schema(embedded_doc_type=fo.Detections)
+    return sorted(fields)
+
+
+def labels_path(sample_collection, label_field: str) -> str:
+    """Where a detections field's labels are: ``label_field`` on images, ``frames.<field>``
+    on videos (whose jobs name their fields without the prefix)."""
+    if sample_collection.media_type == "video" and not label_field.startswith("frames."):
+        return f"frames.{label_field}"
+    return label_field
+
+
+def label_fields(sample_collection) -> list[str]:
+    """Every label field, frame fields as ``frames.<name>``, but the audit's (share keeps these
+    or drops them)."""
+    import fiftyone.core.labels as fol
+
+    audit = audit_fields(sample_collection)
+    names = list(sample_collection.get_field_schema(embedded_doc_type=fol.Label))
+    if sample_collection.media_type == "video":
+        frame = sample_collection.get_frame_field_schema(embedded_doc_type=fol.Label) or {}
+        names += [f"frames.{name}" for name in frame]
+    return sorted(n for n in names if n not in audit)
+
+
+def closest(name: str, valid: Sequence[str]) -> str:
+    """``"; the closest valid name is 'x'"``, or ``""`` when there is none: a valid name that
+    the given one starts (``gt`` -> ``gt_field``), else difflib's closest."""
+    started = sorted((v for v in valid if v.startswith(name)), key=len)
+    match = started[:1] or difflib.get_close_matches(name, list(valid), n=1, cutoff=0.0)
+    return f"; the closest valid name is '{match[0]}'" if match else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,11 +273,13 @@ def to_fo_frame_detections(tracked: Sequence[Any]):
     )
 
 
-def declare_frame_detections_field(dataset, name: str) -> None:
+def declare_frame_detections_field(dataset, name: str, purpose: str = DETECTIONS) -> None:
+    """A frame-level ``fo.Detections`` field, marked as written by this plugin for ``purpose``."""
     import fiftyone as fo
 
     if not dataset.has_frame_field(name):
         dataset.add_frame_field(name, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    mark_field(dataset, f"frames.{name}", purpose)
 
 
 def media_type(sample_collection) -> str:
@@ -155,6 +347,7 @@ class AnonymizeRecipe:
         settings: ``blur.BlurSettings``
         jpeg_quality: quality of JPEG copies
         output_dir: the folder the copies went to
+        audio: whether video copies keep the source's audio
     """
 
     label_fields: tuple[str, ...]
@@ -163,6 +356,7 @@ class AnonymizeRecipe:
     settings: Any = None
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     output_dir: str | None = None
+    audio: bool = True
 
     def boxes(self, labels_per_field: Sequence[Any]) -> list[Detection]:
         """The boxes obscured for one sample, given its value of each label field in order."""
@@ -196,7 +390,9 @@ class AnonymizeRecipe:
         return f"{self.recipe_id}-{hashlib.sha1(payload.encode()).hexdigest()[:16]}"
 
     def to_info(self) -> dict[str, Any]:
-        return {
+        """Everything that changes a copy (its id is :attr:`recipe_id`). The audio is recorded
+        only when it is left out, so that recipes recorded before it was have the same id."""
+        info = {
             "label_fields": list(self.label_fields),
             "classes": list(self.classes) if self.classes else None,
             "min_confidence": (
@@ -208,6 +404,9 @@ class AnonymizeRecipe:
             "output_dir": self.output_dir,
             "jpeg_quality": self.jpeg_quality,
         }
+        if not self.audio:
+            info["audio"] = False
+        return info
 
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> AnonymizeRecipe:
@@ -221,6 +420,7 @@ class AnonymizeRecipe:
             settings=BlurSettings.from_dict(info["settings"]),
             jpeg_quality=int(info.get("jpeg_quality", DEFAULT_JPEG_QUALITY)),
             output_dir=info.get("output_dir"),
+            audio=bool(info.get("audio", True)),
         )
 
     @classmethod
@@ -260,24 +460,42 @@ def _copies_info(sample_collection, output_field: str) -> dict[str, Any]:
 # Fields: declared, described, registered
 
 
-def declare_detections_field(dataset, name: str) -> None:
+def mark_field(dataset, path: str, purpose: str) -> None:
+    """Record in the field's info that this plugin writes it for ``purpose`` (the mark
+    :func:`target_field_problem` reads), when it is made, before any value is written."""
+    fld = dataset.get_field(path)
+    if fld is None:
+        return
+    info = dict(fld.info or {})
+    if info.get("purpose") == purpose:
+        return
+    info.setdefault("produced_by", PRODUCER)
+    info["purpose"] = purpose
+    fld.info = info
+    fld.save()
+
+
+def declare_detections_field(dataset, name: str, purpose: str = DETECTIONS) -> None:
+    """A sample-level ``fo.Detections`` field, marked as written by this plugin for ``purpose``."""
     import fiftyone as fo
 
     if not dataset.has_field(name):
         dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    mark_field(dataset, name, purpose)
 
 
-def declare_string_fields(dataset, *names: str) -> None:
+def declare_string_field(dataset, name: str, purpose: str) -> None:
     import fiftyone as fo
 
-    for name in names:
-        if not dataset.has_field(name):
-            dataset.add_sample_field(name, fo.StringField)
+    if not dataset.has_field(name):
+        dataset.add_sample_field(name, fo.StringField)
+    mark_field(dataset, name, purpose)
 
 
 def declare_copy_fields(dataset, output_field: str) -> None:
     """The copy's path and its fingerprint; the path becomes a media field."""
-    declare_string_fields(dataset, output_field, fingerprint_field(output_field))
+    declare_string_field(dataset, output_field, COPIES)
+    declare_string_field(dataset, fingerprint_field(output_field), FINGERPRINTS)
     if output_field not in dataset.app_config.media_fields:
         dataset.app_config.media_fields = [*dataset.app_config.media_fields, output_field]
         dataset.save()
@@ -292,7 +510,7 @@ def error_values(dataset, error_field: str) -> Callable[[str | None], dict[str, 
 
     def values(reason: str | None) -> dict[str, Any]:
         if reason is not None and not declared[0]:
-            declare_string_fields(dataset, error_field)
+            declare_string_field(dataset, error_field, ERRORS)
             group_fields(dataset)
             declared[0] = True
         return {error_field: reason} if declared[0] else {}
@@ -309,11 +527,13 @@ def group_fields(dataset) -> None:
     the labels and the copies' path stay where the user looks for them."""
     import fiftyone as fo
 
+    bookkeeping = (FINGERPRINTS, ERRORS, RESIDUALS, POSSIBLE_RESIDUALS, UNCOVERED)
     ours = {
         name
         for name, fld in dataset.get_field_schema().items()
         if name.endswith("_fingerprint")
         or name == DEFAULT_ERROR_FIELD
+        or (fld.info or {}).get("purpose") in bookkeeping
         or str((fld.info or {}).get("produced_by", "")).startswith(AUDIT_PRODUCER)
     }
     if not ours:
@@ -335,19 +555,58 @@ def group_fields(dataset) -> None:
 
 
 def show_copies(dataset, output_field: str) -> None:
-    """Make the copies the App's default media in the grid and the modal."""
+    """Make the copies the App's default media in the grid and the modal (a video modal plays
+    the copy), for every App opened on the dataset from now on; an App already open switches
+    through the ``show_media`` operator of ``plugin/app/show_media.js``."""
+    if output_field not in dataset.app_config.media_fields:
+        dataset.app_config.media_fields = [*dataset.app_config.media_fields, output_field]
     dataset.app_config.grid_media_field = output_field
     dataset.app_config.modal_media_field = output_field
     dataset.save()
 
 
+#: How the audit's residuals look in the App: likely misses in red, possible ones in amber.
+LIKELY_COLOR, POSSIBLE_COLOR = "#ff1f1f", "#f5b400"
+
+
+def show_review_fields(dataset, likely_path: str, possible_path: str) -> None:
+    """The App shows the likely misses by default, in red, and the possible ones (many, mostly
+    noise) only when switched on in the sidebar, in amber: the dataset's default active fields
+    and colour scheme, the user's other choices kept."""
+    import fiftyone as fo
+
+    config = dataset.app_config
+    active = config.active_fields
+    if active is None:
+        config.active_fields = fo.ActiveFields(exclude=True, paths=[possible_path])
+    elif active.exclude:
+        active.paths = [p for p in active.paths if p != likely_path]
+        if possible_path not in active.paths:
+            active.paths = [*active.paths, possible_path]
+    else:
+        active.paths = [p for p in active.paths if p != possible_path]
+        if likely_path not in active.paths:
+            active.paths = [*active.paths, likely_path]
+    scheme = config.color_scheme or fo.ColorScheme()
+    colours = {likely_path: LIKELY_COLOR, possible_path: POSSIBLE_COLOR}
+    scheme.fields = [
+        entry for entry in (scheme.fields or []) if entry.get("path") not in colours
+    ] + [{"path": path, "fieldColor": colour} for path, colour in colours.items()]
+    config.color_scheme = scheme
+    dataset.save()
+
+
 def record_provenance(dataset, field_name: str, description: str, info: Mapping[str, Any]) -> None:
-    """Describe a field the FiftyOne way (field description and info), visible in the App."""
+    """Describe a field the FiftyOne way (field description and info), visible in the App; the
+    field's purpose (:func:`mark_field`) is kept."""
     fld = dataset.get_field(field_name)
     if fld is None:
         return
+    purpose = (fld.info or {}).get("purpose")
     fld.description = description
     fld.info = json.loads(json.dumps(dict(info), default=str))
+    if purpose and "purpose" not in fld.info:
+        fld.info["purpose"] = purpose
     fld.save()
 
 
@@ -437,14 +696,23 @@ def field_lock(
 AUDIT_PRODUCER = "fiftyone-anonymizer audit_anonymization"
 
 
-def audit_fields(dataset) -> set[str]:
-    """The fields the audit wrote (residual detections, uncovered counts): review material
-    about the originals, never shared."""
-    return {
-        name
-        for name, fld in dataset.get_field_schema().items()
-        if (fld.info or {}).get("produced_by") == AUDIT_PRODUCER
-    }
+def audit_fields(sample_collection) -> set[str]:
+    """The fields the audit wrote (residual detections, uncovered counts; on videos
+    ``frames.<name>``): review material about the originals, never shared."""
+
+    def audit(fld) -> bool:
+        info = fld.info or {}
+        return info.get("produced_by") == AUDIT_PRODUCER or info.get("purpose") in (
+            RESIDUALS,
+            POSSIBLE_RESIDUALS,
+            UNCOVERED,
+        )
+
+    found = {name for name, fld in sample_collection.get_field_schema().items() if audit(fld)}
+    if sample_collection.media_type == "video":
+        frames = sample_collection.get_frame_field_schema() or {}
+        found |= {f"frames.{name}" for name, fld in frames.items() if audit(fld)}
+    return found
 
 
 def detection_provenance(config: Any, detector: Any) -> dict[str, Any]:
@@ -565,12 +833,53 @@ def connect() -> None:
         database.get_db_conn()
 
 
+def check_keywords(
+    job: str, given: Mapping[str, Any], named: Sequence[str], engine_options: bool
+) -> None:
+    """Refuse a keyword ``job`` does not take (a misspelt option must not run the defaults
+    without a word): ``TypeError`` naming it, the closest valid name, and where a detector or
+    blur setting goes instead.
+
+    Args:
+        job: the job's name, for the message
+        given: the keyword arguments of the call
+        named: the job's own parameters
+        engine_options: whether the job passes other keywords on as ``engine.EngineOptions``
+    """
+    from dataclasses import fields
+
+    from ..engine import EngineOptions
+
+    valid = list(named) + ([f.name for f in fields(EngineOptions)] if engine_options else [])
+    for key in given:
+        if key in valid:
+            continue
+        from ..blur import BlurSettings
+        from ..detectors import DetectorConfig
+
+        where = ""
+        if key in {f.name for f in fields(DetectorConfig)} and "detector" in named:
+            where = f" (a detector setting: pass detector=DetectorConfig({key}=...))"
+        elif key in {f.name for f in fields(BlurSettings)} and "settings" in named:
+            where = f" (a blur setting: pass settings=BlurSettings({key}=...))"
+        raise TypeError(
+            f"{job}() got an unexpected keyword argument '{key}'{closest(key, valid)}{where}"
+        )
+
+
 def guarded(job: Callable[..., T]) -> Callable[..., T]:
     """A job whose lost database ends in :class:`DatabaseLost` (see :func:`database_guard`),
-    and which connects without racing another process's first start (:func:`connect`)."""
+    which connects without racing another process's first start (:func:`connect`), and which
+    refuses keywords it does not know (:func:`check_keywords`)."""
+    import inspect
+
+    params = inspect.signature(job).parameters.values()
+    named = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    engine_options = any(p.kind == p.VAR_KEYWORD for p in params)
 
     @functools.wraps(job)
     def run(*args: Any, **kwargs: Any) -> T:
+        check_keywords(job.__name__, kwargs, named, engine_options)
         with database_guard():
             connect()
             return job(*args, **kwargs)

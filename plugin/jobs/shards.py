@@ -303,16 +303,32 @@ def schedule_sharded(
 def _declare_fields(dataset, op_name: str, params: dict[str, Any]) -> None:
     """Add the fields the job writes before its shards start, so that the workers do not all
     change the dataset's schema at the same moment."""
-    from . import schema
+    from . import anonymize, audit, detect, schema
 
+    # The jobs' own field checks, before any shard is queued (a refused name fails once, here).
     if op_name == "detect_faces_and_plates":
-        schema.declare_detections_field(
-            dataset, params.get("label_field") or schema.DEFAULT_LABEL_FIELD
-        )
+        label_field = params.get("label_field") or schema.DEFAULT_LABEL_FIELD
+        problems = detect.check_targets(dataset, label_field)
     elif op_name == "anonymize_images":
-        schema.declare_copy_fields(
-            dataset, params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+        output_field = params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+        problems = anonymize.check_targets(dataset, output_field)
+    elif op_name == "audit_anonymization":
+        problems = audit.check_targets(
+            dataset,
+            params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD,
+            params.get("residual_field") or audit.DEFAULT_RESIDUAL_FIELD,
         )
+    else:
+        problems = {}
+    if problems:
+        raise ValueError(next(iter(problems.values())))
+    if op_name == "detect_faces_and_plates":
+        if dataset.media_type == "video":
+            schema.declare_frame_detections_field(dataset, label_field)
+        else:
+            schema.declare_detections_field(dataset, label_field)
+    elif op_name == "anonymize_images":
+        schema.declare_copy_fields(dataset, output_field)
 
 
 # --------------------------------------------------------------------------------------------

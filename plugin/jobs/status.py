@@ -50,7 +50,8 @@ def anonymization_status(
 
     Args:
         sample_collection: a dataset or view
-        label_field: the detections field
+        label_field: the detections field (on videos the frames' field, named without
+            ``frames.``); on videos boxes are counted per track
         output_field: the copies' field
         error_field: the error field
         review_tag: the audit's review tag
@@ -60,14 +61,26 @@ def anonymization_status(
     status = Status()
     ids = sample_collection.values("id")
     status.groups["samples"] = ids
-    if sample_collection.has_field(label_field):
-        status.groups["detected"] = sample_collection.exists(label_field).values("id")
-        labels = sample_collection.values(f"{label_field}.detections.label")
-        status.boxes_per_class = Counter(label for row in labels for label in (row or []))
+    path = schema.labels_path(sample_collection, label_field)
+    if sample_collection.has_field(path):
+        status.groups["detected"] = sample_collection.exists(path).values("id")
+        labels = sample_collection.values(f"{path}.detections.label")
+        if path.startswith("frames."):  # videos: one face on screen for 300 frames is one face
+            indexes = sample_collection.values(f"{path}.detections.index")
+            for video_labels, video_indexes in zip(labels, indexes):
+                tracks = set()  # (class, track); a box without a track counts alone
+                for n, (frame, frame_indexes) in enumerate(
+                    zip(video_labels or [], video_indexes or [])
+                ):
+                    for i, (label, track) in enumerate(zip(frame or [], frame_indexes or [])):
+                        tracks.add((label, track if track is not None else (n, i)))
+                status.boxes_per_class.update(label for label, _ in tracks)
+        else:
+            status.boxes_per_class = Counter(label for row in labels for label in (row or []))
     if sample_collection.has_field(error_field):
         status.groups["failed"] = sample_collection.match(F(error_field) != None).values("id")  # noqa: E711 (a MongoDB expression)
     status.groups["flagged"] = sample_collection.match_tags(review_tag).values("id")
-    if sample_collection.has_field(output_field):
+    if schema.copies_field_problem(sample_collection, output_field) is None:
         status.groups["anonymized"] = sample_collection.exists(output_field).values("id")
         check = check_shareable(sample_collection, output_field, error_field, review_tag)
         status.groups["ready"] = check.ready

@@ -18,7 +18,6 @@ import numpy as np
 from .. import engine, videos
 from ..core.boxes import Detection
 from ..core.images import LoadedImage
-from ..core.paths import common_root, mirrored_path
 from ..detectors.tracking import TrackSettings
 from . import schema
 from .report import JobReport, Progress, notify_progress
@@ -99,7 +98,11 @@ def detect_videos(
             report.boxes_per_class.update(result.boxes_per_class())
             notify_progress(progress, n + 1, len(todo), "detected")
     schema.record_detections(
-        dataset, label_field, "fiftyone-anonymizer detect_faces_and_plates", config, built
+        dataset,
+        f"frames.{label_field}",
+        "fiftyone-anonymizer detect_faces_and_plates",
+        config,
+        built,
     )
     fld = dataset.get_field(f"frames.{label_field}")
     info = dict(fld.info or {})
@@ -107,7 +110,10 @@ def detect_videos(
     fld.info = info
     fld.save()
     report.extra.update(
-        label_field=f"frames.{label_field}", tracks_per_class=dict(report.boxes_per_class)
+        label_field=f"frames.{label_field}",
+        tracks_per_class=dict(report.boxes_per_class),
+        counted="tracks",
+        media="video",
     )
     return report
 
@@ -116,15 +122,32 @@ def _frame_boxes(
     sample_collection, sid: str, recipe: schema.AnonymizeRecipe
 ) -> list[list[Detection]]:
     """One list of boxes per frame (frame 1 first) from the recipe's frame label fields."""
+    return _frame_labels(sample_collection, sid, recipe)[0]
+
+
+def _frame_labels(
+    sample_collection, sid: str, recipe: schema.AnonymizeRecipe
+) -> tuple[list[list[Detection]], dict[str, int]]:
+    """:func:`_frame_boxes`, and the tracks per class among those boxes (a face on screen for
+    300 frames is one face, as the detect job counts it; a box without a track counts alone)."""
     view = sample_collection.select(sid)
     numbers = view.values("frames.frame_number")[0] or []
     fields = [view.values(f"frames.{name}")[0] or [] for name in recipe.label_fields]
     count = max(numbers, default=0)
     per_frame: list[list[Detection]] = [[] for _ in range(count)]
-    for column in fields:
+    tracks: dict[str, set] = {}
+    for n, column in enumerate(fields):
         for number, labels in zip(numbers, column):
-            per_frame[number - 1].extend(recipe.boxes([labels]))
-    return per_frame
+            kept = recipe.boxes([labels])
+            per_frame[number - 1].extend(kept)
+            if labels is None or not kept:
+                continue
+            ids = {(d.label, tuple(d.bounding_box or ())): d.index for d in labels.detections}
+            for d in kept:
+                index = ids.get((d.label, tuple(d.box)))
+                key = (n, index) if index is not None else (n, number, d.box)
+                tracks.setdefault(d.label, set()).add(key)
+    return per_frame, {label: len(keys) for label, keys in tracks.items()}
 
 
 def anonymize_videos(
@@ -134,10 +157,12 @@ def anonymize_videos(
     overwrite: bool,
     error_field: str,
     progress: Progress | None,
-    audio: bool = True,
+    targets: dict[str, Path] | None = None,
 ) -> JobReport:
-    """``anonymize_images`` on videos: an MP4 copy per video, its frames' boxes obscured."""
-    from .anonymize import copy_is_current
+    """``anonymize_images`` on videos: an MP4 copy per video, its frames' boxes obscured, the
+    audio kept unless the recipe leaves it out. ``targets``: each source's copy
+    (``anonymize.copy_targets``; computed here when not given)."""
+    from .anonymize import copy_is_current, copy_targets
 
     dataset = sample_collection._dataset
     missing = [f for f in recipe.label_fields if not dataset.has_frame_field(f)]
@@ -149,7 +174,8 @@ def anonymize_videos(
     if recipe.output_dir is None:
         raise ValueError("the recipe has no output_dir: there is nowhere to write the copies")
     out_dir = Path(recipe.output_dir)
-    source_root = common_root(dataset.values("filepath"))
+    if targets is None:
+        targets = copy_targets(dataset.values("filepath"), out_dir, video=True)
     fp_field = schema.fingerprint_field(output_field)
     schema.declare_copy_fields(dataset, output_field)
     errors = schema.error_values(dataset, error_field)
@@ -159,8 +185,8 @@ def anonymize_videos(
     schema.record_copies(dataset, output_field, "fiftyone-anonymizer anonymize_images", recipe)
     with schema.SampleWriter(sample_collection) as writer:
         for n, (sid, path) in enumerate(zip(ids, paths)):
-            boxes = _frame_boxes(sample_collection, sid, recipe)
-            target = videos.copy_name(mirrored_path(path, source_root, out_dir))
+            boxes, tracks = _frame_labels(sample_collection, sid, recipe)
+            target = targets[path]
             fp = recipe.fingerprint(boxes, target)
             if not overwrite and copy_is_current(copies[n], target, path, fps[n], fp):
                 report.skipped += 1
@@ -170,7 +196,7 @@ def anonymize_videos(
                 target,
                 settings=recipe.settings,
                 boxes_per_frame=boxes,
-                audio=audio,
+                audio=recipe.audio,
                 options=options,
                 on_frame=_frame_progress(progress, n, len(ids), "anonymized"),
             )
@@ -181,9 +207,11 @@ def anonymize_videos(
                 continue
             writer.write(sid, {output_field: str(target), fp_field: fp, **errors(None)})
             report.processed += 1
-            report.boxes_per_class.update(result.boxes_per_class())
+            report.boxes_per_class.update(tracks)
             notify_progress(progress, n + 1, len(ids), "anonymized")
-    report.extra.update(output_field=output_field, output_dir=str(out_dir))
+    report.extra.update(
+        output_field=output_field, output_dir=str(out_dir), counted="tracks", media="video"
+    )
     return report
 
 
@@ -202,12 +230,15 @@ def audit_videos(
     (``frames.<residual_field>``), samples with one tagged. Returns the counts."""
     from ..blur import obscured_region
     from ..core.video import iter_frames
-    from .audit import residual_labels
+    from .audit import possible_field, residual_labels, split_tiers
     from .audit_tiers import LIKELY, CropOpinion, needs_review, tier_residuals
 
     config, built, options = engine.prepare(detector)
     dataset = sample_collection._dataset
-    schema.declare_frame_detections_field(dataset, residual_field)
+    schema.declare_frame_detections_field(dataset, residual_field, schema.RESIDUALS)
+    schema.declare_frame_detections_field(
+        dataset, possible_field(residual_field), schema.POSSIBLE_RESIDUALS
+    )
     fp_field = schema.fingerprint_field(output_field)
     ids, copies, fps = sample_collection.values(["id", output_field, fp_field])
     counts: dict[str, Any] = {
@@ -229,6 +260,7 @@ def audit_videos(
             if frame.index % every == 0
         )
         found_frames: dict[int, Any] = {}
+        possible_frames: dict[int, Any] = {}
         likely = False
         try:
             for result in engine.run(sampled, engine.Steps(detector=built), options):
@@ -239,7 +271,9 @@ def audit_videos(
                 found = [d for d in result.detections if not own.classes or d.label in own.classes]
                 left = tier_residuals(found, mask, second.bind(frame.rgb), min_covered=min_covered)
                 if left:
-                    found_frames[frame.index + 1] = residual_labels(left)
+                    sure, maybe = split_tiers(left)
+                    found_frames[frame.index + 1] = residual_labels(sure)
+                    possible_frames[frame.index + 1] = residual_labels(maybe)
                     likely = likely or needs_review(left)
                     for r in left:
                         key = "likely_per_class" if r.tier == LIKELY else "possible_per_class"
@@ -248,9 +282,14 @@ def audit_videos(
             counts["failed"][copy] = engine.failure_reason(exc)
             continue
         counts["audited"].append(sid)
-        if found_frames:
+        for name, frames in (
+            (residual_field, found_frames),
+            (possible_field(residual_field), possible_frames),
+        ):
+            # every audited frame gets its value (an empty one clears an earlier audit's)
+            cleared = {i + 1: residual_labels([]) for i in range(0, len(boxes), every)}
             sample_collection.select(sid).set_values(
-                f"frames.{residual_field}", {sid: found_frames}, key_field="id"
+                f"frames.{name}", {sid: {**cleared, **frames}}, key_field="id"
             )
         if likely:
             counts["flagged"].append(sid)
