@@ -366,7 +366,7 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
 def _check_dataset_name(name: str, overwrite: bool) -> None:
     import fiftyone as fo
 
-    from .jobs.schema import connect
+    from .jobs.database import connect
 
     connect()  # several commands started at once: one starts the database, the others wait
     if fo.dataset_exists(name) and not overwrite:
@@ -625,8 +625,8 @@ def run(args: argparse.Namespace) -> int:
     ]
 
     if args.dataset and stopped is None:
+        from .jobs.database import DatabaseLost
         from .jobs.ingest import dataset_from_results
-        from .jobs.schema import DatabaseLost
 
         images = [r for r in finished if not r.item.key.video]
         if len(images) < len(finished):

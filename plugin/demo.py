@@ -119,7 +119,7 @@ def run(output: Path, persistent: bool = True) -> dict:
 
     from .jobs.anonymize import anonymize_images
     from .jobs.detect import detect_faces_and_plates
-    from .jobs.schema import DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD
+    from .jobs.fields import DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD
 
     started = time.time()
     originals = write_examples(output / "originals")

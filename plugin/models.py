@@ -4,7 +4,7 @@
 own ``apply_model``, the same ``fo.Detections`` as :func:`detect_faces_and_plates` (same boxes,
 labels and confidences): the images go through the same processing core (:mod:`engine`: the
 same reader, the same detector, the same per-image fallback) and the same conversion
-(``jobs.schema.to_fo_detections``). What ``apply_model`` does not do is the job's bookkeeping:
+(``jobs.labels.to_fo_detections``). What ``apply_model`` does not do is the job's bookkeeping:
 no provenance in the field's info, no error field, no skipping of done samples, and on videos
 no tracks (see :func:`load_model`).
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -28,7 +27,8 @@ import fiftyone.core.models as fom
 import numpy as np
 
 from . import engine
-from .jobs import schema
+from .core.paths import partial_file
+from .jobs import labels
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class AnonymizerModel(fom.Model, fom.SamplesMixin):
         (result,) = self._run([arg], [sample])
         if result.error is not None:
             raise ValueError(f"{_where(result)}: {result.error}")
-        return schema.to_fo_detections(result.detections)
+        return labels.to_fo_detections(result.detections)
 
     def predict_all(self, args: Iterable[Any], samples: Sequence[Any] | None = None):
         """The ``fo.Detections`` of each image, the images run side by side. An image that
@@ -189,7 +189,7 @@ class AnonymizerModel(fom.Model, fom.SamplesMixin):
                 logger.warning("%s: no detections: %s", _where(result), result.error)
                 out.append(None)
             else:
-                out.append(schema.to_fo_detections(result.detections))
+                out.append(labels.to_fo_detections(result.detections))
         return out
 
     def _run(self, images: Sequence[Any], samples: Sequence[Any]) -> list[engine.Result]:
@@ -270,8 +270,7 @@ def download_zoo_model_files(zoo_name: str, model_path: str | os.PathLike) -> Pa
         )
     record = {"model": zoo_model_name(name), "weights": fetched}
     target = Path(model_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".part")
+    fd, tmp = partial_file(target)
     try:
         with os.fdopen(fd, "w") as out:
             json.dump(record, out, indent=1)

@@ -21,7 +21,7 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .jobs import schema
+from .jobs import copies, fields
 
 PLUGIN_NAME = "@fiftyone-anonymizer/anonymize"
 #: Set to force (True) or refuse (False) streaming; by default a run from the App streams its
@@ -300,12 +300,12 @@ def _check_number(prop, value: Any, low: float, high: float, what: str) -> None:
 
 def _detections_fields(ctx) -> list[str]:
     """The dataset's detections fields (on videos the frames', named without ``frames.``)."""
-    return schema.detections_fields(ctx.dataset) if ctx.dataset is not None else []
+    return fields.detections_fields(ctx.dataset) if ctx.dataset is not None else []
 
 
 def _label_fields(ctx) -> list[str]:
     """Every label field but the audit's (on videos frame fields as ``frames.<name>``)."""
-    return schema.label_fields(ctx.dataset) if ctx.dataset is not None else []
+    return fields.label_fields(ctx.dataset) if ctx.dataset is not None else []
 
 
 def _is_video(ctx) -> bool:
@@ -331,9 +331,9 @@ def _flag_fields(inputs: types.Object, problems: dict[str, str], names: dict[str
 
 def _missing_copies(ctx, inputs: types.Object) -> bool:
     """The copies field chooser; True (and an error shown) when it does not hold copies."""
-    output_field = ctx.params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
-    prop = inputs.str("output_field", default=schema.DEFAULT_OUTPUT_FIELD, label="Anonymized field")
-    problem = schema.copies_field_problem(ctx.dataset, output_field) if ctx.dataset else None
+    output_field = ctx.params.get("output_field") or fields.DEFAULT_OUTPUT_FIELD
+    prop = inputs.str("output_field", default=fields.DEFAULT_OUTPUT_FIELD, label="Anonymized field")
+    problem = fields.copies_field_problem(ctx.dataset, output_field) if ctx.dataset else None
     if problem is None:
         return False
     if ctx.dataset.has_field(output_field):  # another field: refused next to the chooser
@@ -464,11 +464,11 @@ def _detect_inputs(ctx, inputs: types.Object) -> None:
     label_field = inputs.str(
         "label_field",
         label="Label field",
-        default=schema.DEFAULT_LABEL_FIELD,
+        default=fields.DEFAULT_LABEL_FIELD,
         description="Field in which to store the detections"
         + (" (per frame: frames.<field>, each box's track in 'index')" if video else ""),
     )
-    name = ctx.params.get("label_field") or schema.DEFAULT_LABEL_FIELD
+    name = ctx.params.get("label_field") or fields.DEFAULT_LABEL_FIELD
     if ctx.dataset is not None:
         problem = check_targets(ctx.dataset, name).get(name)
         if problem:
@@ -520,7 +520,7 @@ class DetectFacesAndPlates(foo.Operator):
     def __call__(
         self,
         sample_collection,
-        label_field: str = schema.DEFAULT_LABEL_FIELD,
+        label_field: str = fields.DEFAULT_LABEL_FIELD,
         faces: str = "centerface",
         plates: str = "yolov8-plates",
         face_threshold: float | None = None,
@@ -586,7 +586,7 @@ class DetectFacesAndPlates(foo.Operator):
         def job(progress):
             report = detect_faces_and_plates(
                 view,
-                label_field=p.get("label_field") or schema.DEFAULT_LABEL_FIELD,
+                label_field=p.get("label_field") or fields.DEFAULT_LABEL_FIELD,
                 detector=detector_config_from_params(p),
                 overwrite=bool(p.get("overwrite", False)),
                 progress=progress,
@@ -612,14 +612,14 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
     """The anonymize form; False when the dataset has no detections field to obscure."""
     from .blur import MODES, SHAPES, BlurSettings
     from .core.images import DEFAULT_JPEG_QUALITY
-    from .jobs.anonymize import check_output_dir, check_targets
+    from .jobs.anonymize import check_targets
 
     defaults = BlurSettings()
     p = ctx.params
     inputs.view_target(ctx)
     video = _is_video(ctx)
-    fields = _detections_fields(ctx)
-    if not fields:
+    candidates = _detections_fields(ctx)
+    if not candidates:
         prop = inputs.view(
             "no_fields",
             types.Error(
@@ -631,7 +631,7 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
         prop.invalid = True
         return False
     default_fields = (
-        [schema.DEFAULT_LABEL_FIELD] if schema.DEFAULT_LABEL_FIELD in fields else fields[:1]
+        [fields.DEFAULT_LABEL_FIELD] if fields.DEFAULT_LABEL_FIELD in candidates else candidates[:1]
     )
     chosen = inputs.list(
         "label_fields",
@@ -639,10 +639,10 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
         default=default_fields,
         label="Detection fields to obscure" + (" (per frame)" if video else ""),
         view=types.AutocompleteView(
-            choices=[types.Choice(f, label=f"frames.{f}" if video else f) for f in fields]
+            choices=[types.Choice(f, label=f"frames.{f}" if video else f) for f in candidates]
         ),
     )
-    unknown = [f for f in (p.get("label_fields") or []) if f not in fields]
+    unknown = [f for f in (p.get("label_fields") or []) if f not in candidates]
     if unknown:
         _invalid(chosen, f"not a detections field of this dataset: {', '.join(unknown)}")
     elif "label_fields" in p and not p["label_fields"]:
@@ -674,17 +674,17 @@ def _anonymize_inputs(ctx, inputs: types.Object) -> bool:
         if not os.path.isabs(os.path.expanduser(output_dir)):
             _invalid(out, "give an absolute path (the App's server resolves relative ones)")
         else:
-            reason = check_output_dir(output_dir, ctx.dataset.distinct("filepath"), video)
+            reason = copies.check_output_dir(output_dir, ctx.dataset.distinct("filepath"), video)
             if reason:
                 _invalid(out, reason)
     field = inputs.str(
         "output_field",
-        default=schema.DEFAULT_OUTPUT_FIELD,
+        default=fields.DEFAULT_OUTPUT_FIELD,
         label="Output field",
         description="Receives each copy's path (a new field, or one an earlier run wrote)",
     )
     if ctx.dataset is not None:
-        output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+        output_field = p.get("output_field") or fields.DEFAULT_OUTPUT_FIELD
         problems = check_targets(ctx.dataset, output_field)
         if problems:
             _invalid(field, next(iter(problems.values())))
@@ -795,7 +795,7 @@ class AnonymizeImages(foo.Operator):
         label_fields: list[str] | None = None,
         classes: list[str] | None = None,
         min_confidence: float | None = None,
-        output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+        output_field: str = fields.DEFAULT_OUTPUT_FIELD,
         mode: str = "blur",
         shape: str = "auto",
         box_scale: float | None = None,
@@ -846,7 +846,7 @@ class AnonymizeImages(foo.Operator):
         """
         params: dict[str, Any] = {
             "output_dir": str(output_dir),
-            "label_fields": label_fields or [schema.DEFAULT_LABEL_FIELD],
+            "label_fields": label_fields or [fields.DEFAULT_LABEL_FIELD],
             "classes": classes or [],
             "min_confidence": min_confidence,
             "output_field": output_field,
@@ -883,7 +883,7 @@ class AnonymizeImages(foo.Operator):
             )
         p = ctx.params
         view = ctx.target_view()
-        output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+        output_field = p.get("output_field") or fields.DEFAULT_OUTPUT_FIELD
 
         show = bool(p.get("show_copies", True))
 
@@ -891,7 +891,7 @@ class AnonymizeImages(foo.Operator):
             report = anonymize_images(
                 view,
                 output_dir=p["output_dir"],
-                label_fields=p.get("label_fields") or [schema.DEFAULT_LABEL_FIELD],
+                label_fields=p.get("label_fields") or [fields.DEFAULT_LABEL_FIELD],
                 classes=p.get("classes") or None,
                 min_confidence=p.get("min_confidence"),
                 settings=blur_settings_from_params(p),
@@ -942,7 +942,7 @@ def _share_inputs(ctx, inputs: types.Object) -> bool:
     if _missing_copies(ctx, inputs):
         return False
     p = ctx.params
-    output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+    output_field = p.get("output_field") or fields.DEFAULT_OUTPUT_FIELD
     check = check_shareable(
         ctx.target_view(),
         output_field,
@@ -1051,7 +1051,7 @@ class ShareAnonymized(foo.Operator):
         label_fields: list[str] | None = None,
         export_dir: str | None = None,
         dataset_type: str = "FiftyOneDataset",
-        output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+        output_field: str = fields.DEFAULT_OUTPUT_FIELD,
         overwrite: bool = False,
         include_left_out: bool = False,
         delegate: bool = False,
@@ -1111,7 +1111,7 @@ class ShareAnonymized(foo.Operator):
                 label_fields=p.get("label_fields"),
                 export_dir=p.get("export_dir") or None,
                 dataset_type=p.get("dataset_type", "FiftyOneDataset"),
-                output_field=p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD,
+                output_field=p.get("output_field") or fields.DEFAULT_OUTPUT_FIELD,
                 overwrite=bool(p.get("overwrite", False)),
                 include_left_out=bool(p.get("include_left_out", False)),
                 progress=progress,
@@ -1163,17 +1163,17 @@ def _audit_inputs(ctx, inputs: types.Object) -> bool:
     inputs.str("tag", default=audit.DEFAULT_TAG, label="Review tag")
     residual_field = ctx.params.get("residual_field") or audit.DEFAULT_RESIDUAL_FIELD
     ours = {residual_field, audit.possible_field(residual_field)}
-    fields = [] if video else [f for f in _detections_fields(ctx) if f not in ours]
-    if fields:
+    gt_choices = [] if video else [f for f in _detections_fields(ctx) if f not in ours]
+    if gt_choices:
         inputs.enum(
             "gt_field",
-            fields,
+            gt_choices,
             default=None,
             label="Ground truth (optional)",
             description="Evaluate recall and coverage against these boxes",
             view=types.DropdownView(),
         )
-    gt_field = ctx.params.get("gt_field") if fields else None
+    gt_field = ctx.params.get("gt_field") if gt_choices else None
     if gt_field:
         inputs.str("eval_key", default=audit.DEFAULT_EVAL_KEY, label="Evaluation key")
     else:
@@ -1181,7 +1181,7 @@ def _audit_inputs(ctx, inputs: types.Object) -> bool:
     if ctx.dataset is not None:
         problems = audit.check_targets(
             ctx.dataset,
-            ctx.params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD,
+            ctx.params.get("output_field") or fields.DEFAULT_OUTPUT_FIELD,
             residual_field,
             gt_field=gt_field,
             eval_key=ctx.params.get("eval_key") or audit.DEFAULT_EVAL_KEY,
@@ -1263,7 +1263,7 @@ class AuditAnonymization(foo.Operator):
     def __call__(
         self,
         sample_collection,
-        output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+        output_field: str = fields.DEFAULT_OUTPUT_FIELD,
         gt_field: str | None = None,
         eval_key: str | None = None,
         residual_field: str | None = None,
@@ -1349,11 +1349,11 @@ class AuditAnonymization(foo.Operator):
             )
         p = ctx.params
         view = ctx.target_view()
-        output_field = p.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+        output_field = p.get("output_field") or fields.DEFAULT_OUTPUT_FIELD
         tag = p.get("tag") or audit.DEFAULT_TAG
 
         def job(progress):
-            recipe = schema.AnonymizeRecipe.read(view, output_field)
+            recipe = copies.AnonymizeRecipe.read(view, output_field)
             detector = audit.audit_detector(
                 view, recipe, p.get("face_threshold"), p.get("plate_threshold")
             )

@@ -53,7 +53,7 @@ class AnonymizationPanel(foo.Panel):
     def open_group(self, ctx):
         from fiftyone import ViewField as F
 
-        from .jobs import schema
+        from .jobs import fields
         from .jobs.share import DEFAULT_REVIEW_TAG
 
         group = ctx.params.get("group")
@@ -61,15 +61,15 @@ class AnonymizationPanel(foo.Panel):
         if group in ("ready", "not_current"):
             view = dataset.select((ctx.panel.state.ids or {}).get(group, []), ordered=True)
         elif group == "detected":
-            view = dataset.exists(schema.labels_path(dataset, schema.DEFAULT_LABEL_FIELD))
+            view = dataset.exists(fields.labels_path(dataset, fields.DEFAULT_LABEL_FIELD))
         elif group == "anonymized":
-            view = dataset.exists(schema.DEFAULT_OUTPUT_FIELD)
+            view = dataset.exists(fields.DEFAULT_OUTPUT_FIELD)
         elif group == "not_anonymized":
-            view = dataset.exists(schema.DEFAULT_OUTPUT_FIELD, False)
+            view = dataset.exists(fields.DEFAULT_OUTPUT_FIELD, False)
         elif group == "flagged":
             view = dataset.match_tags(DEFAULT_REVIEW_TAG)
         elif group == "failed":
-            view = dataset.match(F(schema.DEFAULT_ERROR_FIELD) != None)  # noqa: E711
+            view = dataset.match(F(fields.DEFAULT_ERROR_FIELD) != None)  # noqa: E711
         else:
             view = dataset.view()
         ctx.ops.set_view(view=view)

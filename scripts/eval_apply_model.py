@@ -50,7 +50,7 @@ def score(labels_path: Path, limit: int | None, batch_size: int | None) -> bool:
     import fiftyone_anonymizer as anon
     from fiftyone_anonymizer import metrics
     from fiftyone_anonymizer.blur import BlurSettings
-    from fiftyone_anonymizer.jobs.schema import from_fo_detections
+    from fiftyone_anonymizer.jobs.labels import from_fo_detections
 
     entries = evaluate.load_labels(labels_path)[:limit]
     paths = [str(labels_path.parent / entry["file"]) for entry in entries]

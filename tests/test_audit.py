@@ -459,7 +459,7 @@ def test_the_effort_level_is_recorded_and_the_audit_looks_as_hard(make_dataset, 
         audit_anonymization,
         detect_faces_and_plates,
     )
-    from fiftyone_anonymizer.jobs import schema
+    from fiftyone_anonymizer.jobs import copies
     from fiftyone_anonymizer.jobs.audit import AUDIT_THRESHOLDS, audit_detector
 
     ds = make_dataset([fo.Sample(filepath=str(_astronaut_jpeg(tmp_path / "astronaut.jpg")))])
@@ -468,7 +468,7 @@ def test_the_effort_level_is_recorded_and_the_audit_looks_as_hard(make_dataset, 
         info = ds.get_field("anonymizer_detections").info
         assert info["config"]["effort"] == effort and info["effort"] == effort
         anonymize_images(ds, tmp_path / "out", label_fields=["anonymizer_detections"])
-        recipe = schema.AnonymizeRecipe.read(ds.view(), "anonymized_filepath")
+        recipe = copies.AnonymizeRecipe.read(ds.view(), "anonymized_filepath")
         config = audit_detector(ds.view(), recipe)
         assert config.effort == effort and config.face_threshold == AUDIT_THRESHOLDS["face"]
         report = audit_anonymization(ds)

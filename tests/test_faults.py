@@ -115,7 +115,7 @@ def test_sdk_job_killed_mid_run_leaves_consistent_fields_and_resumes(make_datase
     import fiftyone as fo
 
     from fiftyone_anonymizer import anonymize_images
-    from fiftyone_anonymizer.jobs import schema
+    from fiftyone_anonymizer.jobs import copies, database
 
     paths = _astronauts(tmp_path / "src", 150, size=(640, 480))
     gt = fo.Detections(detections=[fo.Detection(label="face", bounding_box=list(FACE_BOX))])
@@ -137,7 +137,7 @@ def test_sdk_job_killed_mid_run_leaves_consistent_fields_and_resumes(make_datase
     recorded = 0
     while time.monotonic() < deadline and child.poll() is None:
         recorded = len(ds.exists("anonymized_filepath"))
-        if recorded >= schema.SAVE_EVERY:
+        if recorded >= database.SAVE_EVERY:
             break
         time.sleep(0.05)
     assert child.poll() is None, child.communicate()[1][-3000:]
@@ -145,7 +145,7 @@ def test_sdk_job_killed_mid_run_leaves_consistent_fields_and_resumes(make_datase
     child.wait()
 
     ds.reload()
-    recipe = schema.AnonymizeRecipe.read(ds)
+    recipe = copies.AnonymizeRecipe.read(ds)
     recorded = 0
     for copy, fp, labels in zip(
         *ds.values(["anonymized_filepath", "anonymized_filepath_fingerprint", "gt"])
@@ -285,7 +285,7 @@ def test_a_killed_database_gives_one_plain_line_and_a_rerun_resumes(tmp_path, pl
     )
     run = (
         "import sys, json, fiftyone as fo, fiftyone_anonymizer as anon\n"
-        "from fiftyone_anonymizer.jobs.schema import DatabaseLost\n"
+        "from fiftyone_anonymizer.jobs.database import DatabaseLost\n"
         "try:\n"
         "    r = anon.anonymize_images(fo.load_dataset('faults-db'), sys.argv[1], "
         "label_fields='gt', io_workers=1)\n"

@@ -35,7 +35,7 @@ def _dataset(make_dataset, paths):
 
 def test_a_new_output_folder_means_new_copies_and_the_info_follows(make_dataset, tmp_path):
     from fiftyone_anonymizer import anonymize_images
-    from fiftyone_anonymizer.jobs import schema
+    from fiftyone_anonymizer.jobs import copies
 
     ds = _dataset(make_dataset, _photos(tmp_path / "src"))
     first = anonymize_images(ds, tmp_path / "out-a", label_fields="ground_truth")
@@ -45,20 +45,20 @@ def test_a_new_output_folder_means_new_copies_and_the_info_follows(make_dataset,
 
     moved = anonymize_images(ds, tmp_path / "out-b", label_fields="ground_truth")
     assert (moved.processed, moved.skipped) == (4, 0), moved.to_dict()
-    copies = ds.values("anonymized_filepath")
-    assert all(Path(c).is_file() and Path(c).is_relative_to(tmp_path / "out-b") for c in copies)
+    copy_paths = ds.values("anonymized_filepath")
+    assert all(Path(c).is_file() and Path(c).is_relative_to(tmp_path / "out-b") for c in copy_paths)
     info = ds.get_field("anonymized_filepath").info
     assert info["output_dir"] == str(tmp_path / "out-b")
     # Every value's recipe is in the info, and only those in use or just recorded.
-    recipes = schema.AnonymizeRecipe.read_all(ds, "anonymized_filepath")
-    for copy, fp in zip(copies, ds.values("anonymized_filepath_fingerprint")):
-        own = recipes[schema.recipe_id_of(fp)]
+    recipes = copies.AnonymizeRecipe.read_all(ds, "anonymized_filepath")
+    for copy, fp in zip(copy_paths, ds.values("anonymized_filepath_fingerprint")):
+        own = recipes[copies.recipe_id_of(fp)]
         assert Path(copy).is_relative_to(own.output_dir)
 
 
 def test_two_views_into_two_folders_keep_field_and_info_in_agreement(make_dataset, tmp_path):
     from fiftyone_anonymizer import BlurSettings, anonymize_images, audit_anonymization
-    from fiftyone_anonymizer.jobs import schema
+    from fiftyone_anonymizer.jobs import copies
 
     paths = _photos(tmp_path / "src")
     ds = _dataset(make_dataset, paths)
@@ -71,12 +71,12 @@ def test_two_views_into_two_folders_keep_field_and_info_in_agreement(make_datase
         label_fields="ground_truth",
         settings=BlurSettings(mode="pixelate"),
     )
-    recipes = schema.AnonymizeRecipe.read_all(ds, "anonymized_filepath")
+    recipes = copies.AnonymizeRecipe.read_all(ds, "anonymized_filepath")
     folders = set()
     for copy, fp in zip(
         ds.values("anonymized_filepath"), ds.values("anonymized_filepath_fingerprint")
     ):
-        own = recipes[schema.recipe_id_of(fp)]
+        own = recipes[copies.recipe_id_of(fp)]
         assert Path(copy).is_relative_to(own.output_dir)
         folders.add((own.output_dir, own.settings.mode))
     assert folders == {(str(tmp_path / "out-a"), "blur"), (str(tmp_path / "out-b"), "pixelate")}
@@ -94,12 +94,12 @@ class _NoBoxes:
 
 def test_runs_that_start_together_both_land_in_the_info(make_dataset, tmp_path):
     from fiftyone_anonymizer import BlurSettings
-    from fiftyone_anonymizer.jobs import schema
+    from fiftyone_anonymizer.jobs import copies
 
     ds = _dataset(make_dataset, _photos(tmp_path / "src", per_folder=1))
-    schema.declare_copy_fields(ds, "anonymized_filepath")
+    copies.declare_copy_fields(ds, "anonymized_filepath")
     made = [
-        schema.AnonymizeRecipe(
+        copies.AnonymizeRecipe(
             ("ground_truth",),
             settings=BlurSettings(strength=s),
             output_dir=str(tmp_path / f"out-{i}"),
@@ -107,7 +107,7 @@ def test_runs_that_start_together_both_land_in_the_info(make_dataset, tmp_path):
         for i, s in enumerate((0.1, 0.2, 0.3, 0.4))
     ]
     threads = [
-        threading.Thread(target=schema.record_copies, args=(ds, "anonymized_filepath", "test", r))
+        threading.Thread(target=copies.record_copies, args=(ds, "anonymized_filepath", "test", r))
         for r in made
     ]
     for t in threads:

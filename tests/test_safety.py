@@ -64,13 +64,13 @@ def _video_dataset(make_dataset, paths: list[Path]):
     hand-drawn frame field the user owns."""
     import fiftyone as fo
 
-    from fiftyone_anonymizer.jobs import schema
+    from fiftyone_anonymizer.jobs import fields
 
     ds = make_dataset([fo.Sample(filepath=str(p)) for p in paths])
-    schema.declare_frame_detections_field(ds, schema.DEFAULT_LABEL_FIELD)
+    fields.declare_frame_detections_field(ds, fields.DEFAULT_LABEL_FIELD)
     for sample in ds:
         for n in range(1, FRAMES + 1):
-            sample.frames[n][schema.DEFAULT_LABEL_FIELD] = _dets(fo, index=1)
+            sample.frames[n][fields.DEFAULT_LABEL_FIELD] = _dets(fo, index=1)
             sample.frames[n]["hand"] = _dets(fo, confidence=None)
         sample.save()
     return ds

@@ -43,9 +43,10 @@ from __future__ import annotations
 from .kernels import box_sigma, gaussian_kernel_1d, seed_kernel_1d, seed_kernel_std_px
 from .masks import obscured_region
 from .regions import anonymize_batch, anonymize_image, anonymize_pil_in_place, pool_workers
-from .settings import MODES, SHAPES, BlurSettings
+from .settings import BLUR_PARAMS, MODES, SHAPES, BlurSettings
 
 __all__ = [
+    "BLUR_PARAMS",
     "MODES",
     "SHAPES",
     "BlurSettings",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -88,6 +88,31 @@ class BlurSettings:
         if "fill_color" in known:
             known["fill_color"] = tuple(int(c) for c in known["fill_color"])
         return cls(**known)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> BlurSettings:
+        """The look a form, an operator's ``__call__`` or a job's keywords describe: ``mode``,
+        ``shape``, ``box_scale``, ``strength``, ``feather`` and ``seed_kernel`` (the original
+        tool's ``"21,2,9"``, which wins over ``strength`` and ``feather``); missing or None
+        values take the defaults."""
+        common: dict[str, Any] = {
+            "mode": params.get("mode") or cls.mode,
+            "shape": params.get("shape") or cls.shape,
+        }
+        if params.get("box_scale") is not None:
+            common["box_scale"] = float(params["box_scale"])
+        seed = str(params.get("seed_kernel") or "").strip()
+        if seed:
+            return cls.from_seed_kernel(seed, **common)
+        if params.get("feather") is not None:
+            common["feather"] = int(params["feather"])
+        if params.get("strength") is not None:
+            common["strength"] = float(params["strength"])
+        return cls(**common)
+
+
+#: The keywords :meth:`BlurSettings.from_params` reads (the forms' and the jobs' names).
+BLUR_PARAMS = ("mode", "shape", "box_scale", "strength", "feather", "seed_kernel")
 
 
 #: The default look, shared (a frozen dataclass): what a function gets without ``settings``.

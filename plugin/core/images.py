@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from .paths import partial_file
 
 #: The largest image taken (a 20000 x 20000 aerial scan); larger ones are refused by name.
 MAX_PIXELS = 400_000_000
@@ -323,8 +324,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     under the real name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = partial_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -344,8 +344,7 @@ def save_image_atomic(
     same options and no metadata as :func:`encode_image`: for large images, whose encoded
     bytes should not be held in memory too."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = partial_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             _save(image, f, fmt, jpeg_quality)

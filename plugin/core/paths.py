@@ -241,3 +241,25 @@ def output_dir_unwritable(output_dir: str | os.PathLike) -> str | None:
             f"free some space first"
         )
     return None
+
+
+#: Suffix of the hidden temporary file an atomic write fills before its rename.
+PART_SUFFIX = ".part"
+
+
+def partial_file(target: str | os.PathLike) -> tuple[int, str]:
+    """A new hidden temporary file beside ``target`` (``.<name>.<random>.part``), open for
+    writing, and its path: every atomic write of the plugin fills one and renames it onto
+    ``target``, so a write cut short leaves this file, never half a ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=PART_SUFFIX)
+
+
+def partial_target(name: str) -> str | None:
+    """The file name the temporary file ``name`` (see :func:`partial_file`) was going to
+    become, or None for any other name."""
+    if not (name.startswith(".") and name.endswith(PART_SUFFIX)):
+        return None
+    target, dot, random_part = name[1 : -len(PART_SUFFIX)].rpartition(".")
+    return target if dot and target and random_part else None

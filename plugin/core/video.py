@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -37,6 +36,8 @@ from typing import cast
 import av
 import av.sidedata.sidedata
 import numpy as np
+
+from .paths import partial_file
 
 #: x264's constant rate factor of the copies (lower = better and bigger; x264's own default is
 #: 23). On a 1280x720 street clip, 90 frames, veryfast: crf 16 773 KiB at 42.7 dB PSNR against
@@ -418,10 +419,7 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._step = max(1, round(1 / (self.fps * self.time_base)))
         self._done = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part"
-        )
+        fd, tmp = partial_file(self.path)
         os.close(fd)
         self._tmp = Path(tmp)
         self._audio_in: av.container.InputContainer | None = None

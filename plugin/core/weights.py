@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .paths import partial_file
+
 CACHE_ENV = "FO_ANONYMIZER_CACHE"
 MANIFEST_ENV = "FO_ANONYMIZER_MANIFEST"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -192,9 +194,8 @@ def derived_file(
     target = cache / f"{stem}-{digest.hexdigest()[:12]}{suffix}"
     if target.is_file():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
     data = build()
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{stem}-", suffix=".part")
+    fd, tmp = partial_file(target)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)

@@ -25,6 +25,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +34,10 @@ from .. import engine, metrics
 from ..core.boxes import Detection
 from ..core.images import read_image
 from ..detectors import DEFAULT_THRESHOLDS
-from . import schema
+from . import copies, database, fields, labels
 from .audit_tiers import LIKELY, RULES, CropOpinion, TieredResidual, needs_review, tier_residuals
-from .report import Progress, with_progress
-from .schema import DEFAULT_ERROR_FIELD, DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD
+from .fields import DEFAULT_ERROR_FIELD, DEFAULT_LABEL_FIELD, DEFAULT_OUTPUT_FIELD
+from .report import Progress, notify_progress, with_progress
 
 DEFAULT_RESIDUAL_FIELD = "anonymizer_residual"
 DEFAULT_UNCOVERED_FIELD = "anonymizer_uncovered"
@@ -157,13 +158,13 @@ def evaluation_key_problem(sample_collection, eval_key: Any) -> str | None:
     """Why the audit may not run FiftyOne's evaluation under ``eval_key``, or None: the key
     must be a valid name, and an evaluation (or its ``<key>_tp``/``_fp``/``_fn`` fields) under
     it must be the audit's own (the audit deletes it first)."""
-    problem = schema.field_name_problem(eval_key, "evaluation key")
+    problem = fields.field_name_problem(eval_key, "evaluation key")
     if problem:
         return problem
     dataset = sample_collection._dataset
     ours = eval_key == DEFAULT_EVAL_KEY or any(
         (dataset.get_field(name).info or {}).get("eval_key") == eval_key
-        for name in schema.audit_fields(dataset)
+        for name in fields.audit_fields(dataset)
         if not name.startswith("frames.")
     )
     if ours:
@@ -195,17 +196,17 @@ def check_targets(
     uncovered counts and the evaluation (with ``gt_field``) may replace only the audit's own.
     Empty when none."""
     problems: dict[str, str] = {}
-    copies = schema.copies_field_problem(sample_collection, output_field)
-    if copies:
-        problems[output_field] = copies
+    problem = fields.copies_field_problem(sample_collection, output_field)
+    if problem:
+        problems[output_field] = problem
     video = sample_collection.media_type == "video"
     targets = [
-        (residual_field, schema.RESIDUALS, video),
-        (possible_field(residual_field), schema.POSSIBLE_RESIDUALS, video),
+        (residual_field, fields.RESIDUALS, video),
+        (possible_field(residual_field), fields.POSSIBLE_RESIDUALS, video),
     ]
     if gt_field and not video:
-        targets.append((uncovered_field, schema.UNCOVERED, False))
-    problems.update(schema.check_target_fields(sample_collection, targets))
+        targets.append((uncovered_field, fields.UNCOVERED, False))
+    problems.update(fields.check_target_fields(sample_collection, targets))
     if gt_field and not video:
         problem = evaluation_key_problem(sample_collection, eval_key)
         if problem:
@@ -216,7 +217,7 @@ def check_targets(
 def residual_labels(found: Sequence[TieredResidual]):
     """Residuals as ``fo.Detections``: each with its covered share, tier ("likely" tags the
     sample, "possible" does not), the second opinion if one was asked, and why."""
-    return schema.to_fo_detections(
+    return labels.to_fo_detections(
         [r.detection for r in found],
         [
             {
@@ -252,7 +253,7 @@ def _audit_sample(
     found: Sequence[Detection],
     used: Sequence[Detection],
     truths: Sequence[Detection],
-    recipe: schema.AnonymizeRecipe,
+    recipe: copies.AnonymizeRecipe,
     stale: bool,
     min_covered: float = RESIDUAL_MIN_COVERED,
     opinion: Any = None,
@@ -276,7 +277,7 @@ def _audit_sample(
 
 
 def _default_pred_field(
-    recipe: schema.AnonymizeRecipe, gt_field: str | None, dataset
+    recipe: copies.AnonymizeRecipe, gt_field: str | None, dataset
 ) -> str | None:
     """The label field to evaluate: the first one anonymize used that is not the ground truth;
     else (anonymized with the ground truth itself) our detections, if the dataset has them."""
@@ -286,7 +287,7 @@ def _default_pred_field(
     return DEFAULT_LABEL_FIELD if dataset.has_field(DEFAULT_LABEL_FIELD) else None
 
 
-def _confidence_filter(recipe: schema.AnonymizeRecipe):
+def _confidence_filter(recipe: copies.AnonymizeRecipe):
     """A ``filter_labels`` expression keeping the boxes anonymize kept (None: keep all)."""
     from fiftyone import ViewField as F
 
@@ -312,7 +313,7 @@ def _confidence_filter(recipe: schema.AnonymizeRecipe):
 
 
 def _evaluate(
-    view, gt_field: str, pred_field: str, eval_key: str, recipe: schema.AnonymizeRecipe
+    view, gt_field: str, pred_field: str, eval_key: str, recipe: copies.AnonymizeRecipe
 ) -> dict[str, dict[str, int]]:
     """FiftyOne's own evaluation of the obscured boxes; true positives and truths per class."""
     dataset = view._dataset
@@ -346,14 +347,14 @@ def _evaluate(
 def _ensure_fields(dataset, residual_field: str, uncovered_field: str | None) -> None:
     import fiftyone as fo
 
-    schema.declare_detections_field(dataset, residual_field, schema.RESIDUALS)
-    schema.declare_detections_field(
-        dataset, possible_field(residual_field), schema.POSSIBLE_RESIDUALS
+    fields.declare_detections_field(dataset, residual_field, fields.RESIDUALS)
+    fields.declare_detections_field(
+        dataset, possible_field(residual_field), fields.POSSIBLE_RESIDUALS
     )
     if uncovered_field:
         if not dataset.has_field(uncovered_field):
             dataset.add_sample_field(uncovered_field, fo.IntField)
-        schema.mark_field(dataset, uncovered_field, schema.UNCOVERED)
+        fields.mark_field(dataset, uncovered_field, fields.UNCOVERED)
 
 
 def _worst(results: Sequence[_SampleResult], limit: int) -> list[dict[str, Any]]:
@@ -377,7 +378,7 @@ def _worst(results: Sequence[_SampleResult], limit: int) -> list[dict[str, Any]]
 
 def audit_detector(
     sample_collection,
-    recipe: schema.AnonymizeRecipe,
+    recipe: copies.AnonymizeRecipe,
     face_threshold: float | None = None,
     plate_threshold: float | None = None,
 ) -> Any:
@@ -402,7 +403,7 @@ def audit_detector(
     )
 
 
-@schema.guarded
+@database.guarded
 def audit_anonymization(
     sample_collection,
     output_field: str = DEFAULT_OUTPUT_FIELD,
@@ -460,13 +461,13 @@ def audit_anonymization(
     """
     from fiftyone import ViewField as F
 
-    kind = schema.media_type(sample_collection)
+    kind = labels.media_type(sample_collection)
     problems = check_targets(
         sample_collection, output_field, residual_field, uncovered_field, gt_field, eval_key
     )
     if problems:
         raise ValueError(next(iter(problems.values())))
-    recipes = schema.AnonymizeRecipe.read_all(sample_collection, output_field)
+    recipes = copies.AnonymizeRecipe.read_all(sample_collection, output_field)
     recipe = recipes[""]  # the latest
     if kind == "video":
         return _audit_videos(
@@ -492,28 +493,28 @@ def audit_anonymization(
     if progress is not None:  # a heartbeat: loading the models can take a while
         progress(0.0, "models loaded")
     dataset = sample_collection._dataset
-    fp_field = schema.fingerprint_field(output_field)
+    fp_field = copies.fingerprint_field(output_field)
     has_fp, has_err = (
         sample_collection.has_field(fp_field),
         sample_collection.has_field(error_field),
     )
-    ids, paths, copies, *labels = sample_collection.values(
+    ids, paths, copy_paths, *label_values = sample_collection.values(
         ["id", "filepath", output_field, *label_fields]
     )
-    by_field = dict(zip(label_fields, labels))
+    by_field = dict(zip(label_fields, label_values))
     stored_fps = sample_collection.values(fp_field) if has_fp else [None] * len(ids)
     errors = sample_collection.values(error_field) if has_err else [None] * len(ids)
     truths = sample_collection.values(gt_field) if gt_field else [None] * len(ids)
 
     report = AuditReport(samples=len(ids), gt_field=gt_field)
     todo = []
-    for i, (sid, path, copy) in enumerate(zip(ids, paths, copies)):
+    for i, (sid, path, copy) in enumerate(zip(ids, paths, copy_paths)):
         if not copy or errors[i] or not os.path.isfile(copy):
             report.not_anonymized += 1
             continue
-        own = recipes.get(schema.recipe_id_of(stored_fps[i]), recipe)  # this copy's recipe
+        own = copies.recipe_of(recipes, stored_fps[i])  # this copy's recipe
         used = own.boxes([by_field[name][i] for name in own.label_fields])
-        gt = schema.from_fo_detections(truths[i], own.classes) if gt_field else []
+        gt = labels.from_fo_detections(truths[i], own.classes) if gt_field else []
         stale = stored_fps[i] != own.fingerprint(used, copy)
         todo.append(engine.Item((sid, path, used, gt, stale, own), source=copy))
 
@@ -545,7 +546,7 @@ def audit_anonymization(
             )
         )
 
-    with schema.SampleWriter(sample_collection) as writer:
+    with database.SampleWriter(sample_collection) as writer:
         for r in results:
             likely, possible = split_tiers(r.residuals)
             values: dict[str, Any] = {
@@ -586,7 +587,7 @@ def audit_anonymization(
         "min_covered": min_covered,
         "eval_iou": EVAL_IOU,
         "tiers": {label: asdict(rule) for label, rule in RULES.items()},
-        "detector": schema.detection_provenance(config, built),
+        "detector": fields.detection_provenance(config, built),
     }
     _record_audit_provenance(dataset, report, residual_field, uncovered_field if gt_field else None)
     return report
@@ -635,24 +636,24 @@ def _record_audit_provenance(
     dataset, report: AuditReport, residual_field: str, uncovered_field: str | None
 ) -> None:
     """What produced the audit's fields, in their ``info``."""
-    produced = {"produced_by": schema.AUDIT_PRODUCER, **report.settings}
-    schema.record_provenance(
+    produced = {"produced_by": fields.AUDIT_PRODUCER, **report.settings}
+    fields.record_provenance(
         dataset,
         residual_field,
         "Likely misses: faces and plates found on the anonymized copy outside the obscured "
         "regions that tag the sample for review (fiftyone-anonymizer audit)",
         produced,
     )
-    schema.record_provenance(
+    fields.record_provenance(
         dataset,
         possible_field(residual_field),
         "Possible misses: faint or small detections outside the obscured regions, stored "
         "but not tagged; hidden in the App until switched on (fiftyone-anonymizer audit)",
         produced,
     )
-    schema.show_review_fields(dataset, residual_field, possible_field(residual_field))
+    fields.show_review_fields(dataset, residual_field, possible_field(residual_field))
     if uncovered_field:
-        schema.record_provenance(
+        fields.record_provenance(
             dataset,
             uncovered_field,
             "True boxes left less than 70 % obscured (fiftyone-anonymizer audit)",
@@ -671,12 +672,10 @@ def _audit_videos(
     every,
     progress,
 ) -> AuditReport:
-    """The audit on video copies (see :func:`jobs.video_jobs.audit_videos`)."""
-    from .video_jobs import audit_videos
-
+    """The audit on video copies (:func:`_search_video_copies`), as an ``AuditReport``."""
     if detector is None:
         detector = audit_detector(sample_collection, recipes[""])
-    counts = audit_videos(
+    counts = _search_video_copies(
         sample_collection,
         recipes,
         output_field,
@@ -706,7 +705,7 @@ def _audit_videos(
         "detector": counts["detector"],
     }
     dataset = sample_collection._dataset
-    produced = {"produced_by": schema.AUDIT_PRODUCER, **report.settings}
+    produced = {"produced_by": fields.AUDIT_PRODUCER, **report.settings}
     for name, description in (
         (residual_field, "Likely misses on the copy's frames (fiftyone-anonymizer audit)"),
         (
@@ -715,8 +714,96 @@ def _audit_videos(
             "(fiftyone-anonymizer audit)",
         ),
     ):
-        schema.record_provenance(dataset, f"frames.{name}", description, produced)
-    schema.show_review_fields(
+        fields.record_provenance(dataset, f"frames.{name}", description, produced)
+    fields.show_review_fields(
         dataset, f"frames.{residual_field}", f"frames.{possible_field(residual_field)}"
     )
     return report
+
+
+def _search_video_copies(
+    sample_collection,
+    recipes: dict[str, copies.AnonymizeRecipe],
+    output_field: str,
+    residual_field: str,
+    tag: str,
+    detector: Any,
+    min_covered: float,
+    every: int,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """The audit on video copies: every ``every``-th frame searched; residuals stored per frame
+    (``frames.<residual_field>``), samples with one tagged. Returns the counts."""
+    from ..blur import obscured_region
+    from ..core.images import LoadedImage
+    from ..core.video import iter_frames
+
+    config, built, options = engine.prepare(detector)
+    dataset = sample_collection._dataset
+    fields.declare_frame_detections_field(dataset, residual_field, fields.RESIDUALS)
+    fields.declare_frame_detections_field(
+        dataset, possible_field(residual_field), fields.POSSIBLE_RESIDUALS
+    )
+    fp_field = copies.fingerprint_field(output_field)
+    ids, copy_paths, fps = sample_collection.values(["id", output_field, fp_field])
+    counts: dict[str, Any] = {
+        "audited": [],
+        "flagged": [],
+        "likely_per_class": {},
+        "possible_per_class": {},
+        "failed": {},
+    }
+    second = CropOpinion(device=getattr(config, "device", "auto"))
+    for n, (sid, copy, fp) in enumerate(zip(ids, copy_paths, fps)):
+        if not copy or not Path(copy).is_file():
+            continue
+        own = copies.recipe_of(recipes, fp)
+        boxes = copies.frame_boxes(sample_collection, sid, own)
+        sampled = (
+            engine.Item(frame, image=LoadedImage(frame.rgb, "", copy))
+            for frame in iter_frames(copy)
+            if frame.index % every == 0
+        )
+        found_frames: dict[int, Any] = {}
+        possible_frames: dict[int, Any] = {}
+        likely = False
+        try:
+            for result in engine.run(sampled, engine.Steps(detector=built), options):
+                frame = result.item.key
+                height, width = frame.rgb.shape[:2]
+                used = boxes[frame.index] if frame.index < len(boxes) else []
+                mask = np.asarray(obscured_region(height, width, used, own.settings), bool)
+                found = [d for d in result.detections if not own.classes or d.label in own.classes]
+                left = tier_residuals(found, mask, second.bind(frame.rgb), min_covered=min_covered)
+                if left:
+                    sure, maybe = split_tiers(left)
+                    found_frames[frame.index + 1] = residual_labels(sure)
+                    possible_frames[frame.index + 1] = residual_labels(maybe)
+                    likely = likely or needs_review(left)
+                    for r in left:
+                        key = "likely_per_class" if r.tier == LIKELY else "possible_per_class"
+                        counts[key][r.detection.label] = counts[key].get(r.detection.label, 0) + 1
+        except Exception as exc:
+            counts["failed"][copy] = engine.failure_reason(exc)
+            continue
+        counts["audited"].append(sid)
+        for name, frames in (
+            (residual_field, found_frames),
+            (possible_field(residual_field), possible_frames),
+        ):
+            # every audited frame gets its value (an empty one clears an earlier audit's)
+            cleared = {i + 1: residual_labels([]) for i in range(0, len(boxes), every)}
+            sample_collection.select(sid).set_values(
+                f"frames.{name}", {sid: {**cleared, **frames}}, key_field="id"
+            )
+        if likely:
+            counts["flagged"].append(sid)
+        notify_progress(progress, n + 1, len(ids), "audited")
+    flagged = counts["flagged"]
+    if flagged:
+        sample_collection.select(flagged).tag_samples(tag)
+    clear = [sid for sid in counts["audited"] if sid not in set(flagged)]
+    if clear:
+        sample_collection.select(clear).untag_samples(tag)
+    counts["detector"] = fields.detection_provenance(config, built)
+    return counts

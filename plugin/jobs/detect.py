@@ -5,32 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from .. import engine
-from . import schema
+from . import database, fields, labels
 from .report import JobReport, Progress, with_progress
 
 
 def check_targets(
     sample_collection,
-    label_field: str = schema.DEFAULT_LABEL_FIELD,
-    error_field: str = schema.DEFAULT_ERROR_FIELD,
+    label_field: str = fields.DEFAULT_LABEL_FIELD,
+    error_field: str = fields.DEFAULT_ERROR_FIELD,
 ) -> dict[str, str]:
     """The problems (by field name) of the fields a detect run writes: the labels (on videos
-    ``frames.<label_field>``) and the errors (``schema.check_target_fields``); empty when
+    ``frames.<label_field>``) and the errors (``fields.check_target_fields``); empty when
     none. A field this plugin did not write for that purpose (ground truth) is refused."""
     video = sample_collection.media_type == "video"
-    return schema.check_target_fields(
+    return fields.check_target_fields(
         sample_collection,
-        [(label_field, schema.DETECTIONS, video), (error_field, schema.ERRORS, False)],
+        [(label_field, fields.DETECTIONS, video), (error_field, fields.ERRORS, False)],
     )
 
 
-@schema.guarded
+@database.guarded
 def detect_faces_and_plates(
     sample_collection,
-    label_field: str = schema.DEFAULT_LABEL_FIELD,
+    label_field: str = fields.DEFAULT_LABEL_FIELD,
     detector: Any = None,
     overwrite: bool = False,
-    error_field: str = schema.DEFAULT_ERROR_FIELD,
+    error_field: str = fields.DEFAULT_ERROR_FIELD,
     progress: Progress | None = None,
     **engine_options: Any,
 ) -> JobReport:
@@ -70,7 +70,7 @@ def detect_faces_and_plates(
     """
     from ..detectors import DetectorConfig
 
-    kind = schema.media_type(sample_collection)
+    kind = labels.media_type(sample_collection)
     problems = check_targets(sample_collection, label_field, error_field)
     if problems:
         raise ValueError(next(iter(problems.values())))
@@ -98,22 +98,22 @@ def detect_faces_and_plates(
     ]
     report.skipped = len(ids) - len(todo)
 
-    schema.declare_detections_field(dataset, label_field)
-    errors = schema.error_values(dataset, error_field)
+    fields.declare_detections_field(dataset, label_field)
+    errors = fields.error_values(dataset, error_field)
     results = engine.run(todo, engine.Steps(detector=built), options)
-    with schema.SampleWriter(sample_collection) as writer:
+    with database.SampleWriter(sample_collection) as writer:
         for result in with_progress(results, len(todo), "detected", progress):
             sid, path = result.item.key
             if result.error is not None:
                 writer.write(sid, errors(report.fail(path, result.error, sid)))
                 continue
             writer.write(
-                sid, {label_field: schema.to_fo_detections(result.detections), **errors(None)}
+                sid, {label_field: labels.to_fo_detections(result.detections), **errors(None)}
             )
             report.processed += 1
             report.boxes_per_class.update(d.label for d in result.detections)
 
-    schema.record_detections(
+    fields.record_detections(
         dataset, label_field, "fiftyone-anonymizer detect_faces_and_plates", config, built
     )
     report.extra["label_field"] = label_field

@@ -1,7 +1,7 @@
 """A FiftyOne dataset from the command line's results, in the schema the jobs write.
 
 ``anonymize --dataset NAME`` loads the originals with their boxes, copies and errors through the
-same schema module as ``detect_faces_and_plates`` and ``anonymize_images``, so those jobs, the
+same field, label and copy modules as ``detect_faces_and_plates`` and ``anonymize_images``, so those jobs, the
 audit and share take it from there as if they had made it.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from ..core.images import DEFAULT_JPEG_QUALITY
 from ..engine import DETECT, Result
-from . import schema
+from . import copies, database, fields, labels
 
 PRODUCED_BY = "fiftyone-anonymizer command line"
 
@@ -51,9 +51,9 @@ def dataset_from_results(
         if not overwrite:
             raise ValueError(f"a FiftyOne dataset named '{name}' already exists")
         fo.delete_dataset(name)
-    label_field, output_field = schema.DEFAULT_LABEL_FIELD, schema.DEFAULT_OUTPUT_FIELD
-    error_field = schema.DEFAULT_ERROR_FIELD
-    recipe = schema.AnonymizeRecipe(
+    label_field, output_field = fields.DEFAULT_LABEL_FIELD, fields.DEFAULT_OUTPUT_FIELD
+    error_field = fields.DEFAULT_ERROR_FIELD
+    recipe = copies.AnonymizeRecipe(
         label_fields=(label_field,),
         settings=settings,
         jpeg_quality=jpeg_quality,
@@ -61,22 +61,22 @@ def dataset_from_results(
     )
 
     dataset = fo.Dataset(name, persistent=True)
-    schema.declare_detections_field(dataset, label_field)
-    schema.declare_copy_fields(dataset, output_field)
-    errors = schema.error_values(dataset, error_field)
+    fields.declare_detections_field(dataset, label_field)
+    copies.declare_copy_fields(dataset, output_field)
+    errors = fields.error_values(dataset, error_field)
     ids = dataset.add_samples(
         [fo.Sample(filepath=str(_absolute(r.item.source, "source"))) for r in results],
         progress=False,
     )
-    fp_field = schema.fingerprint_field(output_field)
-    schema.record_copies(dataset, output_field, PRODUCED_BY, recipe)
-    with schema.SampleWriter(dataset) as writer:
+    fp_field = copies.fingerprint_field(output_field)
+    copies.record_copies(dataset, output_field, PRODUCED_BY, recipe)
+    with database.SampleWriter(dataset) as writer:
         for sid, r in zip(ids, results, strict=True):
             if r.ok:
                 writer.write(
                     sid,
                     {
-                        label_field: schema.to_fo_detections(r.detections),
+                        label_field: labels.to_fo_detections(r.detections),
                         output_field: str(_absolute(r.item.target, "target")),
                         fp_field: recipe.fingerprint(
                             r.detections, _absolute(r.item.target, "target")
@@ -87,8 +87,8 @@ def dataset_from_results(
             else:
                 job = "detect" if r.stage == DETECT else "anonymize"
                 writer.write(sid, errors(f"{job}: {r.error}"))
-    schema.record_detections(dataset, label_field, PRODUCED_BY, config, detector)
-    schema.show_copies(dataset, output_field)  # the App opens on the copies, not the originals
+    fields.record_detections(dataset, label_field, PRODUCED_BY, config, detector)
+    fields.show_copies(dataset, output_field)  # the App opens on the copies, not the originals
     return dataset
 
 

@@ -41,7 +41,7 @@ Two workers never write the same sample:
   flight; copies are written atomically and are byte-identical whoever writes them, so even then
   no file is wrong, only written twice.
 * before an ``anonymize_images`` shard goes back to the queue, the copies its dead worker had
-  finished but not yet recorded (the job records them in groups of ``schema.SAVE_EVERY``)
+  finished but not yet recorded (the job records them in groups of ``database.SAVE_EVERY``)
   are recorded, and its half-written ``.*.part`` files are removed, so the next attempt
   neither makes them again nor leaves debris (see :func:`_salvage_anonymize`).
 """
@@ -59,7 +59,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, cast
 
 PLUGIN = "@fiftyone-anonymizer/anonymize"
@@ -303,19 +302,19 @@ def schedule_sharded(
 def _declare_fields(dataset, op_name: str, params: dict[str, Any]) -> None:
     """Add the fields the job writes before its shards start, so that the workers do not all
     change the dataset's schema at the same moment."""
-    from . import anonymize, audit, detect, schema
+    from . import anonymize, audit, copies, detect, fields
 
     # The jobs' own field checks, before any shard is queued (a refused name fails once, here).
     if op_name == "detect_faces_and_plates":
-        label_field = params.get("label_field") or schema.DEFAULT_LABEL_FIELD
+        label_field = params.get("label_field") or fields.DEFAULT_LABEL_FIELD
         problems = detect.check_targets(dataset, label_field)
     elif op_name == "anonymize_images":
-        output_field = params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
+        output_field = params.get("output_field") or fields.DEFAULT_OUTPUT_FIELD
         problems = anonymize.check_targets(dataset, output_field)
     elif op_name == "audit_anonymization":
         problems = audit.check_targets(
             dataset,
-            params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD,
+            params.get("output_field") or fields.DEFAULT_OUTPUT_FIELD,
             params.get("residual_field") or audit.DEFAULT_RESIDUAL_FIELD,
         )
     else:
@@ -324,11 +323,11 @@ def _declare_fields(dataset, op_name: str, params: dict[str, Any]) -> None:
         raise ValueError(next(iter(problems.values())))
     if op_name == "detect_faces_and_plates":
         if dataset.media_type == "video":
-            schema.declare_frame_detections_field(dataset, label_field)
+            fields.declare_frame_detections_field(dataset, label_field)
         else:
-            schema.declare_detections_field(dataset, label_field)
+            fields.declare_detections_field(dataset, label_field)
     elif op_name == "anonymize_images":
-        schema.declare_copy_fields(dataset, output_field)
+        copies.declare_copy_fields(dataset, output_field)
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,89 +639,18 @@ def requeue_dead(
 
 
 def _salvage_anonymize(doc) -> tuple[int, int]:
-    """Record the copies a dead ``anonymize_images`` attempt finished, remove its partials.
-
-    The anonymize job records copies in the database in groups, so a worker killed mid-shard
-    leaves complete copies (written atomically) that the database does not know about. A copy
-    is recorded when it lies at the path the job would use, was written after this attempt
-    started (and after its source changed), and the sample has not changed since the attempt
-    started: then it is what the attempt wrote from the same boxes and settings. Its
-    fingerprint is the job's own (``schema.AnonymizeRecipe``), so the next attempt skips it as
-    up to date. Anything not proven is redone. File times and the operation's ``started_at``
-    are compared, so the workers' clocks and the file server's must agree (NTP).
-    Returns ``(adopted, partial files removed)``.
-    """
+    """Record the copies a dead ``anonymize_images`` attempt finished and remove its partial
+    files (``copies.adopt_finished``), from the attempt's own parameters and start time.
+    Returns ``(adopted, partial files removed)``."""
     from fiftyone.operators.executor import ExecutionContext
 
-    from ..core.images import DEFAULT_JPEG_QUALITY
-    from ..core.paths import common_root, mirrored_path
-    from ..operators import blur_settings_from_params
-    from . import schema
+    from . import copies
 
     ctx = ExecutionContext(request_params=doc.context.request_params)
-    params = ctx.params
-    if not params.get("output_dir") or doc.started_at is None:
+    if not ctx.params.get("output_dir") or doc.started_at is None:
         return 0, 0
-    view = ctx.target_view()
-    dataset = view._dataset
-    # the recipe exactly as AnonymizeImages.execute and anonymize_images build it
-    label_fields = params.get("label_fields") or [schema.DEFAULT_LABEL_FIELD]
-    classes = params.get("classes") or None
-    output_dir = Path(params["output_dir"]).expanduser().resolve()
-    recipe = schema.AnonymizeRecipe(
-        label_fields=tuple(label_fields),
-        classes=tuple(classes) if classes else None,
-        min_confidence=params.get("min_confidence"),
-        settings=blur_settings_from_params(params),
-        jpeg_quality=int(params.get("jpeg_quality") or DEFAULT_JPEG_QUALITY),
-        output_dir=str(output_dir),
-    )
-    output_field = params.get("output_field") or schema.DEFAULT_OUTPUT_FIELD
-    fp_field = schema.fingerprint_field(output_field)
-    if not all(dataset.has_field(f) for f in (output_field, fp_field, *label_fields)):
-        return 0, 0
-    no_error = schema.error_values(dataset, schema.DEFAULT_ERROR_FIELD)(None)
     since = doc.started_at.replace(tzinfo=timezone.utc).timestamp()
-    root = common_root(dataset.values("filepath"))
-    ids, paths, copies, fps, modified, *labels = view.values(
-        ["id", "filepath", output_field, fp_field, "last_modified_at", *label_fields]
-    )
-
-    adopted: dict[str, dict[str, Any]] = {}
-    unrecorded: dict[Path, set[str]] = {}
-    for i, (sid, path) in enumerate(zip(ids, paths)):
-        target = mirrored_path(path, root, output_dir)
-        fp = recipe.fingerprint(recipe.boxes([per_field[i] for per_field in labels]), target)
-        if copies[i] == str(target) and fps[i] == fp:
-            continue  # recorded by the dead attempt before it died
-        unrecorded.setdefault(target.parent, set()).add(target.name)
-        changed = (
-            modified[i] is not None and modified[i].replace(tzinfo=timezone.utc).timestamp() > since
-        )
-        try:
-            written = os.stat(target).st_mtime
-            fresh = written >= since and written >= os.path.getmtime(path)
-        except OSError:
-            continue
-        if fresh and not changed:
-            adopted[sid] = {output_field: str(target), fp_field: fp, **no_error}
-    with schema.SampleWriter(view) as writer:
-        for sid, values in adopted.items():
-            writer.write(sid, values)
-
-    removed = 0
-    for folder, names in unrecorded.items():
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            # write_bytes_atomic's temporary files: ".<name>.<random>.part"
-            m = re.fullmatch(r"\.(.+)\.[^.]+\.part", entry.name)
-            if m and m.group(1) in names:
-                Path(entry.path).unlink(missing_ok=True)
-                removed += 1
-    return len(adopted), removed
+    return copies.adopt_finished(ctx.target_view(), ctx.params, since)
 
 
 def wait_for_job(

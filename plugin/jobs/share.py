@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import schema
+from . import copies, database, fields
 from .report import JobReport, Progress
 
 #: Why a sample is left out of a share, in the order they are checked.
@@ -45,15 +45,15 @@ class ShareCheck:
 
 def check_shareable(
     sample_collection,
-    output_field: str = schema.DEFAULT_OUTPUT_FIELD,
-    error_field: str = schema.DEFAULT_ERROR_FIELD,
+    output_field: str = fields.DEFAULT_OUTPUT_FIELD,
+    error_field: str = fields.DEFAULT_ERROR_FIELD,
     review_tag: str = DEFAULT_REVIEW_TAG,
 ) -> ShareCheck:
     """Sort the samples into ready to share and left out, with the reason.
 
     A sample is left out when it has no copy (or the file is gone), failed, is tagged for
     review (the audit found something), its copy is not current (its boxes or its source
-    changed since: :func:`anonymize.copy_is_current`'s rule, read back through the copy's
+    changed since: :func:`copies.copy_is_current`'s rule, read back through the copy's
     recipe), or nothing was obscured although its label fields hold detections (e.g. a
     confidence floor above every score).
 
@@ -63,18 +63,16 @@ def check_shareable(
         error_field: the error field
         review_tag: the audit's review tag
     """
-    from .anonymize import copy_is_current
-
-    problem = schema.copies_field_problem(sample_collection, output_field)
+    problem = fields.copies_field_problem(sample_collection, output_field)
     if problem:
         raise ValueError(problem)
-    recipes = schema.AnonymizeRecipe.read_all(sample_collection, output_field)
+    recipes = copies.AnonymizeRecipe.read_all(sample_collection, output_field)
     label_fields = list(
         dict.fromkeys(
             f for r in recipes.values() for f in r.label_fields if sample_collection.has_field(f)
         )
     )
-    fp_field = schema.fingerprint_field(output_field)
+    fp_field = copies.fingerprint_field(output_field)
     names = ["id", "filepath", "tags", output_field]
     names += [n for n in (error_field, fp_field) if sample_collection.has_field(n)]
     columns = dict(zip(names, sample_collection.values(names)))
@@ -86,7 +84,7 @@ def check_shareable(
     video = sample_collection.media_type == "video"
     for i, sid in enumerate(columns["id"]):
         copy = columns[output_field][i]
-        own = recipes.get(schema.recipe_id_of(fps[i])) or recipes.get("")
+        own = copies.recipe_of(recipes, fps[i])
         boxes, found = _boxes(sample_collection, sid, own, labels, i, video)
         if errors[i]:
             reason = FAILED
@@ -94,7 +92,7 @@ def check_shareable(
             reason = NO_COPY
         elif review_tag in (columns["tags"][i] or []):
             reason = FLAGGED
-        elif own is not None and not copy_is_current(
+        elif own is not None and not copies.copy_is_current(
             copy, Path(copy), columns["filepath"][i], fps[i], own.fingerprint(boxes, copy)
         ):
             reason = NOT_CURRENT
@@ -110,7 +108,7 @@ def check_shareable(
 def _boxes(
     sample_collection,
     sid: str,
-    recipe: schema.AnonymizeRecipe | None,
+    recipe: copies.AnonymizeRecipe | None,
     labels: dict[str, list],
     i: int,
     video: bool,
@@ -120,13 +118,11 @@ def _boxes(
     if recipe is None:
         return [], False
     if video:
-        from .video_jobs import _frame_boxes
-
-        per_frame = _frame_boxes(sample_collection, sid, recipe)
-        unfiltered = _frame_boxes(
+        per_frame = copies.frame_boxes(sample_collection, sid, recipe)
+        unfiltered = copies.frame_boxes(
             sample_collection,
             sid,
-            schema.AnonymizeRecipe(recipe.label_fields, settings=recipe.settings),
+            copies.AnonymizeRecipe(recipe.label_fields, settings=recipe.settings),
         )
         return per_frame, any(unfiltered)
     values = [labels[f][i] for f in recipe.label_fields if f in labels]
@@ -135,8 +131,8 @@ def _boxes(
 
 def anonymized_view(
     sample_collection,
-    output_field: str = schema.DEFAULT_OUTPUT_FIELD,
-    error_field: str = schema.DEFAULT_ERROR_FIELD,
+    output_field: str = fields.DEFAULT_OUTPUT_FIELD,
+    error_field: str = fields.DEFAULT_ERROR_FIELD,
     review_tag: str = DEFAULT_REVIEW_TAG,
     include: Sequence[str] = (),
 ):
@@ -170,7 +166,7 @@ def share_problems(
     label_fields: Sequence[str] | None = None,
     export_dir: str | os.PathLike | None = None,
     dataset_type: str = "FiftyOneDataset",
-    output_field: str = schema.DEFAULT_OUTPUT_FIELD,
+    output_field: str = fields.DEFAULT_OUTPUT_FIELD,
     overwrite: bool = False,
     shared_count: int | None = None,
 ) -> dict[str, str]:
@@ -191,7 +187,7 @@ def share_problems(
     import fiftyone as fo
 
     problems: dict[str, str] = {}
-    copies = schema.copies_field_problem(sample_collection, output_field)
+    copies = fields.copies_field_problem(sample_collection, output_field)
     if copies:
         return {"output_field": copies}
     dataset = sample_collection._dataset
@@ -204,11 +200,11 @@ def share_problems(
         )
     if shared_count == 0:
         problems["nothing"] = "nothing to share: no sample is ready"
-    available = schema.label_fields(sample_collection)
+    available = fields.label_fields(sample_collection)
     keep = kept_fields(sample_collection, label_fields)
     unknown = [f for f in keep if f not in available]
     if unknown:
-        audit = sorted(set(unknown) & schema.audit_fields(sample_collection))
+        audit = sorted(set(unknown) & fields.audit_fields(sample_collection))
         problems["label_fields"] = (
             f"the audit's fields stay with the originals: {', '.join(audit)}"
             if audit
@@ -222,7 +218,7 @@ def share_problems(
             )
         else:
             media, one_field = EXPORT_FORMATS[dataset_type]
-            detections = [f for f in keep if f in schema.detections_fields(sample_collection)]
+            detections = [f for f in keep if f in fields.detections_fields(sample_collection)]
             if kind not in media:
                 problems["dataset_type"] = (
                     f"{dataset_type} does not hold {kind}s; choose "
@@ -242,7 +238,7 @@ def share_problems(
 def kept_fields(sample_collection, label_fields: Sequence[str] | None) -> list[str]:
     """The label fields a share keeps: ``label_fields`` (on videos a frame field may be named
     with or without ``frames.``), or every label field but the audit's."""
-    available = schema.label_fields(sample_collection)
+    available = fields.label_fields(sample_collection)
     if label_fields is None:
         return available
     return [
@@ -261,22 +257,22 @@ def export_dir_problem(
 
     folders = source_folders(sample_collection._dataset.distinct("filepath"))
     try:
-        recipes = schema.AnonymizeRecipe.read_all(sample_collection, output_field)
+        recipes = copies.AnonymizeRecipe.read_all(sample_collection, output_field)
         folders |= {Path(r.output_dir) for r in recipes.values() if r.output_dir}
     except ValueError:
         pass
     return folder_problem(export_dir, folders)
 
 
-@schema.guarded
+@database.guarded
 def share_anonymized(
     sample_collection,
     name: str | None = None,
     label_fields: Sequence[str] | None = None,
     export_dir: str | os.PathLike | None = None,
     dataset_type: str = "FiftyOneDataset",
-    output_field: str = schema.DEFAULT_OUTPUT_FIELD,
-    error_field: str = schema.DEFAULT_ERROR_FIELD,
+    output_field: str = fields.DEFAULT_OUTPUT_FIELD,
+    error_field: str = fields.DEFAULT_ERROR_FIELD,
     persistent: bool = True,
     overwrite: bool = False,
     review_tag: str = DEFAULT_REVIEW_TAG,
@@ -443,24 +439,24 @@ def _strip(shared, dataset, keep: Sequence[str], output_field: str, error_field:
 
     kept = set(keep)
     evals = set(dataset.list_evaluations())
-    for name in schema.audit_fields(dataset):
+    for name in fields.audit_fields(dataset):
         if not name.startswith("frames."):
             key = (dataset.get_field(name).info or {}).get("eval_key")
             if key:
                 evals.add(key)
     bookkeeping = (
-        schema.COPIES,
-        schema.FINGERPRINTS,
-        schema.ERRORS,
-        schema.RESIDUALS,
-        schema.POSSIBLE_RESIDUALS,
-        schema.UNCOVERED,
+        fields.COPIES,
+        fields.FINGERPRINTS,
+        fields.ERRORS,
+        fields.RESIDUALS,
+        fields.POSSIBLE_RESIDUALS,
+        fields.UNCOVERED,
     )
     samples = shared.get_field_schema()
     labels = set(shared.get_field_schema(embedded_doc_type=fo.core.labels.Label))
     drop = {n for n in labels if n not in kept}
-    drop |= {n for n in (output_field, schema.fingerprint_field(output_field), error_field)}
-    drop |= {n for n in samples if schema.field_purpose(dataset, n) in bookkeeping}
+    drop |= {n for n in (output_field, copies.fingerprint_field(output_field), error_field)}
+    drop |= {n for n in samples if fields.field_purpose(dataset, n) in bookkeeping}
     drop |= {n for n in dataset.app_config.media_fields if n != "filepath"}  # originals' media
     drop |= {f"{key}_{s}" for key in evals for s in ("tp", "fp", "fn")}
     flat = shared.get_field_schema(flat=True)
@@ -482,7 +478,7 @@ def _strip(shared, dataset, keep: Sequence[str], output_field: str, error_field:
         )
         drop_frames = {n for n in frame_labels if f"frames.{n}" not in kept}
         drop_frames |= {
-            n for n in frames if schema.field_purpose(dataset, f"frames.{n}") in bookkeeping
+            n for n in frames if fields.field_purpose(dataset, f"frames.{n}") in bookkeeping
         }
         for name in sorted(n for n in drop_frames if n in frames):
             shared.delete_frame_field(name)

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import schema
+from . import fields
 from .share import DEFAULT_REVIEW_TAG, NOT_CURRENT, check_shareable
 
 #: The groups, in the order the panel lists them: (key, label).
@@ -41,9 +41,9 @@ class Status:
 
 def anonymization_status(
     sample_collection,
-    label_field: str = schema.DEFAULT_LABEL_FIELD,
-    output_field: str = schema.DEFAULT_OUTPUT_FIELD,
-    error_field: str = schema.DEFAULT_ERROR_FIELD,
+    label_field: str = fields.DEFAULT_LABEL_FIELD,
+    output_field: str = fields.DEFAULT_OUTPUT_FIELD,
+    error_field: str = fields.DEFAULT_ERROR_FIELD,
     review_tag: str = DEFAULT_REVIEW_TAG,
 ) -> Status:
     """The dataset's anonymization state, by group.
@@ -61,7 +61,7 @@ def anonymization_status(
     status = Status()
     ids = sample_collection.values("id")
     status.groups["samples"] = ids
-    path = schema.labels_path(sample_collection, label_field)
+    path = fields.labels_path(sample_collection, label_field)
     if sample_collection.has_field(path):
         status.groups["detected"] = sample_collection.exists(path).values("id")
         labels = sample_collection.values(f"{path}.detections.label")
@@ -80,7 +80,7 @@ def anonymization_status(
     if sample_collection.has_field(error_field):
         status.groups["failed"] = sample_collection.match(F(error_field) != None).values("id")  # noqa: E711 (a MongoDB expression)
     status.groups["flagged"] = sample_collection.match_tags(review_tag).values("id")
-    if schema.copies_field_problem(sample_collection, output_field) is None:
+    if fields.copies_field_problem(sample_collection, output_field) is None:
         status.groups["anonymized"] = sample_collection.exists(output_field).values("id")
         check = check_shareable(sample_collection, output_field, error_field, review_tag)
         status.groups["ready"] = check.ready
