@@ -29,11 +29,13 @@ test-fast: $(STAMP)
 test-faults: $(STAMP)
 	$(PY) -m pytest -m faults
 
-## Linter, formatter and type checker (CI runs this before the tests).
+## Linter, formatter, type checker, and the imports pointing down the layers with no circle
+## (CI runs this before the tests).
 lint: $(STAMP)
 	.venv/bin/ruff check plugin tests scripts __init__.py
 	.venv/bin/ruff format --check plugin tests scripts __init__.py
 	.venv/bin/mypy
+	$(PY) scripts/check_layers.py
 
 bench-blur: $(STAMP)
 	$(PY) scripts/bench_blur.py

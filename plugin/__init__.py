@@ -59,8 +59,9 @@ else:
 
     def register(p) -> None:
         """Called by FiftyOne's plugin loader: register every operator and panel."""
-        from . import operators, panel
+        from . import app
 
-        for operator_cls in operators.OPERATORS:
+        for operator_cls in app.OPERATORS:
             p.register(operator_cls)
-        p.register(panel.AnonymizationPanel)
+        for panel_cls in app.PANELS:
+            p.register(panel_cls)

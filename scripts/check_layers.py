@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("the blur and the detectors", ("blur", "detectors")),
     ("the processing core, metrics, the video path", ("engine", "metrics", "videos")),
     ("jobs: the FiftyOne layer", ("jobs", "folders")),
-    ("front ends", ("app", "operators", "panel", "models", "demo", "cli")),
+    ("front ends", ("app", "models", "demo", "cli")),
     ("the package's door", ("__init__",)),
 ]
 

@@ -135,26 +135,6 @@ os.environ["FIFTYONE_PLUGINS_DIR"] = str(_PLUGINS_DIR)
 PLUGIN_NAME = "@fiftyone-anonymizer/anonymize"
 
 
-# Test files whose every test loads the detection models (or starts processes that do):
-# left out of `make test-fast`, with the tests marked `models` one by one elsewhere.
-MODEL_MODULES = {
-    "test_cli",
-    "test_detectors",
-    "test_evaluate",
-    "test_quantize",
-    "test_faults",
-    "test_shards",
-    "test_audit_tiers",
-    "test_app_browser",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in MODEL_MODULES:
-            item.add_marker(pytest.mark.models)
-
-
 @pytest.fixture(scope="session")
 def plugins_dir() -> Path:
     return _PLUGINS_DIR

@@ -23,7 +23,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.models]  # every test here loads the detection models
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",

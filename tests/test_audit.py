@@ -131,7 +131,8 @@ class _FixedDetector:
 
 def test_residual_rule_is_the_70_percent_cover_rule():
     from fiftyone_anonymizer.core.boxes import Detection
-    from fiftyone_anonymizer.jobs.audit import RESIDUAL_MIN_COVERED, residuals
+    from fiftyone_anonymizer.jobs.audit import RESIDUAL_MIN_COVERED
+    from fiftyone_anonymizer.jobs.audit_tiers import tier_residuals
 
     assert RESIDUAL_MIN_COVERED == 0.7
     mask = np.zeros((100, 100), dtype=bool)
@@ -140,8 +141,11 @@ def test_residual_rule_is_the_70_percent_cover_rule():
     outside = Detection("face", 0.3, (0.6, 0.1, 0.2, 0.2))
     straddling_60 = Detection("plate", 0.5, (0.38, 0.5, 0.2, 0.1))  # 12 of 20 columns obscured
     straddling_80 = Detection("plate", 0.5, (0.34, 0.5, 0.2, 0.1))  # 16 of 20 columns obscured
-    found = residuals([inside, outside, straddling_60, straddling_80], mask)
-    assert [(d, round(s, 2)) for d, s in found] == [(outside, 0.0), (straddling_60, 0.6)]
+    found = tier_residuals([inside, outside, straddling_60, straddling_80], mask)
+    assert [(r.detection, round(r.covered, 2)) for r in found] == [
+        (outside, 0.0),
+        (straddling_60, 0.6),
+    ]
 
 
 def test_stale_copy_and_residual_are_flagged_then_cleared(make_dataset, tmp_path):

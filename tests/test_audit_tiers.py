@@ -18,6 +18,8 @@ from fiftyone_anonymizer.jobs.audit_tiers import (
     tier_residuals,
 )
 
+pytestmark = pytest.mark.models  # every test here loads the detection models
+
 RULE = TierRule(
     min_height_px=16, max_covered=0.5, sure_score=0.3, ask_height_px=40, opinion_min=0.2
 )

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.models  # every test here loads the detection models
+
 CLI = [sys.executable, "-m", "fiftyone_anonymizer.cli"]
 KEYS = {"y_min", "x_min", "y_max", "x_max", "score", "kind"}
 # Where the astronaut's face is in skimage.data.astronaut() (512x512), generously:

@@ -14,6 +14,8 @@ from conftest import HAND_FACE, box_iou
 from fiftyone_anonymizer import metrics
 from fiftyone_anonymizer.core.boxes import FACE, PLATE, Detection
 
+pytestmark = pytest.mark.models  # every test here loads the detection models
+
 
 @pytest.fixture(scope="module")
 def faces():

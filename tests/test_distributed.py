@@ -27,7 +27,7 @@ def _context(params: dict, **request):
 
 
 def _operators():
-    import fiftyone_anonymizer.operators as ops
+    from fiftyone_anonymizer import app as ops
 
     return {cls().config.name: cls() for cls in ops.OPERATORS}
 
@@ -53,7 +53,7 @@ def enterprise_like(monkeypatch):
 
 
 def test_open_source_keeps_the_flag_off_and_our_shards():
-    from fiftyone_anonymizer.operators import _own_shards
+    from fiftyone_anonymizer.app.run import _own_shards
 
     for name, op in _operators().items():
         assert op.config.allow_distributed_execution is False, name
@@ -68,7 +68,7 @@ def test_open_source_keeps_the_flag_off_and_our_shards():
 
 
 def test_enterprise_fans_out_the_jobs_that_split_by_samples(enterprise_like):
-    from fiftyone_anonymizer.operators import _own_shards
+    from fiftyone_anonymizer.app.run import _own_shards
 
     operators = _operators()
     distributed = {name for name, op in operators.items() if op.config.allow_distributed_execution}

@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
+
+pytestmark = pytest.mark.models  # every test here loads the detection models
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = re.compile(

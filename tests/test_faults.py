@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.models]  # every test here loads the detection models
 CLI = [sys.executable, "-m", "fiftyone_anonymizer.cli"]
 FACE_BOX = (0.30, 0.05, 0.28, 0.36)
 
@@ -103,7 +103,7 @@ def test_command_line_killed_mid_run_leaves_only_whole_copies_and_resumes(tmp_pa
 
     again = _cli("--input", src, "--image-output", out, *FAST)
     assert again.returncode == 0, again.stderr
-    assert f"{logged} were current already" in again.stdout or logged > 40, again.stdout
+    assert f"{logged} were current already" in again.stdout, again.stdout
     clean = tmp_path / "clean"
     assert _cli("--input", src, "--image-output", clean, *FAST).returncode == 0
     resumed = {p.relative_to(out): _sha(p) for p in _visible_files(out)}

@@ -71,3 +71,8 @@ def test_a_module_without_a_layer_is_caught(tmp_path):
     check = _checker()
     found = check.problems(_package(tmp_path / "pkg", {**CLEAN, "stray.py": ""}))
     assert found == ["stray: no layer (add it to LAYERS in scripts/check_layers.py)"]
+
+
+def test_the_package_points_down_with_no_circle():
+    check = _checker()
+    assert check.problems(REPO / "plugin") == []

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import HAND_FACE, box_iou
 
+pytestmark = pytest.mark.models  # every test here loads the detection models
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -141,7 +141,7 @@ def test_output_inside_any_source_folder_or_a_system_folder_is_refused(make_data
 def test_the_form_shows_the_same_rule(make_dataset, tmp_path):
     import fiftyone.operators.types as types
 
-    from fiftyone_anonymizer.operators import _anonymize_inputs
+    from fiftyone_anonymizer.app.anonymize import _anonymize_inputs
 
     ds = _dataset(make_dataset, _photos(tmp_path / "data"))
 

@@ -109,7 +109,8 @@ def test_a_confidence_floor_outside_0_1_is_refused_and_an_empty_run_warns(make_d
 
 
 def test_the_forms_catch_mistakes_before_execute(make_dataset, tmp_path):
-    from fiftyone_anonymizer.operators import _anonymize_inputs, _detect_inputs
+    from fiftyone_anonymizer.app.anonymize import _anonymize_inputs
+    from fiftyone_anonymizer.app.detect import _detect_inputs
 
     ds = _dataset(make_dataset, tmp_path, count=1)
     good = {"label_fields": ["boxes"], "output_dir": str(tmp_path / "copies")}
@@ -138,7 +139,7 @@ def test_the_forms_catch_mistakes_before_execute(make_dataset, tmp_path):
 
 def test_the_share_form_says_how_many_are_left_out_and_why(make_dataset, tmp_path):
     from fiftyone_anonymizer import anonymize_images
-    from fiftyone_anonymizer.operators import _share_inputs
+    from fiftyone_anonymizer.app.share import _share_inputs
 
     ds = _dataset(make_dataset, tmp_path, count=3)
     anonymize_images(ds, tmp_path / "out", label_fields="boxes")

@@ -119,12 +119,10 @@ class _FixedDetector:
 
 
 def test_the_forms_work_on_a_video_dataset(make_dataset, tmp_path):
+    from fiftyone_anonymizer.app.anonymize import _anonymize_inputs
+    from fiftyone_anonymizer.app.detect import _detect_inputs
+    from fiftyone_anonymizer.app.share import _share_inputs
     from fiftyone_anonymizer.detectors import DEFAULT_THRESHOLDS
-    from fiftyone_anonymizer.operators import (
-        _anonymize_inputs,
-        _detect_inputs,
-        _share_inputs,
-    )
     from fiftyone_anonymizer.videos import VIDEO_THRESHOLDS
 
     ds = _video_dataset(make_dataset, [clip(tmp_path / "src" / "pan.mp4")])
@@ -435,12 +433,10 @@ def test_fields_the_plugin_did_not_write_are_never_replaced(make_dataset, tmp_pa
 
 def test_the_forms_refuse_those_names_before_execute(make_dataset, tmp_path):
     from fiftyone_anonymizer import anonymize_images
-    from fiftyone_anonymizer.operators import (
-        _anonymize_inputs,
-        _audit_inputs,
-        _detect_inputs,
-        _share_inputs,
-    )
+    from fiftyone_anonymizer.app.anonymize import _anonymize_inputs
+    from fiftyone_anonymizer.app.audit import _audit_inputs
+    from fiftyone_anonymizer.app.detect import _detect_inputs
+    from fiftyone_anonymizer.app.share import _share_inputs
 
     ds = _photo_dataset(make_dataset, tmp_path)
     for build, params, field, words in (
@@ -515,7 +511,7 @@ def test_an_app_run_on_a_view_shows_that_views_copies(make_dataset, tmp_path):
     """The copies become the open App's media, and the App shows the run's samples that have
     a copy (the others were red error tiles that read as a failed job)."""
     from fiftyone_anonymizer import anonymize_images
-    from fiftyone_anonymizer.operators import show_copies_in_app
+    from fiftyone_anonymizer.app.anonymize import show_copies_in_app
 
     class Ops:
         def set_view(self, view):

@@ -21,6 +21,8 @@ from services import ONE_THREAD, VENV_BIN, Cluster, mongod_binary
 from conftest import PLUGIN_NAME
 from fiftyone_anonymizer.jobs import shards
 
+pytestmark = pytest.mark.models  # every test here loads the detection models
+
 # --------------------------------------------------------------------------------------------
 # Splitting
 

@@ -64,7 +64,11 @@ def test_detect_anonymize_audit_and_share_a_video_dataset(make_dataset, tmp_path
     faces = [[d for d in f.detections if d.label == "face"] for f in labels]
     assert all(frame for frame in faces), "her face is hidden in every frame"
     assert {d.index for frame in faces for d in frame} == {faces[0][0].index}  # one track
-    assert ds.get_field("frames.anonymizer_detections").info["tracking"]["max_gap"] >= 0
+    from fiftyone_anonymizer.detectors.tracking import TrackSettings
+
+    # the tracker's settings are recorded with the labels, as the job ran them
+    recorded = ds.get_field("frames.anonymizer_detections").info["tracking"]
+    assert recorded == TrackSettings().to_dict(), recorded
 
     report = anonymize_images(ds, tmp_path / "copies")
     assert report.processed == 1, report.to_dict()

@@ -33,6 +33,19 @@ def check_targets(
     )
 
 
+def _blur_and_engine(options: Mapping[str, Any], settings: Any) -> tuple[dict, dict]:
+    """The blur settings and engine options among a job's ``**options``."""
+    detector_settings, blur_settings, engine_options = database.split_options(options)
+    if detector_settings:  # check_keywords let them through for no job that takes settings
+        raise TypeError(f"not a setting of the copies: {sorted(detector_settings)}")
+    if blur_settings and settings is not None:
+        raise TypeError(
+            f"anonymize_images() got settings= and blur settings ({', '.join(blur_settings)}): "
+            f"put them in settings=BlurSettings(...), or leave settings out"
+        )
+    return blur_settings, engine_options
+
+
 @database.guarded
 def anonymize_images(
     sample_collection,
@@ -48,7 +61,7 @@ def anonymize_images(
     progress: Progress | None = None,
     audio: bool = True,
     show_copies: bool = True,
-    **engine_options: Any,
+    **options: Any,
 ) -> JobReport:
     """Write anonymized copies of the images (or videos) and store their paths in
     ``output_field``.
@@ -81,7 +94,8 @@ def anonymize_images(
         label_fields: ``fo.Detections`` fields whose boxes are obscured
         classes: labels to obscure (None: all)
         min_confidence: ignore boxes scoring below this, for every class or per class
-        settings: ``BlurSettings`` (default: ``BlurSettings()``)
+        settings: ``BlurSettings`` (default: the one the blur settings among ``options``
+            describe, ``BlurSettings.from_params``)
         output_field: field that receives each copy's path
         overwrite: redo copies that are up to date
         jpeg_quality: quality of JPEG copies
@@ -90,7 +104,9 @@ def anonymize_images(
         audio: keep the source's audio in video copies
         show_copies: make the copies the App's media in the grid and the modal, so a reviewer
             sees (and a video modal plays) the copy, not the original
-        **engine_options: ``engine.EngineOptions`` fields (e.g. ``io_workers``)
+        **options: blur settings by the anonymize form's names (``mode``, ``shape``,
+            ``box_scale``, ``strength``, ``feather``, ``seed_kernel``) and
+            ``engine.EngineOptions`` fields (e.g. ``io_workers``)
 
     Returns:
         a :class:`JobReport`
@@ -103,32 +119,21 @@ def anonymize_images(
             written is recorded, a rerun redoes the rest
         database.DatabaseLost: FiftyOne's database went away; a rerun redoes what is not current
     """
-    from ..blur import BlurSettings
-
-    if isinstance(label_fields, str):
-        label_fields = [label_fields]
-    floors = (
-        min_confidence.values()
-        if isinstance(min_confidence, Mapping)
-        else []
-        if min_confidence is None
-        else [min_confidence]
+    blur_settings, engine_options = _blur_and_engine(options, settings)
+    recipe = copies.AnonymizeRecipe.from_params(
+        {
+            "label_fields": label_fields,
+            "classes": classes,
+            "min_confidence": min_confidence,
+            "settings": settings,
+            "jpeg_quality": jpeg_quality,
+            "output_dir": output_dir,
+            "audio": audio,
+            **blur_settings,
+        }
     )
-    if any(not 0.0 <= float(v) <= 1.0 for v in floors):
-        raise ValueError(
-            f"min_confidence must be between 0 and 1, got {min_confidence}: a "
-            f"floor above every score would obscure nothing"
-        )
-    out_dir = Path(output_dir).expanduser().resolve()
-    recipe = copies.AnonymizeRecipe(
-        label_fields=tuple(label_fields),
-        classes=tuple(classes) if classes else None,
-        min_confidence=min_confidence,
-        settings=settings or BlurSettings(),
-        jpeg_quality=jpeg_quality,
-        output_dir=str(out_dir),
-        audio=audio,
-    )
+    label_fields = list(recipe.label_fields)
+    out_dir = Path(str(recipe.output_dir))
     steps = engine.Steps(settings=recipe.settings, jpeg_quality=jpeg_quality)
     dataset = sample_collection._dataset
     video = labels.media_type(sample_collection) == "video"
@@ -180,9 +185,9 @@ def anonymize_images(
         unwritable = output_dir_unwritable(out_dir)
         if unwritable:
             raise ValueError(unwritable)
-    _, _, options = engine.prepare(settings=recipe.settings, **engine_options)
+    _, _, run_options = engine.prepare(settings=recipe.settings, **engine_options)
     copies.record_copies(dataset, output_field, "fiftyone-anonymizer anonymize_images", recipe)
-    results = engine.run(todo, steps, options)
+    results = engine.run(todo, steps, run_options)
     with database.SampleWriter(sample_collection) as writer:
         for result in with_progress(results, len(todo), "anonymized", progress):
             sid, path, fp = result.item.key

@@ -41,7 +41,9 @@ from .report import Progress, notify_progress, with_progress
 
 DEFAULT_RESIDUAL_FIELD = "anonymizer_residual"
 DEFAULT_UNCOVERED_FIELD = "anonymizer_uncovered"
-DEFAULT_TAG = "needs_review"
+DEFAULT_TAG = fields.REVIEW_TAG
+#: On videos, every this-many-th frame of each copy is searched.
+AUDIT_EVERY = 10
 DEFAULT_EVAL_KEY = "anonymizer_eval"
 #: A detection on a copy is a residual when less than this share of its box is obscured.
 RESIDUAL_MIN_COVERED = metrics.MIN_COVERED
@@ -119,16 +121,6 @@ class AuditReport:
 
 # --------------------------------------------------------------------------------------------
 # The residual rule, per image
-
-
-def residuals(
-    found: Sequence[Detection], obscured: np.ndarray, min_covered: float = RESIDUAL_MIN_COVERED
-) -> list[tuple[Detection, float]]:
-    """``(detection, covered share)`` of each detection less than ``min_covered`` obscured."""
-    if not found:
-        return []
-    shares = metrics.covered_fractions(list(found), obscured)
-    return [(d, float(s)) for d, s in zip(found, shares) if s < min_covered]
 
 
 def uncovered_truths(
@@ -376,31 +368,26 @@ def _worst(results: Sequence[_SampleResult], limit: int) -> list[dict[str, Any]]
     return rows[:limit]
 
 
-def audit_detector(
-    sample_collection,
-    recipe: copies.AnonymizeRecipe,
-    face_threshold: float | None = None,
-    plate_threshold: float | None = None,
-) -> Any:
+def audit_detector(sample_collection, recipe: copies.AnonymizeRecipe, **settings: Any) -> Any:
     """The audit's ``DetectorConfig``: the models, effort level, tiles and device recorded on
     the detections field anonymize used (so the audit looks with the same eyes; a field
-    recorded before effort levels reads as its closest level), and the audit's own low
-    thresholds (:data:`AUDIT_THRESHOLDS`) unless given."""
+    recorded before effort levels reads as its closest level), the audit's own low thresholds
+    (:data:`AUDIT_THRESHOLDS`), and any ``DetectorConfig`` field given in ``settings`` over
+    them (``effort="thorough"``; ``"none"`` is None, the forms' spelling)."""
     from ..detectors import DetectorConfig
 
     base = DetectorConfig()
     for name in recipe.label_fields:
-        fld = sample_collection.get_field(name)
+        fld = sample_collection.get_field(fields.labels_path(sample_collection, name))
         recorded = ((fld.info or {}) if fld is not None else {}).get("config")
         if recorded:
             base = DetectorConfig.from_dict(recorded)
             break
-    return base.replace(
-        face_threshold=face_threshold if face_threshold is not None else AUDIT_THRESHOLDS["face"],
-        plate_threshold=(
-            plate_threshold if plate_threshold is not None else AUDIT_THRESHOLDS["plate"]
-        ),
-    )
+    chosen = {k: (None if v == "none" else v) for k, v in settings.items()}
+    for label in ("face", "plate"):
+        if chosen.get(f"{label}_threshold") is None:
+            chosen[f"{label}_threshold"] = AUDIT_THRESHOLDS[label]
+    return base.replace(**chosen)
 
 
 @database.guarded
@@ -418,8 +405,8 @@ def audit_anonymization(
     error_field: str = DEFAULT_ERROR_FIELD,
     worst: int = WORST_SAMPLES,
     progress: Progress | None = None,
-    every: int = 10,
-    **engine_options: Any,
+    every: int = AUDIT_EVERY,
+    **options: Any,
 ) -> AuditReport:
     """Search the anonymized copies of ``sample_collection`` for faces and plates left visible.
 
@@ -454,13 +441,22 @@ def audit_anonymization(
         worst: how many samples to list in the report, worst first
         progress: ``progress(fraction, label)`` callback
         every: on videos, search every ``every``-th frame of each copy
-        **engine_options: ``engine.EngineOptions`` fields
+        **options: ``DetectorConfig`` fields over :func:`audit_detector`'s (``effort``,
+            ``face_threshold``, ...: the audit form's own names) and ``engine.EngineOptions``
+            fields
 
     Returns:
         an :class:`AuditReport`
     """
     from fiftyone import ViewField as F
 
+    settings, _, engine_options = database.split_options(options)
+    if detector is not None and settings:
+        raise TypeError(
+            f"audit_anonymization() got detector= and detector settings "
+            f"({', '.join(sorted(settings))}): put them in detector=DetectorConfig(...), or "
+            f"leave detector out"
+        )
     kind = labels.media_type(sample_collection)
     problems = check_targets(
         sample_collection, output_field, residual_field, uncovered_field, gt_field, eval_key
@@ -476,7 +472,7 @@ def audit_anonymization(
             output_field,
             residual_field,
             tag,
-            detector,
+            detector or audit_detector(sample_collection, recipe, **settings),
             min_covered,
             every,
             progress,
@@ -487,9 +483,8 @@ def audit_anonymization(
     missing = [f for f in label_fields if not sample_collection.has_field(f)]
     if missing:
         raise ValueError(f"label field(s) used by anonymize are gone: {missing}")
-    if detector is None:
-        detector = audit_detector(sample_collection, recipe)
-    config, built, options = engine.prepare(detector, **engine_options)
+    detector = detector or audit_detector(sample_collection, recipe, **settings)
+    config, built, run_options = engine.prepare(detector, **engine_options)
     if progress is not None:  # a heartbeat: loading the models can take a while
         progress(0.0, "models loaded")
     dataset = sample_collection._dataset
@@ -522,7 +517,7 @@ def audit_anonymization(
     results: list[_SampleResult] = []
     second = CropOpinion(device=getattr(config, "device", "auto"))
     for result in with_progress(
-        engine.run(todo, engine.Steps(detector=built), options), len(todo), "audited", progress
+        engine.run(todo, engine.Steps(detector=built), run_options), len(todo), "audited", progress
     ):
         sid, path, used, gt, stale, own = result.item.key
         if result.error is not None:
@@ -673,8 +668,7 @@ def _audit_videos(
     progress,
 ) -> AuditReport:
     """The audit on video copies (:func:`_search_video_copies`), as an ``AuditReport``."""
-    if detector is None:
-        detector = audit_detector(sample_collection, recipes[""])
+    detector = detector or audit_detector(sample_collection, recipes[""])
     counts = _search_video_copies(
         sample_collection,
         recipes,

@@ -8,7 +8,7 @@ import functools
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -160,53 +160,81 @@ def connect() -> None:
         database.get_db_conn()
 
 
-def check_keywords(
-    job: str, given: Mapping[str, Any], named: Sequence[str], engine_options: bool
-) -> None:
-    """Refuse a keyword ``job`` does not take (a misspelt option must not run the defaults
-    without a word): ``TypeError`` naming it, the closest valid name, and where a detector or
-    blur setting goes instead.
+def _setting_names() -> tuple[set[str], set[str], set[str]]:
+    """The keywords that are detector settings, blur settings and engine options."""
+    from dataclasses import fields as dataclass_fields
 
-    Args:
-        job: the job's name, for the message
-        given: the keyword arguments of the call
-        named: the job's own parameters
-        engine_options: whether the job passes other keywords on as ``engine.EngineOptions``
-    """
-    from dataclasses import fields
-
+    from ..blur import BLUR_PARAMS
+    from ..detectors import DetectorConfig
     from ..engine import EngineOptions
 
-    valid = list(named) + ([f.name for f in fields(EngineOptions)] if engine_options else [])
-    for key in given:
-        if key in valid:
-            continue
-        from ..blur import BlurSettings
-        from ..detectors import DetectorConfig
+    return (
+        {f.name for f in dataclass_fields(DetectorConfig)},
+        set(BLUR_PARAMS),
+        {f.name for f in dataclass_fields(EngineOptions)},
+    )
 
-        where = ""
-        if key in {f.name for f in fields(DetectorConfig)} and "detector" in named:
-            where = f" (a detector setting: pass detector=DetectorConfig({key}=...))"
-        elif key in {f.name for f in fields(BlurSettings)} and "settings" in named:
-            where = f" (a blur setting: pass settings=BlurSettings({key}=...))"
-        raise TypeError(
-            f"{job}() got an unexpected keyword argument '{key}'{closest(key, valid)}{where}"
-        )
+
+def accepted_keywords(job: Callable[..., Any]) -> set[str]:
+    """Every keyword ``job`` takes: its own parameters, and through its ``**options`` the
+    detector's settings (when it takes ``detector``: ``effort``, ``face_threshold``, ...), the
+    blur's (when it takes ``settings``: ``mode``, ``strength``, ...) and the engine's options.
+    The forms and the operators' ``__call__`` use exactly these names."""
+    import inspect
+
+    job = inspect.unwrap(job)
+    params = inspect.signature(job).parameters.values()
+    named = {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    detector, blur, engine = _setting_names()
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        return named
+    return (
+        named
+        | (detector if "detector" in named else set())
+        | (blur if "settings" in named else set())
+        | engine
+    )
+
+
+def split_options(
+    options: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A job's ``**options`` split into detector settings, blur settings and engine options.
+    None takes the default, except for ``faces`` and ``plates``, where it means no such
+    detector."""
+    detector, blur, _ = _setting_names()
+    given = {k: v for k, v in options.items() if v is not None or k in ("faces", "plates")}
+    return (
+        {k: v for k, v in given.items() if k in detector},
+        {k: v for k, v in given.items() if k in blur},
+        {k: v for k, v in given.items() if k not in detector | blur},
+    )
+
+
+def check_keywords(job: Callable[..., Any], given: Mapping[str, Any]) -> None:
+    """Refuse a keyword ``job`` does not take (a misspelt option must not run the defaults
+    without a word): ``TypeError`` naming it and the closest valid name.
+
+    Args:
+        job: the job
+        given: the keyword arguments of the call
+    """
+    valid = sorted(accepted_keywords(job))
+    for key in given:
+        if key not in valid:
+            raise TypeError(
+                f"{job.__name__}() got an unexpected keyword argument '{key}'{closest(key, valid)}"
+            )
 
 
 def guarded(job: Callable[..., T]) -> Callable[..., T]:
     """A job whose lost database ends in :class:`DatabaseLost` (see :func:`database_guard`),
     which connects without racing another process's first start (:func:`connect`), and which
     refuses keywords it does not know (:func:`check_keywords`)."""
-    import inspect
-
-    params = inspect.signature(job).parameters.values()
-    named = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    engine_options = any(p.kind == p.VAR_KEYWORD for p in params)
 
     @functools.wraps(job)
     def run(*args: Any, **kwargs: Any) -> T:
-        check_keywords(job.__name__, kwargs, named, engine_options)
+        check_keywords(job, kwargs)
         with database_guard():
             connect()
             return job(*args, **kwargs)
@@ -216,3 +244,25 @@ def guarded(job: Callable[..., T]) -> Callable[..., T]:
 
 def _to_mongo(value: Any) -> Any:
     return value.to_mongo() if hasattr(value, "to_mongo") else value
+
+
+def detector_from_options(job: str, detector: Any, settings: Mapping[str, Any], base: Any = None):
+    """The detector a job runs: ``detector`` (a ``DetectorConfig`` or a ready detector), or
+    the ``DetectorConfig`` its detector ``settings`` describe (on top of ``base``, default
+    ``DetectorConfig()``; ``"none"`` is None, the forms' spelling).
+
+    Raises:
+        TypeError: both a detector and detector settings were given
+    """
+    from ..detectors import DetectorConfig
+
+    if not settings:
+        return detector if detector is not None else base
+    if detector is not None:
+        raise TypeError(
+            f"{job}() got detector= and detector settings ({', '.join(sorted(settings))}): "
+            f"put them in detector=DetectorConfig(...), or leave detector out"
+        )
+    return (base or DetectorConfig()).replace(
+        **{k: (None if v == "none" else v) for k, v in settings.items()}
+    )

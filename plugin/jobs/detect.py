@@ -32,7 +32,7 @@ def detect_faces_and_plates(
     overwrite: bool = False,
     error_field: str = fields.DEFAULT_ERROR_FIELD,
     progress: Progress | None = None,
-    **engine_options: Any,
+    **options: Any,
 ) -> JobReport:
     """Run the face and plate detectors and store ``fo.Detections`` in ``label_field``.
 
@@ -50,26 +50,34 @@ def detect_faces_and_plates(
         import fiftyone_anonymizer as anon
 
         dataset = fo.load_dataset("street-photos")
-        anon.detect_faces_and_plates(dataset, detector=anon.DetectorConfig(face_threshold=0.1))
+        anon.detect_faces_and_plates(dataset, effort="thorough", face_threshold=0.1)
+        # or, the same: detector=anon.DetectorConfig(effort="thorough", face_threshold=0.1)
 
     Args:
         sample_collection: a dataset or view
         label_field: where the detections go
-        detector: a ``DetectorConfig`` (default: ``DetectorConfig()``) or a ready detector
+        detector: a ``DetectorConfig`` or a ready detector (default: ``DetectorConfig()`` with
+            the detector settings among ``options``)
         overwrite: detect again on samples that already have ``label_field``
         error_field: where a failed sample's reason goes
         progress: ``progress(fraction, label)`` callback
-        **engine_options: ``engine.EngineOptions`` fields (e.g. ``batch_size``)
+        **options: ``DetectorConfig`` fields (``faces``, ``plates``, ``face_threshold``,
+            ``plate_threshold``, ``effort``, ``device``, ``face_size``, ``precision``: the
+            detect form's own names) and ``engine.EngineOptions`` fields (``batch_size``)
 
     Returns:
         a :class:`JobReport`
 
     Raises:
         ValueError: a field name is refused; nothing was written
-        TypeError: a keyword this job does not take (detector settings go in ``detector``)
+        TypeError: a keyword this job does not take, or ``detector`` with detector settings
     """
     from ..detectors import DetectorConfig
 
+    settings, _, engine_options = database.split_options(options)
+    detector = database.detector_from_options(
+        "detect_faces_and_plates", detector, settings, DetectorConfig()
+    )
     kind = labels.media_type(sample_collection)
     problems = check_targets(sample_collection, label_field, error_field)
     if problems:
@@ -80,9 +88,7 @@ def detect_faces_and_plates(
         return detect_videos(
             sample_collection, label_field, detector, overwrite, error_field, progress
         )
-    config, built, options = engine.prepare(
-        DetectorConfig() if detector is None else detector, **engine_options
-    )
+    config, built, run_options = engine.prepare(detector, **engine_options)
     if progress is not None:  # a heartbeat: loading the models can take a while
         progress(0.0, "models loaded")
     dataset = sample_collection._dataset
@@ -100,7 +106,7 @@ def detect_faces_and_plates(
 
     fields.declare_detections_field(dataset, label_field)
     errors = fields.error_values(dataset, error_field)
-    results = engine.run(todo, engine.Steps(detector=built), options)
+    results = engine.run(todo, engine.Steps(detector=built), run_options)
     with database.SampleWriter(sample_collection) as writer:
         for result in with_progress(results, len(todo), "detected", progress):
             sid, path = result.item.key

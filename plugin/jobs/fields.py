@@ -25,6 +25,8 @@ DEFAULT_LABEL_FIELD = "anonymizer_detections"
 DEFAULT_OUTPUT_FIELD = "anonymized_filepath"
 DEFAULT_ERROR_FIELD = "anonymizer_error"
 PRODUCER = "fiftyone-anonymizer"
+#: The tag the audit puts on samples to review, and share leaves out by default.
+REVIEW_TAG = "needs_review"
 
 # What a field the plugin writes is for, recorded in its ``info["purpose"]`` when it is made:
 # a job replaces a field only when it wrote that field for that same purpose.

@@ -61,6 +61,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, cast
 
+#: The plugin's URI (``fiftyone.yml``'s name): its operators are ``<PLUGIN>/<operator>``.
 PLUGIN = "@fiftyone-anonymizer/anonymize"
 SHARD_KEY = "anonymizer_shard"  # request parameter holding a shard's identity
 TIMEOUT_ENV = "FO_ANONYMIZER_SHARD_TIMEOUT"

@@ -21,7 +21,7 @@ NOT_CURRENT = "copy older than its boxes or source"
 NOTHING_OBSCURED = "nothing obscured although it has detections"
 #: The reasons an explicit switch can override (the others leave nothing to share).
 OVERRIDABLE = (FLAGGED, NOT_CURRENT, NOTHING_OBSCURED)
-DEFAULT_REVIEW_TAG = "needs_review"
+DEFAULT_REVIEW_TAG = fields.REVIEW_TAG
 
 
 @dataclass

@@ -88,3 +88,43 @@ def anonymization_status(
     done = set(status.groups.get("anonymized", []))
     status.groups["not_anonymized"] = [sid for sid in ids if sid not in done]
     return status
+
+
+def samples_view(
+    dataset,
+    ids: list[str] | None = None,
+    tag: str | None = None,
+    field: str | None = None,
+    present: bool = True,
+):
+    """The samples a button opens: by ``ids`` (in that order), by ``tag``, or those whose
+    ``field`` is set (``present=False``: not set; on videos a frame field as
+    ``fields.labels_path`` names it); every sample when nothing is given."""
+    if ids is not None:
+        return dataset.select(ids, ordered=True)
+    if tag:
+        return dataset.match_tags(tag)
+    if field:
+        if not dataset.has_field(field):  # the error field exists once something failed
+            return dataset.limit(0) if present else dataset.view()
+        return dataset.exists(field, present)
+    return dataset.view()
+
+
+def group_view(dataset, group: str, ids: dict[str, list[str]] | None = None):
+    """The samples of one of the panel's :data:`GROUPS` (``ids``: the groups that are lists of
+    ids, from :func:`anonymization_status`)."""
+    if group in ("ready", "not_current"):
+        return samples_view(dataset, ids=(ids or {}).get(group, []))
+    by_field = {
+        "detected": (fields.labels_path(dataset, fields.DEFAULT_LABEL_FIELD), True),
+        "anonymized": (fields.DEFAULT_OUTPUT_FIELD, True),
+        "not_anonymized": (fields.DEFAULT_OUTPUT_FIELD, False),
+        "failed": (fields.DEFAULT_ERROR_FIELD, True),
+    }
+    if group in by_field:
+        name, present = by_field[group]
+        return samples_view(dataset, field=name, present=present)
+    if group == "flagged":
+        return samples_view(dataset, tag=DEFAULT_REVIEW_TAG)
+    return samples_view(dataset)

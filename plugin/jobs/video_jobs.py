@@ -20,7 +20,6 @@ from .report import JobReport, Progress, notify_progress
 
 #: Audit every Nth frame of a copy by default (a face on screen for a third of a second at
 #: 30 fps is still seen).
-AUDIT_EVERY = 10
 
 
 def _frame_progress(progress: Progress | None, done_videos: int, total_videos: int, what: str):

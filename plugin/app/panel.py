@@ -9,8 +9,8 @@ from __future__ import annotations
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .core.boxes import count_text
-from .jobs.status import GROUPS, anonymization_status
+from ..core.boxes import count_text
+from ..jobs.status import GROUPS, anonymization_status
 
 
 class AnonymizationPanel(foo.Panel):
@@ -51,27 +51,9 @@ class AnonymizationPanel(foo.Panel):
         ctx.panel.state.delegated = recent_runs(ctx.dataset.name)
 
     def open_group(self, ctx):
-        from fiftyone import ViewField as F
+        from ..jobs.status import group_view
 
-        from .jobs import fields
-        from .jobs.share import DEFAULT_REVIEW_TAG
-
-        group = ctx.params.get("group")
-        dataset = ctx.dataset
-        if group in ("ready", "not_current"):
-            view = dataset.select((ctx.panel.state.ids or {}).get(group, []), ordered=True)
-        elif group == "detected":
-            view = dataset.exists(fields.labels_path(dataset, fields.DEFAULT_LABEL_FIELD))
-        elif group == "anonymized":
-            view = dataset.exists(fields.DEFAULT_OUTPUT_FIELD)
-        elif group == "not_anonymized":
-            view = dataset.exists(fields.DEFAULT_OUTPUT_FIELD, False)
-        elif group == "flagged":
-            view = dataset.match_tags(DEFAULT_REVIEW_TAG)
-        elif group == "failed":
-            view = dataset.match(F(fields.DEFAULT_ERROR_FIELD) != None)  # noqa: E711
-        else:
-            view = dataset.view()
+        view = group_view(ctx.dataset, ctx.params.get("group"), ctx.panel.state.ids)
         ctx.ops.set_view(view=view)
 
     def render(self, ctx):
@@ -110,13 +92,13 @@ def recent_runs(dataset_name: str, limit: int = 5) -> list[dict]:
     delegated run's result is otherwise only readable with ``fiftyone delegated info``."""
     from fiftyone.operators.delegated import DelegatedOperationService
 
-    from .operators import PLUGIN_NAME
+    from ..jobs.shards import PLUGIN
 
     try:
         ops = DelegatedOperationService().list_operations(dataset_name=dataset_name)
     except Exception:  # no delegated operations store: nothing to show
         return []
-    ours = [op for op in ops if str(op.operator).startswith(PLUGIN_NAME)]
+    ours = [op for op in ops if str(op.operator).startswith(PLUGIN)]
     ours.sort(key=lambda op: op.updated_at or op.queued_at, reverse=True)
     rows = []
     for op in ours[:limit]:
