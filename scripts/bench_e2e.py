@@ -379,6 +379,11 @@ def main() -> int:
         default=",".join(EFFORTS),
         help="effort levels to time (comma-separated; the default level always runs)",
     )
+    parser.add_argument(
+        "--sets",
+        default="faces,street,large",
+        help="the sets to run (comma-separated: faces, street, large)",
+    )
     parser.add_argument("--extra", default="", help="extra options for our command (tuning)")
     parser.add_argument(
         "--ours",
@@ -390,6 +395,7 @@ def main() -> int:
         if not labels.is_file():
             sys.exit(f"{labels} not found (the evaluation photos live beside the checkout)")
     efforts = [e for e in EFFORTS if e in args.efforts.split(",") or e == DEFAULT_EFFORT]
+    chosen = [name for name in ("faces", "street", "large") if name in args.sets.split(",")]
     OUT.mkdir(parents=True, exist_ok=True)
     venv = OUT / "deface-venv"
     deface = ensure_deface(venv)
@@ -451,21 +457,24 @@ def main() -> int:
         )
 
     runs: dict[str, Run] = {}
-    for effort in efforts:
-        runs[f"faces {effort}"] = ours(
-            "faces", f"ours-faces-{effort}", ["--plates", "none", "--effort", effort]
-        )
-    runs["faces deface"] = measured([str(deface), *map(str, sets["faces"][2])])
-    runs["faces deface-like"] = ours("faces", "ours-deface-like", DEFACE_LIKE)
-    for effort in efforts:
-        runs[f"street {effort}"] = ours("street", f"ours-street-{effort}", ["--effort", effort])
-    runs["street deface"] = measured([str(deface), *map(str, sets["street"][2])])
-    for effort in efforts:
-        runs[f"large {effort}"] = ours(
-            "large", f"ours-large-{effort}", ["--plates", "none", "--effort", effort]
-        )
-    runs["large deface"] = measured([str(deface), *map(str, sets["large"][2])])
-    for name in ("faces", "street", "large"):
+    if "faces" in chosen:
+        for effort in efforts:
+            runs[f"faces {effort}"] = ours(
+                "faces", f"ours-faces-{effort}", ["--plates", "none", "--effort", effort]
+            )
+        runs["faces deface"] = measured([str(deface), *map(str, sets["faces"][2])])
+        runs["faces deface-like"] = ours("faces", "ours-deface-like", DEFACE_LIKE)
+    if "street" in chosen:
+        for effort in efforts:
+            runs[f"street {effort}"] = ours("street", f"ours-street-{effort}", ["--effort", effort])
+        runs["street deface"] = measured([str(deface), *map(str, sets["street"][2])])
+    if "large" in chosen:
+        for effort in efforts:
+            runs[f"large {effort}"] = ours(
+                "large", f"ours-large-{effort}", ["--plates", "none", "--effort", effort]
+            )
+        runs["large deface"] = measured([str(deface), *map(str, sets["large"][2])])
+    for name in chosen:
         wrote = deface_wrote(sets[name][2])
         if wrote != len(sets[name][2]):
             sys.exit(
@@ -478,6 +487,8 @@ def main() -> int:
         ("street", "faces + plates, street photos"),
         ("large", "faces only, 12 MP photos"),
     ):
+        if set_name not in chosen:
+            continue
         for effort in efforts:
             line(f"ours {effort}, {what}", runs[f"{set_name} {effort}"], sizes[set_name])
         if set_name == "faces":
@@ -492,6 +503,45 @@ def main() -> int:
             sizes[set_name],
         )
 
+    if "faces" in chosen:
+        faces_summary(args, sets, runs, efforts, ours_cmd, extra, env, venv, deface)
+    if "large" in chosen:
+        figures = {
+            effort: our_faces(sets["large"][0], OUT / f"ours-large-{effort}" / "r0")
+            for effort in efforts
+        }
+        entries, _, theirs_paths, _ = sets["large"]
+        theirs = deface_faces(entries, theirs_paths[: len(entries)], venv)
+        for effort in efforts:
+            ours_large = figures[effort]
+            ratio = runs["large deface"].seconds / runs[f"large {effort}"].seconds
+            print(
+                f"large photos ({effort}): ours obscured {ours_large.all.coverage:.3f} (>= 16 px "
+                f"{ours_large.large.coverage:.3f}), deface {theirs.all.coverage:.3f} (>= 16 px "
+                f"{theirs.large.coverage:.3f}), ours/deface images/s {ratio:.2f}x"
+            )
+        print(
+            f"peak RSS on the 12 MP photos: ours ({DEFAULT_EFFORT}) "
+            f"{runs[f'large {DEFAULT_EFFORT}'].peak_mb:.0f} MB, deface "
+            f"{runs['large deface'].peak_mb:.0f} MB"
+        )
+    if "street" in chosen:
+        for effort in efforts:
+            print(
+                f"e2e full pipeline ({effort}) vs deface on street photos: "
+                f"{runs['street deface'].seconds / runs[f'street {effort}'].seconds:.2f}x"
+            )
+    if "faces" in chosen:
+        for effort in efforts:
+            print(
+                f"e2e speedup vs deface (faces only, {effort}): "
+                f"{runs['faces deface'].seconds / runs[f'faces {effort}'].seconds:.2f}x"
+            )
+    return 0
+
+
+def faces_summary(args, sets, runs, efforts, ours_cmd, extra, env, venv, deface) -> None:
+    """The face set's start-up, recall, memory and SDK lines."""
     hundred = OUT / "faces-100"
     link_tree(sets["faces"][0][:100], args.faces.parent, hundred)
     shutil.rmtree(OUT / "ours-100", ignore_errors=True)  # else a rerun finds every copy current
@@ -518,67 +568,38 @@ def main() -> int:
         f"start-up: ours {ours_start:.1f} s (of which {ours_load:.1f} s loading models while "
         f"TensorFlow loads), deface {deface_start:.1f} s (a one-image run)"
     )
-
-    figures: dict[str, Faces] = {}
-    for set_name in ("faces", "large"):
-        entries, _, theirs_paths, _ = sets[set_name]
-        for effort in efforts:
-            figures[f"{set_name} {effort}"] = our_faces(
-                entries, OUT / f"ours-{set_name}-{effort}" / "r0"
-            )
-        figures[f"{set_name} deface"] = deface_faces(entries, theirs_paths[: len(entries)], venv)
-    like = our_faces(sets["faces"][0], OUT / "ours-deface-like" / "r0")
+    entries, _, theirs_paths, _ = sets["faces"]
     for effort in efforts:
-        f = figures[f"faces {effort}"]
+        f = our_faces(entries, OUT / f"ours-faces-{effort}" / "r0")
         ratio = runs["faces deface"].seconds / runs[f"faces {effort}"].seconds
         print(
             f"faces {effort}: recall {f.text()} coverage {f.all.coverage:.3f} precision "
             f"{f.all.precision:.3f}; {ratio:.2f}x deface's images/s"
         )
-    d = figures["faces deface"]
+    d = deface_faces(entries, theirs_paths[: len(entries)], venv)
+    like = our_faces(entries, OUT / "ours-deface-like" / "r0")
     print(
         f"faces deface: recall {d.text()} coverage {d.all.coverage:.3f} precision "
         f"{d.all.precision:.3f} (deface's CenterFace run by its own code at its defaults, "
         f"threshold {DEFACE_THRESHOLD}); ours at deface's settings: recall {like.text()}"
     )
-    for effort in efforts:
-        ours_large, theirs = figures[f"large {effort}"], figures["large deface"]
-        ratio = runs["large deface"].seconds / runs[f"large {effort}"].seconds
-        print(
-            f"large photos ({effort}): ours obscured {ours_large.all.coverage:.3f} (>= 16 px "
-            f"{ours_large.large.coverage:.3f}), deface {theirs.all.coverage:.3f} (>= 16 px "
-            f"{theirs.large.coverage:.3f}), ours/deface images/s {ratio:.2f}x"
-        )
-
     sdk = sdk_vs_cli(OUT / "faces-input" / "r0", ours_cmd, env)
     print(f"sdk vs command line: {sdk:.2f}x")
     print(
         f"ours at deface's settings vs deface (faces only): "
         f"{runs['faces deface'].seconds / runs['faces deface-like'].seconds:.2f}x"
     )
-    for effort in efforts:
-        print(
-            f"e2e full pipeline ({effort}) vs deface on street photos: "
-            f"{runs['street deface'].seconds / runs[f'street {effort}'].seconds:.2f}x"
-        )
     print(
         f"peak RSS ours ({DEFAULT_EFFORT}) {default_faces.peak_mb:.0f} MB, deface "
         f"{runs['faces deface'].peak_mb:.0f} MB (faces only, "
         f"{default_faces.peak_mb / runs['faces deface'].peak_mb:.2f}x); at 100 images ours "
-        f"{small.peak_mb:.0f} MB; 12 MP photos ours {runs[f'large {DEFAULT_EFFORT}'].peak_mb:.0f} "
-        f"MB, deface {runs['large deface'].peak_mb:.0f} MB"
+        f"{small.peak_mb:.0f} MB"
     )
     print(
         f"peak anonymous memory (RSS without mapped library files, sampled every 20 ms) ours "
         f"{default_faces.peak_anon_mb:.0f} MB, deface {runs['faces deface'].peak_anon_mb:.0f} "
         f"MB (faces only)"
     )
-    for effort in efforts:
-        print(
-            f"e2e speedup vs deface (faces only, {effort}): "
-            f"{runs['faces deface'].seconds / runs[f'faces {effort}'].seconds:.2f}x"
-        )
-    return 0
 
 
 if __name__ == "__main__":

@@ -24,10 +24,7 @@ from .run import (
     _call,
     _config,
     _job_outputs,
-    _own_shards,
-    _run,
-    _sharded,
-    _sharded_outputs,
+    _run_or_shard,
     _shards_input,
     _summary,
 )
@@ -301,10 +298,6 @@ class AnonymizeImages(foo.Operator):
     def execute(self, ctx):
         from ..jobs.anonymize import anonymize_images
 
-        if _own_shards(ctx):
-            return _run(
-                ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs, "Queued as shards"
-            )
         view = ctx.target_view()
         params = job_params(anonymize_images, ctx.params)
         output_field = params.get("output_field", fields.DEFAULT_OUTPUT_FIELD)
@@ -322,8 +315,13 @@ class AnonymizeImages(foo.Operator):
                 return []
             return show_copies_in_app(ctx, view, output_field)
 
-        return _run(
-            ctx, job, lambda results: _job_outputs(results), "Anonymization finished", show_them
+        return _run_or_shard(
+            ctx,
+            self.uri,
+            job,
+            lambda results: _job_outputs(results),
+            "Anonymization finished",
+            show_them,
         )
 
     def resolve_output(self, ctx):

@@ -22,10 +22,7 @@ from .run import (
     _call,
     _config,
     _open_button,
-    _own_shards,
-    _run,
-    _sharded,
-    _sharded_outputs,
+    _run_or_shard,
     _shards_input,
     _table,
 )
@@ -239,10 +236,6 @@ class AuditAnonymization(foo.Operator):
     def execute(self, ctx):
         from ..jobs import audit
 
-        if _own_shards(ctx):
-            return _run(
-                ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs, "Queued as shards"
-            )
         view = ctx.target_view()
         params = job_params(audit.audit_anonymization, ctx.params)
         tag = params.get("tag", audit.DEFAULT_TAG)
@@ -269,7 +262,7 @@ class AuditAnonymization(foo.Operator):
                 row["file"] = Path(row["filepath"]).name
             return result
 
-        return _run(ctx, job, _audit_outputs, "Audit finished")
+        return _run_or_shard(ctx, self.uri, job, _audit_outputs, "Audit finished")
 
     def resolve_output(self, ctx):
         return types.Property(

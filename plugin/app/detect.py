@@ -11,10 +11,7 @@ from .run import (
     _call,
     _config,
     _job_outputs,
-    _own_shards,
-    _run,
-    _sharded,
-    _sharded_outputs,
+    _run_or_shard,
     _shards_input,
     _summary,
 )
@@ -142,10 +139,6 @@ class DetectFacesAndPlates(foo.Operator):
     def execute(self, ctx):
         from ..jobs.detect import detect_faces_and_plates
 
-        if _own_shards(ctx):
-            return _run(
-                ctx, lambda progress: _sharded(ctx, self.uri), _sharded_outputs, "Queued as shards"
-            )
         view = ctx.target_view()
         params = job_params(detect_faces_and_plates, ctx.params)
 
@@ -156,7 +149,9 @@ class DetectFacesAndPlates(foo.Operator):
             )
             return report
 
-        return _run(ctx, job, lambda results: _job_outputs(results), "Detection finished")
+        return _run_or_shard(
+            ctx, self.uri, job, lambda results: _job_outputs(results), "Detection finished"
+        )
 
     def resolve_output(self, ctx):
         return types.Property(

@@ -92,6 +92,23 @@ def _run(
     return _stream(ctx, job, outputs, title, after)
 
 
+def _run_or_shard(
+    ctx,
+    uri: str,
+    job: Callable[[Callable[[float, str], None]], dict],
+    outputs: Callable[[dict], types.Object],
+    title: str,
+    after: Callable[[dict], list] | None = None,
+):
+    """:func:`_run` of an operator that can be sharded: queued as our own shards instead when
+    the form asks for more than one (:func:`_own_shards`)."""
+    if _own_shards(ctx):
+        return _run(
+            ctx, lambda progress: _sharded(ctx, uri) or {}, _sharded_outputs, "Queued as shards"
+        )
+    return _run(ctx, job, outputs, title, after)
+
+
 def _shards_input(ctx, inputs: types.Object) -> None:
     prop = inputs.int(
         "shards",

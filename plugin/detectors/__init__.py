@@ -333,27 +333,26 @@ def build_detector(
     """The merged detector. ``thresholds`` override ``DEFAULT_THRESHOLDS`` per class;
     ``effort`` is one of :data:`EFFORTS`;
     ``device`` is "auto" (CUDA when onnxruntime-gpu is installed), "cpu" or "cuda"."""
-    if faces is not None and faces not in FACE_BACKENDS:
-        raise ValueError(f"faces must be one of {FACE_BACKENDS} or None, not {faces!r}")
-    if plates is not None and plates not in PLATE_BACKENDS:
-        raise ValueError(f"plates must be one of {PLATE_BACKENDS} or None, not {plates!r}")
     unknown = set(thresholds or {}) - {FACE, PLATE}
     if unknown:
         raise ValueError(f"thresholds for unknown labels {sorted(unknown)}; use 'face' / 'plate'")
-    if effort not in EFFORTS:
-        raise ValueError(f"effort must be one of {EFFORTS}, not {effort!r}")
+    given = {label: float(v) for label, v in (thresholds or {}).items()}
+    # The options' one check (ValueError naming the bad one): DetectorConfig's own.
+    DetectorConfig(
+        faces=faces,
+        plates=plates,
+        face_threshold=given.get(FACE),
+        plate_threshold=given.get(PLATE),
+        effort=effort,
+        device=device,
+        face_size=face_size,
+        precision=precision,
+    )
     chosen = dict(DEFAULT_THRESHOLDS)
     if faces == "mtcnn":
         chosen[FACE] = MTCNN_THRESHOLD
-    chosen.update({k: float(v) for k, v in (thresholds or {}).items()})
-    for label, value in chosen.items():
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"threshold for {label} must be in [0, 1], got {value}")
+    chosen.update(given)
     backends = []
-    if face_size not in FACE_SIZES:
-        raise ValueError(f"face_size must be one of {FACE_SIZES}, not {face_size!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if faces is not None:
         size = _FACE_SIZE_OVERRIDES[face_size] if faces == "centerface" else {}
         backends.append(
@@ -402,6 +401,7 @@ def describe(detector: Any) -> dict:
             "expand",
             "shift_down",
             "tile_spec",
+            "size",
             "precision",
             "provider",
             "min_face_size",

@@ -80,11 +80,11 @@ def letterbox(
 
 
 def make_blob(
-    image: np.ndarray, dtype: type = np.float32
+    image: np.ndarray, dtype: type = np.float32, size: int = SIZE
 ) -> tuple[np.ndarray, float, float, float]:
     """The network input for ``image``: letterboxed (see :func:`letterbox`), RGB 0-1,
     1 x 3 x H x W of ``dtype``; also the letterbox's factor and left/top padding."""
-    boxed, factor, left, top = letterbox(image)
+    boxed, factor, left, top = letterbox(image, size)
     blob = (boxed.transpose(2, 0, 1)[None].astype(np.float32) / 255.0).astype(dtype)
     return blob, factor, left, top
 
@@ -134,6 +134,7 @@ class YoloPlateDetector:
         expand: tuple[float, float] = (1.0, 1.0),
         precision: str = "float32",
         device: str = "auto",
+        size: int = SIZE,
     ) -> None:
         """Args:
         model_path: the ONNX file (default: fetched per ``models/manifest.json``).
@@ -142,6 +143,8 @@ class YoloPlateDetector:
         expand: box growth (width, height) around the centre.
         precision: "float32", "float16" (the shipped graph) or "int8" (see ``quantize``).
         device: "auto", "cpu" or "cuda".
+        size: the long side the photo is letterboxed to (the network was trained at 640; it
+            is fully convolutional, so a larger look sees small plates at more pixels).
         """
         if model_path is None:
             from ..core.weights import model_path as fetch
@@ -151,6 +154,7 @@ class YoloPlateDetector:
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
         self.expand = (float(expand[0]), float(expand[1]))
+        self.size = int(size)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.precision = precision
@@ -169,7 +173,7 @@ class YoloPlateDetector:
     def detect_one(self, image: np.ndarray) -> list[Detection]:
         """One letterboxed view of ``image``: its plates after NMS."""
         height, width = image.shape[:2]
-        blob, factor, left, top = make_blob(image, self.dtype)
+        blob, factor, left, top = make_blob(image, self.dtype, self.size)
         heads = self.session.run(list(HEADS), {self.input_name: blob})
         xyxy, scores = decode_heads(heads, blob.shape[2], self.threshold)
         xyxy = (xyxy - np.array([left, top, left, top])) / factor
