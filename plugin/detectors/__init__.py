@@ -71,20 +71,21 @@ DEVICES = ("auto", "cpu", "cuda")
 EFFORTS = ("fast", "balanced", "thorough")
 DEFAULT_EFFORT = "balanced"
 
-#: Tiles of large photos (over 1920 px): at most 1216 px a side, looked at 1.25x enlarged (a
-#: 16 px face seen at 20 px; about 1.4 x 1.4 k pixels a look, where the CenterFace arena stays
-#: near 0.2 GB in int8), 160 px shared so faces up to ~120 px lie whole in one tile (larger
-#: ones are found by the whole-photo look at 1920 px). A tiled photo is looked at in int8,
-#: tiles and whole look: the tiles hold most of its pixels, and on the 12 MP photos int8 found
-#: as many faces as float32 (faces >= 16 px obscured 0.977 / 0.972 on the labels / more
-#: photos, float32 at the same scale 0.973 / 0.974, native-size float32 tiles 0.973 / 0.968),
-#: with 0.4x the network memory. A whole look at 1280 px instead of 1920 lost 0.006 on the
-#: labels photos (0.971). Measured with scripts/large_photos.py and evaluate.py.
+#: Tiles of large photos (over 1920 px): at most 1024 px a side, looked at 1.5x enlarged (a
+#: 16 px face seen at 24 px; about 1.4 x 1.3 k pixels a look), 128 px shared so faces up to
+#: ~100 px lie whole in one tile (larger ones are found by the whole-photo look at 1920 px). A
+#: tiled photo is looked at in int8, tiles and whole look: the tiles hold most of its pixels,
+#: and int8 found as many faces there as float32 with 0.4x the network memory. On the 12 MP
+#: photos of scripts/large_photos.py (labels / more; recall, coverage of faces >= 16 px):
+#: 1.5x int8 0.924, 0.971 / 0.913, 0.977; 1.25x int8 0.917, 0.977 / 0.892, 0.972; 1.25x
+#: float32 0.913, 0.973 / 0.883, 0.974; native float32 0.901, 0.973 / 0.845, 0.968. 1.5x
+#: finds the most faces on both (the smallest ones above all), for 1.5x the tiles' pixels of
+#: 1.25x; a whole look at 1280 px instead of 1920 lost 0.006 of the faces >= 16 px.
 FACE_TILES: dict[str, Any] = {
-    "side": 1216,
-    "overlap": 160,
+    "side": 1024,
+    "overlap": 128,
     "above": 1920,
-    "scale": 1.25,
+    "scale": 1.5,
     "precision": "int8",
 }
 

@@ -211,7 +211,8 @@ class TiledDetector:
         self.backend = backend
         self.spec = spec
         self.threshold = float(backend.threshold)
-        backend.threshold = min(self.threshold, MERGE_FLOOR)
+        # low enough for the merge and for the gate to see faint candidates
+        backend.threshold = min(self.threshold, MERGE_FLOOR, spec.gate_score or MERGE_FLOOR)
         self._make_tile_backend = tile_backend
         self._tile_backend: Any = None if tile_backend else backend
         self._lock = threading.Lock()
