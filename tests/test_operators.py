@@ -138,14 +138,15 @@ def test_output_folder_over_the_sources_is_refused(make_dataset, photo_tree):
     import fiftyone as fo
 
     from fiftyone_anonymizer.jobs import anonymize as pipeline
+    from fiftyone_anonymizer.jobs import copies
 
     paths = sorted(photo_tree.rglob("*.jpg"))
     ds = make_dataset([fo.Sample(filepath=str(p), ground_truth=_gt(fo)) for p in paths])
     before = {p: _sha(p) for p in paths}
     with pytest.raises(ValueError, match="overwrite|replace"):
         pipeline.anonymize_images(ds, output_dir=photo_tree, label_fields="ground_truth")
-    assert pipeline.check_output_dir(photo_tree, [str(p) for p in paths])
-    assert pipeline.check_output_dir(photo_tree.parent / "safe", [str(p) for p in paths]) is None
+    assert copies.check_output_dir(photo_tree, [str(p) for p in paths])
+    assert copies.check_output_dir(photo_tree.parent / "safe", [str(p) for p in paths]) is None
     assert {p: _sha(p) for p in paths} == before
 
 
