@@ -348,7 +348,8 @@ def test_a_20000_pixel_square_jpeg_stays_under_2_5_gb(tmp_path, monkeypatch):
         (20000, 20000), Image.BILINEAR
     )
     face = Image.fromarray(data.astronaut()).resize((900, 900))
-    for x, y in [(1000, 1500), (8000, 3000), (15000, 9000), (4000, 16000), (18500, 500)]:
+    places = [(1000, 1500), (8000, 3000), (15000, 9000), (4000, 16000), (18500, 500)]
+    for x, y in places:
         canvas.paste(face, (x, y))
     canvas.save(src / "aerial.jpg", quality=85)
     del canvas
@@ -361,8 +362,20 @@ def test_a_20000_pixel_square_jpeg_stays_under_2_5_gb(tmp_path, monkeypatch):
     )
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert proc.returncode == 0, proc.stderr
-    assert "found 5 faces" in proc.stdout, proc.stdout
-    print(f"peak RSS of the command line on a 20000 x 20000 JPEG: {peak_mb:.0f} MB")
+    # every pasted face is found, at full resolution through the tiles (the smooth noise of
+    # this canvas, 40x enlarged, also gets faint false alarms there: extra blurred patches)
+    rows = json.loads((out / "aerial.json").read_text())
+    faces = [r for r in rows if r["kind"] == "face"]
+    for x, y in places:
+        fx, fy = x + 0.35 * 900 + 0.09 * 900, y + 0.12 * 900 + 0.115 * 900  # her face's centre
+        assert any(
+            r["x_min"] <= fx <= r["x_max"] and r["y_min"] <= fy <= r["y_max"] and r["score"] > 0.5
+            for r in faces
+        ), (x, y, faces)
+    print(
+        f"peak RSS of the command line on a 20000 x 20000 JPEG: {peak_mb:.0f} MB "
+        f"({len(faces)} face boxes for the 5 faces)"
+    )
     assert peak_mb <= 2560
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # our own copy, not a bomb
     with Image.open(out / "aerial.jpg") as copy:
