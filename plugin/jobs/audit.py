@@ -477,42 +477,17 @@ def audit_anonymization(
             every,
             progress,
         )
-    if gt_field is not None and not sample_collection.has_field(gt_field):
-        raise ValueError(f"ground-truth field '{gt_field}' is not on the dataset")
-    label_fields = list(dict.fromkeys(f for r in recipes.values() for f in r.label_fields))
-    missing = [f for f in label_fields if not sample_collection.has_field(f)]
-    if missing:
-        raise ValueError(f"label field(s) used by anonymize are gone: {missing}")
+    label_fields = _label_fields_present(sample_collection, recipes, gt_field)
     detector = detector or audit_detector(sample_collection, recipe, **settings)
     config, built, run_options = engine.prepare(detector, **engine_options)
     if progress is not None:  # a heartbeat: loading the models can take a while
         progress(0.0, "models loaded")
     dataset = sample_collection._dataset
-    fp_field = copies.fingerprint_field(output_field)
-    has_fp, has_err = (
-        sample_collection.has_field(fp_field),
-        sample_collection.has_field(error_field),
+    has_err = sample_collection.has_field(error_field)
+    report = AuditReport(samples=len(sample_collection), gt_field=gt_field)
+    todo = _copies_to_search(
+        sample_collection, recipes, output_field, error_field, gt_field, label_fields, report
     )
-    ids, paths, copy_paths, *label_values = sample_collection.values(
-        ["id", "filepath", output_field, *label_fields]
-    )
-    by_field = dict(zip(label_fields, label_values))
-    stored_fps = sample_collection.values(fp_field) if has_fp else [None] * len(ids)
-    errors = sample_collection.values(error_field) if has_err else [None] * len(ids)
-    truths = sample_collection.values(gt_field) if gt_field else [None] * len(ids)
-
-    report = AuditReport(samples=len(ids), gt_field=gt_field)
-    todo = []
-    for i, (sid, path, copy) in enumerate(zip(ids, paths, copy_paths)):
-        if not copy or errors[i] or not os.path.isfile(copy):
-            report.not_anonymized += 1
-            continue
-        own = copies.recipe_of(recipes, stored_fps[i])  # this copy's recipe
-        used = own.boxes([by_field[name][i] for name in own.label_fields])
-        gt = labels.from_fo_detections(truths[i], own.classes) if gt_field else []
-        stale = stored_fps[i] != own.fingerprint(used, copy)
-        todo.append(engine.Item((sid, path, used, gt, stale, own), source=copy))
-
     _ensure_fields(dataset, residual_field, uncovered_field if gt_field else None)
     results: list[_SampleResult] = []
     second = CropOpinion(device=getattr(config, "device", "auto"))
@@ -541,26 +516,9 @@ def audit_anonymization(
             )
         )
 
-    with database.SampleWriter(sample_collection) as writer:
-        for r in results:
-            likely, possible = split_tiers(r.residuals)
-            values: dict[str, Any] = {
-                residual_field: residual_labels(likely),
-                possible_field(residual_field): residual_labels(possible),
-            }
-            if gt_field:
-                values[uncovered_field] = sum(r.uncovered.values())
-            writer.write(r.sid, values)
-    flagged = [
-        r.sid for r in results if needs_review(r.residuals) or r.stale or any(r.uncovered.values())
-    ]
-    clear = [r.sid for r in results if r.sid not in set(flagged)]
-    if flagged:
-        sample_collection.select(flagged).tag_samples(tag)
-    if clear:
-        sample_collection.select(clear).untag_samples(tag)
-
-    report.flagged = len(flagged)
+    report.flagged = _store_results(
+        sample_collection, results, residual_field, uncovered_field if gt_field else None, tag
+    )
     _summarize(report, results, worst)
     if gt_field and results:
         pred_field = pred_field or _default_pred_field(recipe, gt_field, dataset)
@@ -586,6 +544,90 @@ def audit_anonymization(
     }
     _record_audit_provenance(dataset, report, residual_field, uncovered_field if gt_field else None)
     return report
+
+
+def _label_fields_present(
+    sample_collection, recipes: dict[str, copies.AnonymizeRecipe], gt_field: str | None
+) -> list[str]:
+    """The label fields every recorded recipe obscured; refused when one (or ``gt_field``) is
+    gone, since the audit measures each copy against the boxes it was made from."""
+    if gt_field is not None and not sample_collection.has_field(gt_field):
+        raise ValueError(f"ground-truth field '{gt_field}' is not on the dataset")
+    label_fields = list(dict.fromkeys(f for r in recipes.values() for f in r.label_fields))
+    missing = [f for f in label_fields if not sample_collection.has_field(f)]
+    if missing:
+        raise ValueError(f"label field(s) used by anonymize are gone: {missing}")
+    return label_fields
+
+
+def _copies_to_search(
+    sample_collection,
+    recipes: dict[str, copies.AnonymizeRecipe],
+    output_field: str,
+    error_field: str,
+    gt_field: str | None,
+    label_fields: list[str],
+    report: AuditReport,
+) -> list[engine.Item]:
+    """One engine item per existing copy, keyed by what judging it needs (the boxes its own
+    recipe obscured, the true boxes, whether it is stale); samples without a copy counted in
+    ``report.not_anonymized``."""
+    fp_field = copies.fingerprint_field(output_field)
+    ids, paths, copy_paths, *label_values = sample_collection.values(
+        ["id", "filepath", output_field, *label_fields]
+    )
+    by_field = dict(zip(label_fields, label_values))
+    none = [None] * len(ids)
+    stored_fps = (
+        sample_collection.values(fp_field) if sample_collection.has_field(fp_field) else none
+    )
+    errors = (
+        sample_collection.values(error_field) if sample_collection.has_field(error_field) else none
+    )
+    truths = sample_collection.values(gt_field) if gt_field else none
+    todo = []
+    for i, (sid, path, copy) in enumerate(zip(ids, paths, copy_paths)):
+        if not copy or errors[i] or not os.path.isfile(copy):
+            report.not_anonymized += 1
+            continue
+        own = copies.recipe_of(recipes, stored_fps[i])  # this copy's recipe
+        used = own.boxes([by_field[name][i] for name in own.label_fields])
+        gt = labels.from_fo_detections(truths[i], own.classes) if gt_field else []
+        stale = stored_fps[i] != own.fingerprint(used, copy)
+        todo.append(engine.Item((sid, path, used, gt, stale, own), source=copy))
+    return todo
+
+
+def _store_results(
+    sample_collection,
+    results: list[_SampleResult],
+    residual_field: str,
+    uncovered_field: str | None,
+    tag: str,
+) -> int:
+    """Writes each audited sample's residuals (likely and possible apart) and uncovered count,
+    tags the samples a reviewer must open and untags the audited rest; returns how many were
+    tagged."""
+    with database.SampleWriter(sample_collection) as writer:
+        for r in results:
+            likely, possible = split_tiers(r.residuals)
+            values: dict[str, Any] = {
+                residual_field: residual_labels(likely),
+                possible_field(residual_field): residual_labels(possible),
+            }
+            if uncovered_field:
+                values[uncovered_field] = sum(r.uncovered.values())
+            writer.write(r.sid, values)
+    flagged = [
+        r.sid for r in results if needs_review(r.residuals) or r.stale or any(r.uncovered.values())
+    ]
+    flagged_set = set(flagged)
+    clear = [r.sid for r in results if r.sid not in flagged_set]
+    if flagged:
+        sample_collection.select(flagged).tag_samples(tag)
+    if clear:
+        sample_collection.select(clear).untag_samples(tag)
+    return len(flagged)
 
 
 def _summarize(report: AuditReport, results: list[_SampleResult], worst: int) -> None:
