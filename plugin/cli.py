@@ -82,8 +82,7 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    face_default = DEFAULT_THRESHOLDS["face"]
-    plate_default = DEFAULT_THRESHOLDS["plate"]
+    """The command line: the original tool's options first, then ours, in four groups."""
     parser = argparse.ArgumentParser(
         prog="anonymize",
         description=(
@@ -103,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_HelpFormatter,
     )
+    _original_options(parser)
+    _detection_options(parser)
+    _anonymization_options(parser)
+    _output_options(parser)
+    return parser
+
+
+def _original_options(parser: argparse.ArgumentParser) -> None:
+    """The original anonymizer's options, under its names."""
+    face_default = DEFAULT_THRESHOLDS["face"]
+    plate_default = DEFAULT_THRESHOLDS["plate"]
     orig = parser.add_argument_group("the original tool's options")
     orig.add_argument(
         "--input",
@@ -177,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"per-user cache (${WEIGHTS_ENV})",
     )
 
+
+def _detection_options(parser: argparse.ArgumentParser) -> None:
+    """Which models look, how hard, and at what thresholds."""
     models = parser.add_argument_group("detection")
     models.add_argument(
         "--faces",
@@ -227,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the models run; auto takes a GPU when onnxruntime-gpu has one",
     )
 
+
+def _anonymization_options(parser: argparse.ArgumentParser) -> None:
+    """How the found regions are hidden, and the copies' format."""
     look = parser.add_argument_group("anonymization")
     look.add_argument(
         "--mode", default=None, choices=list(MODES), help="how regions are hidden (default: blur)"
@@ -274,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="quality of JPEG copies (1-100)",
     )
 
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    """Workers, resuming, the dataset and the progress shown."""
     run = parser.add_argument_group("throughput and output")
     run.add_argument(
         "--batch-size",
@@ -324,7 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quiet", "-q", action="store_true", help="no progress bar; only failures and the summary"
     )
-    return parser
 
 
 def blur_settings(args: argparse.Namespace) -> Any:
