@@ -161,44 +161,26 @@ def anonymize_images(
     if missing:
         raise ValueError(f"label field(s) not on the dataset: {missing}")
 
-    fp_field = copies.fingerprint_field(output_field)
     copies.declare_copy_fields(dataset, output_field)
-    errors = fields.error_values(dataset, error_field)
-    ids, paths, stored, fps, *columns = sample_collection.values(
-        ["id", "filepath", output_field, fp_field, *label_fields]
+    report = JobReport("anonymize", samples=len(sample_collection))
+    todo, nothing_obscured = _copies_to_make(
+        sample_collection, recipe, label_fields, output_field, targets, overwrite, report
     )
-    report = JobReport("anonymize", samples=len(ids))
-    todo = []
-    nothing_obscured = 0  # samples whose detections were all filtered away
-    for i, (sid, path) in enumerate(zip(ids, paths)):
-        boxes = recipe.boxes([per_field[i] for per_field in columns])
-        if not boxes and any(v is not None and v.detections for v in (f[i] for f in columns)):
-            nothing_obscured += 1
-        target = targets[path]
-        fp = recipe.fingerprint(boxes, target)
-        if not overwrite and copies.copy_is_current(stored[i], target, path, fps[i], fp):
-            report.skipped += 1
-            continue
-        todo.append(engine.Item((sid, path, fp), source=path, boxes=boxes, target=target))
-
     if todo:
         unwritable = output_dir_unwritable(out_dir)
         if unwritable:
             raise ValueError(unwritable)
     _, _, run_options = engine.prepare(settings=recipe.settings, **engine_options)
     copies.record_copies(dataset, output_field, "fiftyone-anonymizer anonymize_images", recipe)
-    results = engine.run(todo, steps, run_options)
-    with database.SampleWriter(sample_collection) as writer:
-        for result in with_progress(results, len(todo), "anonymized", progress):
-            sid, path, fp = result.item.key
-            if result.error is not None:
-                writer.write(
-                    sid, {**errors(report.fail(path, result.error, sid)), output_field: None}
-                )
-                continue
-            writer.write(sid, {output_field: str(result.item.target), fp_field: fp, **errors(None)})
-            report.processed += 1
-            report.boxes_per_class.update(d.label for d in result.obscured)
+    _write_copies(
+        sample_collection,
+        engine.run(todo, steps, run_options),
+        len(todo),
+        output_field,
+        error_field,
+        progress,
+        report,
+    )
 
     report.extra.update(output_field=output_field, output_dir=str(out_dir))
     if show_copies and report.processed + report.skipped:
@@ -209,3 +191,60 @@ def anonymize_images(
             f"confidence filters: their copies obscure nothing (share leaves them out)"
         ]
     return report
+
+
+def _copies_to_make(
+    sample_collection,
+    recipe: copies.AnonymizeRecipe,
+    label_fields: list[str],
+    output_field: str,
+    targets: dict[str, Path],
+    overwrite: bool,
+    report: JobReport,
+) -> tuple[list[engine.Item], int]:
+    """One engine item per sample whose copy is missing or not current (the others counted
+    in ``report.skipped``), and how many samples have detections that the recipe's class and
+    confidence filters all drop."""
+    fp_field = copies.fingerprint_field(output_field)
+    ids, paths, stored, fps, *columns = sample_collection.values(
+        ["id", "filepath", output_field, fp_field, *label_fields]
+    )
+    todo = []
+    nothing_obscured = 0
+    for i, (sid, path) in enumerate(zip(ids, paths)):
+        boxes = recipe.boxes([per_field[i] for per_field in columns])
+        if not boxes and any(v is not None and v.detections for v in (f[i] for f in columns)):
+            nothing_obscured += 1
+        target = targets[path]
+        fp = recipe.fingerprint(boxes, target)
+        if not overwrite and copies.copy_is_current(stored[i], target, path, fps[i], fp):
+            report.skipped += 1
+            continue
+        todo.append(engine.Item((sid, path, fp), source=path, boxes=boxes, target=target))
+    return todo, nothing_obscured
+
+
+def _write_copies(
+    sample_collection,
+    results: Any,
+    total: int,
+    output_field: str,
+    error_field: str,
+    progress: Progress | None,
+    report: JobReport,
+) -> None:
+    """Records each finished copy (its path and fingerprint) or each failure (its reason, no
+    path) as the engine hands them over."""
+    fp_field = copies.fingerprint_field(output_field)
+    errors = fields.error_values(sample_collection._dataset, error_field)
+    with database.SampleWriter(sample_collection) as writer:
+        for result in with_progress(results, total, "anonymized", progress):
+            sid, path, fp = result.item.key
+            if result.error is not None:
+                writer.write(
+                    sid, {**errors(report.fail(path, result.error, sid)), output_field: None}
+                )
+                continue
+            writer.write(sid, {output_field: str(result.item.target), fp_field: fp, **errors(None)})
+            report.processed += 1
+            report.boxes_per_class.update(d.label for d in result.obscured)
