@@ -642,35 +642,12 @@ def run(args: argparse.Namespace) -> int:
         r for r in (done_before.get(job) or made.get(job) for job in plan.jobs) if r is not None
     ]
 
-    if args.dataset and stopped is None:
-        from .jobs.database import DatabaseLost
-        from .jobs.ingest import dataset_from_results
-
-        images = [r for r in finished if not r.item.key.video]
-        if len(images) < len(finished):
-            print(
-                "note: the videos are not in the dataset (a FiftyOne dataset holds one media "
-                "type); add them with the SDK's detect_faces_and_plates",
-                file=err,
-            )
-        try:
-            dataset = dataset_from_results(
-                args.dataset,
-                images,
-                config,
-                detector,
-                steps.settings,
-                args.jpeg_quality,
-                plan.output_dir,
-                args.overwrite_dataset,
-            )
-        except DatabaseLost as exc:
-            print(f"error: {exc}", file=err)
-            return 1
-        print(
-            f"dataset '{dataset.name}': {len(dataset)} samples "
-            f"(open it with: fiftyone app launch {dataset.name})"
-        )
+    if (
+        args.dataset
+        and stopped is None
+        and not _to_dataset(args, finished, config, detector, steps, plan)
+    ):
+        return 1
     print(
         _summary(finished, len(done_before), seconds, load_seconds, plan, args.write_detections),
         flush=True,
@@ -686,6 +663,48 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0 if all(r.ok for r in finished) else 1
+
+
+def _to_dataset(
+    args: argparse.Namespace,
+    finished: list[engine.Result],
+    config: Any,
+    detector: Any,
+    steps: engine.Steps,
+    plan: folders.FolderPlan,
+) -> bool:
+    """``--dataset``: the photos, their boxes and copies as a FiftyOne dataset; False when
+    FiftyOne's database went away (said on stderr)."""
+    from .jobs.database import DatabaseLost
+    from .jobs.ingest import dataset_from_results
+
+    err = sys.stderr
+    images = [r for r in finished if not r.item.key.video]
+    if len(images) < len(finished):
+        print(
+            "note: the videos are not in the dataset (a FiftyOne dataset holds one media "
+            "type); add them with the SDK's detect_faces_and_plates",
+            file=err,
+        )
+    try:
+        dataset = dataset_from_results(
+            args.dataset,
+            images,
+            config,
+            detector,
+            steps.settings,
+            args.jpeg_quality,
+            plan.output_dir,
+            args.overwrite_dataset,
+        )
+    except DatabaseLost as exc:
+        print(f"error: {exc}", file=err)
+        return False
+    print(
+        f"dataset '{dataset.name}': {len(dataset)} samples "
+        f"(open it with: fiftyone app launch {dataset.name})"
+    )
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
