@@ -38,6 +38,28 @@ def box_iou(a, b) -> float:
     return float(iou_matrix(xywh_to_xyxy(np.array([a])), xywh_to_xyxy(np.array([b])))[0, 0])
 
 
+class FormContext:
+    """Enough of an operator context to build a form (what the forms' ``_inputs`` read)."""
+
+    def __init__(self, dataset, params):
+        self.dataset = dataset
+        self.params = params
+
+    def target_view(self):
+        return self.dataset.view()
+
+
+def build_form(build, dataset, params):
+    """Builds an operator's form with ``build(ctx, inputs)``; returns what ``build`` returned
+    (whether Execute is allowed) and the form's properties by name."""
+    import fiftyone.operators.types as types
+
+    inputs = types.Object()
+    inputs.view_target = lambda ctx: None  # the view chooser needs a live App context
+    ok = build(FormContext(dataset, params), inputs)
+    return ok, inputs.properties
+
+
 def make_clip(path: Path, frames: int = 8, audio: bool = True, fps: int = 8) -> Path:
     """The astronaut panning in a 160x120 window (H.264), with a tone as audio."""
     import av

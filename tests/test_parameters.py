@@ -10,28 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import build_form
+
 FACE_BOX = (0.35, 0.12, 0.18, 0.23)
-
-
-class _Ctx:
-    """Enough of an operator context to build a form."""
-
-    def __init__(self, dataset, params):
-        self.dataset = dataset
-        self.params = params
-
-    def target_view(self):
-        return self.dataset.view()
 
 
 def _form_names(build, dataset, params) -> set[str]:
     """The parameters a form asks for (views that only show a message are no parameter)."""
     import fiftyone.operators.types as types
 
-    inputs = types.Object()
-    inputs.view_target = lambda ctx: None  # the view chooser needs a live App context
-    build(_Ctx(dataset, params), inputs)
-    return {n for n, p in inputs.properties.items() if not isinstance(p.type, types.Void)}
+    _, properties = build_form(build, dataset, params)
+    return {n for n, p in properties.items() if not isinstance(p.type, types.Void)}
 
 
 def _call_names(operator_cls) -> set[str]:

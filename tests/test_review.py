@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import build_form
+
 FACE_BOX = (0.30, 0.05, 0.28, 0.36)
 
 
@@ -26,24 +28,8 @@ def _dataset(make_dataset, root: Path, count: int = 5):
     return make_dataset(samples)
 
 
-class _Ctx:
-    """Enough of an operator context to build a form."""
-
-    def __init__(self, dataset, params):
-        self.dataset = dataset
-        self.params = params
-
-    def target_view(self):
-        return self.dataset.view()
-
-
 def _form(build, dataset, params):
-    import fiftyone.operators.types as types
-
-    inputs = types.Object()
-    inputs.view_target = lambda ctx: None  # the view chooser needs a live App context
-    build(_Ctx(dataset, params), inputs)
-    return inputs.properties
+    return build_form(build, dataset, params)[1]
 
 
 def test_share_leaves_out_flagged_failed_stale_and_unobscured_samples(make_dataset, tmp_path):

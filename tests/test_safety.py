@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import build_form
 from conftest import make_clip as clip
 
 FACE_BOX = (0.30, 0.05, 0.28, 0.36)
@@ -76,26 +77,6 @@ def _video_dataset(make_dataset, paths: list[Path]):
     return ds
 
 
-class _Ctx:
-    """Enough of an operator context to build a form."""
-
-    def __init__(self, dataset, params):
-        self.dataset = dataset
-        self.params = params
-
-    def target_view(self):
-        return self.dataset.view()
-
-
-def _form(build, dataset, params):
-    import fiftyone.operators.types as types
-
-    inputs = types.Object()
-    inputs.view_target = lambda ctx: None  # the view chooser needs a live App context
-    ok = build(_Ctx(dataset, params), inputs)
-    return ok, inputs.properties
-
-
 def _invalid(props) -> dict[str, str]:
     return {
         name: getattr(p, "error_message", None) or getattr(p.view, "label", "")
@@ -126,7 +107,7 @@ def test_the_forms_work_on_a_video_dataset(make_dataset, tmp_path):
     from fiftyone_anonymizer.videos import VIDEO_THRESHOLDS
 
     ds = _video_dataset(make_dataset, [clip(tmp_path / "src" / "pan.mp4")])
-    ok, props = _form(_anonymize_inputs, ds, {"output_dir": str(tmp_path / "copies")})
+    ok, props = build_form(_anonymize_inputs, ds, {"output_dir": str(tmp_path / "copies")})
     assert ok and not _invalid(props), _invalid(props)
     labels = {c.value: c.label for c in props["label_fields"].view.choices}
     assert labels == {
@@ -135,7 +116,7 @@ def test_the_forms_work_on_a_video_dataset(make_dataset, tmp_path):
     }
     assert "audio" in props  # the copy's audio can be left out from the App too
 
-    _, props = _form(_detect_inputs, ds, {})
+    _, props = build_form(_detect_inputs, ds, {})
     assert props["face_threshold"].default == VIDEO_THRESHOLDS["face"] != DEFAULT_THRESHOLDS["face"]
     # the effort level applies to videos too, explained for frames
     assert props["effort"].default == "balanced" and "frame" in props["effort"].view.description
@@ -143,7 +124,7 @@ def test_the_forms_work_on_a_video_dataset(make_dataset, tmp_path):
     from fiftyone_anonymizer import anonymize_images
 
     anonymize_images(ds, tmp_path / "copies")
-    ok, props = _form(_share_inputs, ds, {})
+    ok, props = build_form(_share_inputs, ds, {})
     assert ok and not _invalid(props), _invalid(props)
     assert "frames.anonymizer_detections" in props["label_fields"].default
 
@@ -449,15 +430,15 @@ def test_the_forms_refuse_those_names_before_execute(make_dataset, tmp_path):
             "was not written",
         ),
     ):
-        _, props = _form(build, ds, {"output_dir": str(tmp_path / "copies"), **params})
+        _, props = build_form(build, ds, {"output_dir": str(tmp_path / "copies"), **params})
         assert words in _invalid(props).get(field, ""), (params, _invalid(props))
     anonymize_images(ds, tmp_path / "copies", label_fields="boxes")
-    _, props = _form(_audit_inputs, ds, {"residual_field": "ground_truth"})
+    _, props = build_form(_audit_inputs, ds, {"residual_field": "ground_truth"})
     assert "was not written" in _invalid(props).get("residual_field", ""), _invalid(props)
     # The anonymized field pointed at a Detections field: no traceback, an error by the field.
-    ok, props = _form(_share_inputs, ds, {"output_field": "boxes"})
+    ok, props = build_form(_share_inputs, ds, {"output_field": "boxes"})
     assert not ok and "does not hold anonymized copies" in _invalid(props)["output_field"]
-    _, props = _form(
+    _, props = build_form(
         _share_inputs,
         ds,
         {
