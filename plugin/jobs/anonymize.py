@@ -162,7 +162,7 @@ def anonymize_images(
         raise ValueError(f"label field(s) not on the dataset: {missing}")
 
     copies.declare_copy_fields(dataset, output_field)
-    report = JobReport("anonymize", samples=len(sample_collection))
+    report = JobReport("anonymize")
     todo, nothing_obscured = _copies_to_make(
         sample_collection, recipe, label_fields, output_field, targets, overwrite, report
     )
@@ -202,13 +202,14 @@ def _copies_to_make(
     overwrite: bool,
     report: JobReport,
 ) -> tuple[list[engine.Item], int]:
-    """One engine item per sample whose copy is missing or not current (the others counted
-    in ``report.skipped``), and how many samples have detections that the recipe's class and
-    confidence filters all drop."""
+    """One engine item per sample whose copy is missing or not current (the samples counted
+    in ``report.samples``, the current ones in ``report.skipped``), and how many samples have
+    detections that the recipe's class and confidence filters all drop."""
     fp_field = copies.fingerprint_field(output_field)
     ids, paths, stored, fps, *columns = sample_collection.values(
         ["id", "filepath", output_field, fp_field, *label_fields]
     )
+    report.samples = len(ids)
     todo = []
     nothing_obscured = 0
     for i, (sid, path) in enumerate(zip(ids, paths)):

@@ -484,7 +484,7 @@ def audit_anonymization(
         progress(0.0, "models loaded")
     dataset = sample_collection._dataset
     has_err = sample_collection.has_field(error_field)
-    report = AuditReport(samples=len(sample_collection), gt_field=gt_field)
+    report = AuditReport(gt_field=gt_field)
     todo = _copies_to_search(
         sample_collection, recipes, output_field, error_field, gt_field, label_fields, report
     )
@@ -570,13 +570,14 @@ def _copies_to_search(
     report: AuditReport,
 ) -> list[engine.Item]:
     """One engine item per existing copy, keyed by what judging it needs (the boxes its own
-    recipe obscured, the true boxes, whether it is stale); samples without a copy counted in
-    ``report.not_anonymized``."""
+    recipe obscured, the true boxes, whether it is stale); the samples counted in
+    ``report.samples``, those without a copy in ``report.not_anonymized``."""
     fp_field = copies.fingerprint_field(output_field)
     ids, paths, copy_paths, *label_values = sample_collection.values(
         ["id", "filepath", output_field, *label_fields]
     )
     by_field = dict(zip(label_fields, label_values))
+    report.samples = len(ids)
     none = [None] * len(ids)
     stored_fps = (
         sample_collection.values(fp_field) if sample_collection.has_field(fp_field) else none
