@@ -178,10 +178,15 @@ PRECISIONS = ("auto", "float32", "int8")
 
 
 def backend_precision(
-    name: str, precision: str, device: str, effort: str = DEFAULT_EFFORT
+    name: str,
+    precision: str,
+    device: str,
+    effort: str = DEFAULT_EFFORT,
+    cpu_choice: str | None = None,
 ) -> str | None:
     """The one place a backend's network precision is decided (see :data:`PRECISIONS`).
-    None for backends without a precision (MTCNN)."""
+    None for backends without a precision (MTCNN). ``cpu_choice``: a look's own measured
+    choice on the CPU (a ``TileSpec``'s precision) in place of the effort level's."""
     from .onnx_runtime import providers_for
 
     if name == "mtcnn":
@@ -190,7 +195,7 @@ def backend_precision(
         return precision
     if providers_for(device) != ["CPUExecutionProvider"]:
         return "float16" if name == "yolov8-plates" else "float32"
-    return str(_SETTINGS[name][effort].get("precision", "float32"))
+    return cpu_choice or str(_SETTINGS[name][effort].get("precision", "float32"))
 
 
 def build_backend(
@@ -213,15 +218,14 @@ def build_backend(
 
         spec = tiled if isinstance(tiled, TileSpec) else TileSpec(**tiled)
         inner = build_backend(name, threshold, effort, device, **{**kwargs, "tiled": None})
-        from .onnx_runtime import providers_for
-
         # The tiles' own precision applies on the CPU when none was asked for; an asked
         # precision, or a GPU's float one, holds for every look.
-        asked = str(overrides.get("precision", "auto")) != "auto"
-        on_cpu = providers_for(device) == ["CPUExecutionProvider"]
-        if spec.precision in (None, precision) or asked or not on_cpu:
+        tile_precision = backend_precision(
+            name, str(overrides.get("precision", "auto")), device, effort, spec.precision
+        )
+        if tile_precision == precision:
             return TiledDetector(inner, spec)
-        tiles_kwargs = {**kwargs, "tiled": None, "precision": spec.precision}
+        tiles_kwargs = {**kwargs, "tiled": None, "precision": tile_precision}
         return TiledDetector(
             inner, spec, lambda: build_backend(name, threshold, effort, device, **tiles_kwargs)
         )
